@@ -1,0 +1,112 @@
+package datapath
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+)
+
+// Peer is one remote host of the network, as the datapath programs it.
+type Peer struct {
+	// Subnet is the remote host's container subnet.
+	Subnet netip.Prefix
+	// VTEPIP is the overlay address of the remote VXLAN device: the first
+	// address of Subnet. It is the onlink next hop of the route to Subnet.
+	VTEPIP netip.Addr
+	// VTEPMAC is the remote VXLAN device's MAC address.
+	VTEPMAC net.HardwareAddr
+	// PublicIP is the remote host's underlay address, where VXLAN packets go.
+	PublicIP netip.Addr
+}
+
+// Route is an installed route on our VXLAN device.
+type Route struct {
+	Dst netip.Prefix
+	Via netip.Addr
+}
+
+// Neigh is an installed (permanent) neighbour entry on our VXLAN device.
+type Neigh struct {
+	IP  netip.Addr
+	MAC net.HardwareAddr
+}
+
+// FDBEntry is an installed forwarding entry on our VXLAN device: frames for
+// MAC are encapsulated towards Dst.
+type FDBEntry struct {
+	MAC net.HardwareAddr
+	Dst netip.Addr
+}
+
+// Installed is what the kernel holds on our VXLAN device.
+type Installed struct {
+	Routes []Route
+	Neighs []Neigh
+	FDB    []FDBEntry
+}
+
+// Plan is the difference between wanted peers and installed state. Add*
+// entries are created or replaced; Del* entries are removed. Apply adds
+// before deletes.
+type Plan struct {
+	AddRoutes []Route
+	DelRoutes []Route
+	AddNeighs []Neigh
+	DelNeighs []Neigh
+	AddFDB    []FDBEntry
+	DelFDB    []FDBEntry
+}
+
+// Empty reports whether the plan changes nothing.
+func (p Plan) Empty() bool {
+	return len(p.AddRoutes)+len(p.DelRoutes)+len(p.AddNeighs)+len(p.DelNeighs)+len(p.AddFDB)+len(p.DelFDB) == 0
+}
+
+// VXLANSpec describes the VXLAN device EnsureVXLAN creates or repairs.
+type VXLANSpec struct {
+	// Name is the device name, normally DeviceName(VNI).
+	Name string
+	VNI  uint32
+	// Port is the UDP destination port.
+	Port uint16
+	// LocalIP is this host's underlay address (the VXLAN source address).
+	LocalIP netip.Addr
+	// UnderlayIndex is the link index of the underlay interface, 0 if unknown.
+	UnderlayIndex int
+	// MAC is the device's stable address (kept across restarts).
+	MAC net.HardwareAddr
+	// MTU is the underlay MTU minus the encapsulation overhead.
+	MTU int
+	// Address is the host subnet's first address as a /32.
+	Address netip.Prefix
+}
+
+// BridgeSpec describes the per-host bridge containers attach to.
+type BridgeSpec struct {
+	Name string
+	// Gateway is the gateway address with the subnet's prefix length, e.g. 10.244.3.1/24.
+	Gateway netip.Prefix
+	MTU     int
+}
+
+// Underlay is the interface VXLAN packets leave the host by.
+type Underlay struct {
+	Name  string
+	Index int
+	IP    netip.Addr
+	MTU   int
+}
+
+// VXLANOverhead is the IPv4 VXLAN encapsulation cost: outer IPv4 (20) + UDP
+// (8) + VXLAN (8) + inner Ethernet (14).
+const VXLANOverhead = 50
+
+// DeviceName returns the VXLAN device name for a VNI: overlay.VNI, or
+// ovl.VNI when the former would exceed the kernel's 15-byte IFNAMSIZ limit
+// (VNIs of 8 digits).
+func DeviceName(vni uint32) string {
+	if n := fmt.Sprintf("overlay.%d", vni); len(n) <= 15 {
+		return n
+	}
+	return fmt.Sprintf("ovl.%d", vni)
+}

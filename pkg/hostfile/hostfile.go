@@ -1,0 +1,97 @@
+// Package hostfile reads and writes the host file (DESIGN.md Contract 2):
+// RUNDIR/NAME.json, which overlayd writes once it holds a lease and the
+// datapath is ready, and which the CNI plugins read instead of talking to
+// etcd or to the daemon. Writes are atomic (temp file, fsync, rename) so a
+// plugin never reads half a file.
+package hostfile
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+
+	"github.com/overlaynet/overlay/pkg/atomicfile"
+)
+
+// DefaultRunDir is where overlayd writes host files unless told otherwise.
+const DefaultRunDir = "/run/overlay"
+
+// HostFile is this host's view of one network, as the CNI plugins need it.
+type HostFile struct {
+	// Network is the whole overlay range (all hosts).
+	Network netip.Prefix `json:"network"`
+	// Subnet is the range leased to this host; containers get addresses from it.
+	Subnet netip.Prefix `json:"subnet"`
+	// Gateway is the bridge's address inside Subnet and the containers' default gateway.
+	Gateway netip.Addr `json:"gateway"`
+	// MTU is the MTU containers must use so encapsulated packets fit the underlay.
+	MTU int `json:"mtu"`
+	// Bridge is the name of the per-host bridge containers attach to.
+	Bridge string `json:"bridge"`
+	// VNI is the network's VXLAN identifier.
+	VNI uint32 `json:"vni"`
+	// IPMasq says whether overlayd masquerades traffic leaving the network.
+	IPMasq bool `json:"ipMasq"`
+}
+
+// ErrNotExist is returned by Read when no host file exists yet, which means
+// overlayd has not (yet) leased a subnet for the network on this host.
+var ErrNotExist = errors.New("host file does not exist")
+
+// Path returns the host file path for a network.
+func Path(runDir, network string) string {
+	return filepath.Join(runDir, network+".json")
+}
+
+// Validate checks the fields a plugin relies on.
+func (h HostFile) Validate() error {
+	switch {
+	case !h.Network.IsValid() || !h.Network.Addr().Is4():
+		return fmt.Errorf(`field "network" is missing or not an IPv4 CIDR`)
+	case !h.Subnet.IsValid() || !h.Network.Contains(h.Subnet.Addr()) || h.Subnet.Bits() < h.Network.Bits():
+		return fmt.Errorf(`field "subnet" %s is missing or outside network %s`, h.Subnet, h.Network)
+	case !h.Gateway.IsValid() || !h.Subnet.Contains(h.Gateway):
+		return fmt.Errorf(`field "gateway" %s is missing or outside subnet %s`, h.Gateway, h.Subnet)
+	case h.MTU < 576 || h.MTU > 65535:
+		return fmt.Errorf(`field "mtu" %d is out of range 576-65535`, h.MTU)
+	case h.Bridge == "" || len(h.Bridge) > 15:
+		return fmt.Errorf(`field "bridge" %q must be an interface name of 1-15 bytes`, h.Bridge)
+	}
+	return nil
+}
+
+// Read loads and validates the host file at path. A missing file yields an
+// error wrapping ErrNotExist.
+func Read(path string) (HostFile, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return HostFile{}, fmt.Errorf("read host file %s: %w", path, ErrNotExist)
+	}
+	if err != nil {
+		return HostFile{}, fmt.Errorf("read host file %s: %w", path, err)
+	}
+	var h HostFile
+	if err := json.Unmarshal(data, &h); err != nil {
+		return HostFile{}, fmt.Errorf("parse host file %s: %w", path, err)
+	}
+	if err := h.Validate(); err != nil {
+		return HostFile{}, fmt.Errorf("host file %s: %w", path, err)
+	}
+	return h, nil
+}
+
+// Write stores h at path atomically: readers see the old file or the new one,
+// never a mix, even if the machine crashes mid-write.
+func Write(path string, h HostFile) error {
+	if err := h.Validate(); err != nil {
+		return fmt.Errorf("write host file %s: %w", path, err)
+	}
+	data, err := json.Marshal(h)
+	if err != nil {
+		return fmt.Errorf("encode host file %s: %w", path, err)
+	}
+	return atomicfile.WriteFile(path, append(data, '\n'), 0o644)
+}

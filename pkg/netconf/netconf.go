@@ -1,0 +1,157 @@
+// Package netconf holds the cluster-wide configuration of one overlay network
+// (the JSON an operator stores at PREFIX/networks/NAME/config) and its
+// validation. It knows nothing about etcd or the kernel: it turns bytes into a
+// checked Config or an error that names the offending field.
+package netconf
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"regexp"
+)
+
+// Defaults applied to fields the operator leaves out. 8472 is the Linux
+// kernel's historical VXLAN port, the one flannel uses, so mixed tooling
+// (tcpdump filters, firewall rules) keeps working.
+const (
+	DefaultSubnetLen = 24
+	DefaultVNI       = 1
+	DefaultPort      = 8472
+
+	// MaxVNI is the largest 24-bit VXLAN network identifier.
+	MaxVNI = 1<<24 - 1
+	// MaxSubnetLen leaves each host at least a gateway and one container
+	// address besides the network and broadcast addresses.
+	MaxSubnetLen = 30
+)
+
+// Config is the validated configuration of one overlay network. The zero value
+// is not valid; build one with Parse or fill it and call Validate.
+type Config struct {
+	// Network is the IPv4 range every host subnet is carved from.
+	Network netip.Prefix `json:"network"`
+	// SubnetLen is the prefix length of each host's subnet.
+	SubnetLen int `json:"subnetLen"`
+	// VNI is the VXLAN network identifier (1–16777215).
+	VNI uint32 `json:"vni"`
+	// Port is the UDP port VXLAN packets use on the underlay.
+	Port uint16 `json:"port"`
+}
+
+// wireConfig mirrors Config with loose types so that a bad value surfaces as
+// a validation error naming the field rather than a JSON type error.
+type wireConfig struct {
+	Network   string `json:"network"`
+	SubnetLen *int64 `json:"subnetLen"`
+	VNI       *int64 `json:"vni"`
+	Port      *int64 `json:"port"`
+}
+
+// Parse decodes a network config, applies defaults and validates it.
+func Parse(data []byte) (Config, error) {
+	var w wireConfig
+	if err := json.Unmarshal(data, &w); err != nil {
+		return Config{}, fmt.Errorf("network config is not valid JSON: %w", err)
+	}
+	if w.Network == "" {
+		return Config{}, fmt.Errorf(`network config: field "network" is missing; set it to an IPv4 CIDR such as "10.244.0.0/16"`)
+	}
+	network, err := netip.ParsePrefix(w.Network)
+	if err != nil {
+		return Config{}, fmt.Errorf(`network config: field "network" %q is not a CIDR: %w`, w.Network, err)
+	}
+	c := Config{Network: network, SubnetLen: DefaultSubnetLen, VNI: DefaultVNI, Port: DefaultPort}
+	if w.SubnetLen != nil {
+		if *w.SubnetLen < 0 || *w.SubnetLen > 128 {
+			return Config{}, fmt.Errorf(`network config: field "subnetLen" %d is not a prefix length`, *w.SubnetLen)
+		}
+		c.SubnetLen = int(*w.SubnetLen)
+	}
+	if w.VNI != nil {
+		if *w.VNI < 1 || *w.VNI > MaxVNI {
+			return Config{}, fmt.Errorf(`network config: field "vni" %d is out of range; use 1-%d`, *w.VNI, MaxVNI)
+		}
+		c.VNI = uint32(*w.VNI)
+	}
+	if w.Port != nil {
+		if *w.Port < 1 || *w.Port > 65535 {
+			return Config{}, fmt.Errorf(`network config: field "port" %d is out of range; use 1-65535`, *w.Port)
+		}
+		c.Port = uint16(*w.Port)
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// Validate reports the first field that makes c unusable.
+func (c Config) Validate() error {
+	if !c.Network.IsValid() {
+		return fmt.Errorf(`network config: field "network" is missing; set it to an IPv4 CIDR such as "10.244.0.0/16"`)
+	}
+	if !c.Network.Addr().Is4() {
+		return fmt.Errorf(`network config: field "network" %s is not IPv4; only IPv4 overlays are supported`, c.Network)
+	}
+	if c.Network.Masked() != c.Network {
+		return fmt.Errorf(`network config: field "network" %s has host bits set; did you mean %s?`, c.Network, c.Network.Masked())
+	}
+	if c.SubnetLen <= c.Network.Bits() || c.SubnetLen > MaxSubnetLen {
+		return fmt.Errorf(`network config: field "subnetLen" %d does not fit network %s; use a length from %d to %d`,
+			c.SubnetLen, c.Network, c.Network.Bits()+1, MaxSubnetLen)
+	}
+	if c.VNI < 1 || c.VNI > MaxVNI {
+		return fmt.Errorf(`network config: field "vni" %d is out of range; use 1-%d`, c.VNI, MaxVNI)
+	}
+	if c.Port == 0 {
+		return fmt.Errorf(`network config: field "port" 0 is out of range; use 1-65535`)
+	}
+	return nil
+}
+
+// Marshal encodes c in the wire format Parse reads.
+func (c Config) Marshal() ([]byte, error) {
+	return json.Marshal(wireConfig{
+		Network:   c.Network.String(),
+		SubnetLen: ptr(int64(c.SubnetLen)),
+		VNI:       ptr(int64(c.VNI)),
+		Port:      ptr(int64(c.Port)),
+	})
+}
+
+// SubnetCount is how many host subnets the network holds.
+func (c Config) SubnetCount() int {
+	shift := c.SubnetLen - c.Network.Bits()
+	if shift >= 31 {
+		return 1 << 31
+	}
+	return 1 << shift
+}
+
+// SubnetAt returns the i-th host subnet of the network (0-based).
+func (c Config) SubnetAt(i int) netip.Prefix {
+	base := c.Network.Addr().As4()
+	n := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(base[3])
+	n += uint32(i) << (32 - c.SubnetLen)
+	a := netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
+	return netip.PrefixFrom(a, c.SubnetLen)
+}
+
+// Contains reports whether s is one of the network's host subnets.
+func (c Config) Contains(s netip.Prefix) bool {
+	return s.Bits() == c.SubnetLen && s.Masked() == s && c.Network.Contains(s.Addr())
+}
+
+func ptr[T any](v T) *T { return &v }
+
+var namePattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
+
+// ValidateName checks a network name. Names become etcd key segments and file
+// names (RUNDIR/NAME.json), so they are limited to a safe character set.
+func ValidateName(name string) error {
+	if !namePattern.MatchString(name) || name == "." || name == ".." {
+		return fmt.Errorf("network name %q is invalid: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", name)
+	}
+	return nil
+}
