@@ -1,0 +1,96 @@
+package subnet
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+)
+
+// RecordVersion is the schema version of lease values written by this code.
+// Readers accept any version ≥ 1 and ignore fields they don't know, so later
+// versions can add fields without breaking older daemons.
+const RecordVersion = 1
+
+// Kind tells what a lease is for. Only container hosts exist today; edge
+// hosts (no containers, one address) will be another kind.
+type Kind string
+
+// KindHost is a container host: it leases a subnet for its containers.
+const KindHost Kind = "host"
+
+// Record is the JSON value of a lease key.
+type Record struct {
+	Version int  `json:"version"`
+	Kind    Kind `json:"kind"`
+	// HostID is the stable identity of the host (kept in its state dir). It
+	// lets a restarted host recognise and reclaim its own lease.
+	HostID   string     `json:"hostID"`
+	Hostname string     `json:"hostname"`
+	PublicIP netip.Addr `json:"publicIP"`
+	VTEPMAC  string     `json:"vtepMAC"`
+	// UnderlayMTU is the MTU of the host's underlay interface.
+	UnderlayMTU int `json:"underlayMTU,omitempty"`
+}
+
+// Lease is one host's claim on a subnet, as read from etcd.
+type Lease struct {
+	Subnet netip.Prefix
+	Record
+	// ModRevision is the etcd revision that last wrote the key.
+	ModRevision int64
+	// EtcdLease is the ID of the etcd lease the key is bound to.
+	EtcdLease int64
+}
+
+// Validate checks a record read from etcd; a bad record is skipped rather
+// than programmed into the kernel.
+func (r Record) Validate() error {
+	if r.Version < 1 {
+		return fmt.Errorf("version %d: want ≥ 1", r.Version)
+	}
+	if r.Kind != KindHost {
+		return fmt.Errorf("kind %q: this overlayd knows only %q", r.Kind, KindHost)
+	}
+	if r.HostID == "" {
+		return fmt.Errorf("hostID is empty")
+	}
+	if !r.PublicIP.IsValid() || !r.PublicIP.Is4() {
+		return fmt.Errorf("publicIP %v is not an IPv4 address", r.PublicIP)
+	}
+	if _, err := r.MAC(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// MAC parses VTEPMAC.
+func (r Record) MAC() (net.HardwareAddr, error) {
+	mac, err := net.ParseMAC(r.VTEPMAC)
+	if err != nil || len(mac) != 6 {
+		return nil, fmt.Errorf("vtepMAC %q is not an Ethernet MAC address", r.VTEPMAC)
+	}
+	return mac, nil
+}
+
+func encodeRecord(r Record) (string, error) {
+	if r.Version == 0 {
+		r.Version = RecordVersion
+	}
+	if r.Kind == "" {
+		r.Kind = KindHost
+	}
+	b, err := json.Marshal(r)
+	return string(b), err
+}
+
+func decodeRecord(value []byte) (Record, error) {
+	var r Record
+	if err := json.Unmarshal(value, &r); err != nil {
+		return Record{}, fmt.Errorf("decode lease record: %w", err)
+	}
+	if err := r.Validate(); err != nil {
+		return Record{}, fmt.Errorf("invalid lease record: %w", err)
+	}
+	return r, nil
+}

@@ -1,0 +1,111 @@
+package subnet
+
+import (
+	"context"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Watch backoff bounds: fast first retry, capped so a long etcd outage costs
+// one attempt every few seconds.
+const (
+	watchBackoffMin = 100 * time.Millisecond
+	watchBackoffMax = 5 * time.Second
+)
+
+// WatchLeases calls onSnapshot with the network's full, sorted set of valid
+// leases: once after the first list and again after every change. It returns
+// when ctx ends. Watch failures (compaction, lost leader, etcd down) lead to a
+// fresh list, so a snapshot is never missing an update for long.
+func (c *Client) WatchLeases(ctx context.Context, network string, onSnapshot func([]Lease)) {
+	backoff := watchBackoffMin
+	for ctx.Err() == nil {
+		leases, rev, err := c.Leases(ctx, network)
+		if err != nil {
+			c.log.Warn("list leases failed; retrying", "network", network, "err", err, "retry_in", backoff)
+			if !sleep(ctx, jitter(backoff)) {
+				return
+			}
+			backoff = min(backoff*2, watchBackoffMax)
+			continue
+		}
+		backoff = watchBackoffMin
+		set := make(map[netip.Prefix]Lease, len(leases))
+		for _, l := range leases {
+			set[l.Subnet] = l
+		}
+		onSnapshot(snapshot(set))
+		c.follow(ctx, network, rev+1, set, onSnapshot)
+	}
+}
+
+// follow applies watch events to set until the watch fails or ctx ends.
+func (c *Client) follow(ctx context.Context, network string, rev int64, set map[netip.Prefix]Lease, onSnapshot func([]Lease)) {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	prefix := c.keys.Subnets(network)
+	for resp := range c.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev)) {
+		if err := resp.Err(); err != nil {
+			c.log.Info("lease watch ended; re-listing", "network", network, "err", err)
+			return
+		}
+		changed := false
+		for _, ev := range resp.Events {
+			changed = c.apply(network, set, ev) || changed
+		}
+		if changed {
+			onSnapshot(snapshot(set))
+		}
+	}
+}
+
+func (c *Client) apply(network string, set map[netip.Prefix]Lease, ev *clientv3.Event) bool {
+	s, err := c.keys.ParseSubnetKey(network, string(ev.Kv.Key))
+	if err != nil {
+		c.log.Warn("ignoring unexpected key in subnet map", "key", string(ev.Kv.Key), "err", err)
+		return false
+	}
+	if ev.Type == clientv3.EventTypeDelete {
+		_, had := set[s]
+		delete(set, s)
+		return had
+	}
+	l, err := c.parseLease(network, ev.Kv.Key, ev.Kv.Value)
+	if err != nil {
+		c.log.Warn("skipping invalid lease", "key", string(ev.Kv.Key), "err", err)
+		_, had := set[s]
+		delete(set, s) // an invalid record must not keep an old route alive
+		return had
+	}
+	l.ModRevision, l.EtcdLease = ev.Kv.ModRevision, ev.Kv.Lease
+	set[s] = l
+	return true
+}
+
+func snapshot(set map[netip.Prefix]Lease) []Lease {
+	out := make([]Lease, 0, len(set))
+	for _, l := range set {
+		out = append(out, l)
+	}
+	slices.SortFunc(out, func(a, b Lease) int { return a.Subnet.Addr().Compare(b.Subnet.Addr()) })
+	return out
+}
+
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
