@@ -1,0 +1,115 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/overlaynet/overlay/pkg/datapath"
+	"github.com/overlaynet/overlay/pkg/subnet"
+)
+
+// leaseView is one lease as overlayctl prints it (also its JSON form).
+type leaseView struct {
+	Subnet      string `json:"subnet"`
+	Hostname    string `json:"hostname"`
+	HostID      string `json:"hostID"`
+	PublicIP    string `json:"publicIP"`
+	VTEP        string `json:"vtep"`
+	VTEPMAC     string `json:"vtepMAC"`
+	UnderlayMTU int    `json:"underlayMTU,omitempty"`
+	EtcdLease   string `json:"etcdLease"`
+}
+
+func newLeasesCmd(g *globals) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "leases",
+		Short: "List every host's lease in the network",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			leases, _, err := c.Leases(cmd.Context(), g.network)
+			if err != nil {
+				return err
+			}
+			var vni uint32
+			if cfg, err := c.NetworkConfig(cmd.Context(), g.network); err == nil {
+				vni = cfg.VNI
+			}
+			views := make([]leaseView, 0, len(leases))
+			for _, l := range leases {
+				views = append(views, viewLease(l, vni))
+			}
+			return printLeases(cmd, views, output)
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	cmd.AddCommand(newLeasesDeleteCmd(g))
+	return cmd
+}
+
+func viewLease(l subnet.Lease, vni uint32) leaseView {
+	v := leaseView{
+		Subnet: l.Subnet.String(), Hostname: l.Hostname, HostID: l.HostID, PublicIP: l.PublicIP.String(),
+		VTEPMAC: l.VTEPMAC, UnderlayMTU: l.UnderlayMTU, EtcdLease: fmt.Sprintf("%x", l.EtcdLease),
+	}
+	if vni != 0 {
+		v.VTEP = datapath.DeviceName(vni) + " " + l.Subnet.Addr().String()
+	}
+	return v
+}
+
+func printLeases(cmd *cobra.Command, views []leaseView, output string) error {
+	out := cmd.OutOrStdout()
+	switch output {
+	case "json":
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(views)
+	case "table":
+		w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "SUBNET\tHOSTNAME\tPUBLIC IP\tVTEP MAC\tETCD LEASE")
+		for _, v := range views {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", v.Subnet, v.Hostname, v.PublicIP, v.VTEPMAC, v.EtcdLease)
+		}
+		return w.Flush()
+	default:
+		return fmt.Errorf("--output %q: use table or json", output)
+	}
+}
+
+func newLeasesDeleteCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete SUBNET",
+		Short: "Delete a host's lease key (evict it; a running overlayd puts its key back)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := netip.ParsePrefix(args[0])
+			if err != nil || s.Masked() != s {
+				return fmt.Errorf("%q is not a subnet such as 10.244.3.0/24", args[0])
+			}
+			c, err := g.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ok, err := c.DeleteLease(cmd.Context(), g.network, s)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("network %s has no lease for %s", g.network, s)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "deleted lease %s of network %s\n", s, g.network)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,16 @@
+// Command overlayctl is the operator's tool for overlay: it writes network
+// configs, lists leases, shows this host's state and tears it down. It owns
+// nothing; it reads etcd, the host file and the kernel.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "overlayctl:", err)
+		os.Exit(1)
+	}
+}

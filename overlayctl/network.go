@@ -1,0 +1,83 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/spf13/cobra"
+
+	"github.com/overlaynet/overlay/pkg/netconf"
+)
+
+func newNetworkCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "network", Short: "Read or write a network's config in etcd"}
+	cmd.AddCommand(newNetworkSetCmd(g), newNetworkGetCmd(g))
+	return cmd
+}
+
+func newNetworkSetCmd(g *globals) *cobra.Command {
+	var (
+		cidr      string
+		subnetLen int
+		vni       uint32
+		port      uint16
+	)
+	cmd := &cobra.Command{
+		Use:   "set NAME --cidr CIDR [--subnet-len N] [--vni N] [--port N]",
+		Short: "Write (create or replace) a network's config",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := netconf.ValidateName(name); err != nil {
+				return err
+			}
+			prefix, err := netip.ParsePrefix(cidr)
+			if err != nil {
+				return fmt.Errorf("--cidr %q is not a CIDR such as 10.244.0.0/16", cidr)
+			}
+			cfg := netconf.Config{Network: prefix, SubnetLen: subnetLen, VNI: vni, Port: port}
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			c, err := g.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if err := c.SetNetworkConfig(cmd.Context(), name, cfg); err != nil {
+				return err
+			}
+			data, _ := cfg.Marshal()
+			fmt.Fprintf(cmd.OutOrStdout(), "network %s: %s\n", name, data)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&cidr, "cidr", "", "IPv4 range of the whole network, e.g. 10.244.0.0/16 (required)")
+	cmd.Flags().IntVar(&subnetLen, "subnet-len", netconf.DefaultSubnetLen, "prefix length of each host's subnet")
+	cmd.Flags().Uint32Var(&vni, "vni", netconf.DefaultVNI, "VXLAN network identifier (1-16777215)")
+	cmd.Flags().Uint16Var(&port, "port", netconf.DefaultPort, "VXLAN UDP port")
+	cmd.MarkFlagRequired("cidr")
+	return cmd
+}
+
+func newNetworkGetCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "get NAME",
+		Short: "Print a network's config",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			cfg, err := c.NetworkConfig(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			data, _ := cfg.Marshal()
+			fmt.Fprintln(cmd.OutOrStdout(), string(data))
+			return nil
+		},
+	}
+}

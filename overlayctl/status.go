@@ -1,0 +1,145 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"slices"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/overlaynet/overlay/pkg/datapath"
+	"github.com/overlaynet/overlay/pkg/hostfile"
+	"github.com/overlaynet/overlay/pkg/subnet"
+)
+
+func newStatusCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show this host's lease, VTEP and programmed peers (kernel compared with etcd)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out := cmd.OutOrStdout()
+			path := hostfile.Path(g.runDir, g.network)
+			hf, err := hostfile.Read(path)
+			if errors.Is(err, hostfile.ErrNotExist) {
+				return fmt.Errorf("no host file at %s: overlayd has not joined network %s on this host; is it running with --run-dir %s?", path, g.network, g.runDir)
+			}
+			if err != nil {
+				return err
+			}
+			dev := datapath.DeviceName(hf.VNI)
+			fmt.Fprintf(out, "network %s (host file %s)\n", g.network, path)
+			fmt.Fprintf(out, "  subnet %s  gateway %s  mtu %d  bridge %s  vni %d  device %s\n", hf.Subnet, hf.Gateway, hf.MTU, hf.Bridge, hf.VNI, dev)
+			installed, err := datapath.ListInstalled(dev)
+			if err != nil {
+				return fmt.Errorf("read kernel state of %s: %w", dev, err)
+			}
+			leases, etcdErr := g.leases(cmd)
+			if etcdErr != nil {
+				fmt.Fprintf(out, "  etcd: %v (showing kernel state only)\n", etcdErr)
+			}
+			printSelf(out, hf.Subnet, leases, etcdErr == nil)
+			printPeers(out, hf.Subnet, leases, installed, etcdErr == nil)
+			return nil
+		},
+	}
+}
+
+func (g *globals) leases(cmd *cobra.Command) ([]subnet.Lease, error) {
+	c, err := g.connect(cmd.Context())
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	ls, _, err := c.Leases(cmd.Context(), g.network)
+	return ls, err
+}
+
+func printSelf(out io.Writer, own netip.Prefix, leases []subnet.Lease, haveEtcd bool) {
+	if !haveEtcd {
+		return
+	}
+	for _, l := range leases {
+		if l.Subnet == own {
+			fmt.Fprintf(out, "  lease  %s held by %s (public IP %s, VTEP MAC %s, etcd lease %x)\n", own, l.Hostname, l.PublicIP, l.VTEPMAC, l.EtcdLease)
+			return
+		}
+	}
+	fmt.Fprintf(out, "  lease  MISSING: etcd has no lease for %s; peers cannot reach this host's containers\n", own)
+}
+
+// printPeers lists peers wanted by etcd and whether the kernel has them.
+func printPeers(out io.Writer, own netip.Prefix, leases []subnet.Lease, installed datapath.Installed, haveEtcd bool) {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	defer w.Flush()
+	fmt.Fprintln(w, "PEER SUBNET\tVIA\tVTEP MAC\tPUBLIC IP\tSTATE")
+	if !haveEtcd {
+		for _, r := range installed.Routes {
+			fmt.Fprintf(w, "%s\t%s\t\t\tinstalled\n", r.Dst, r.Via)
+		}
+		return
+	}
+	var wanted []datapath.Peer
+	for _, l := range leases {
+		mac, err := l.MAC()
+		if l.Subnet == own || err != nil {
+			continue
+		}
+		wanted = append(wanted, datapath.Peer{Subnet: l.Subnet, VTEPIP: l.Subnet.Addr(), VTEPMAC: mac, PublicIP: l.PublicIP})
+	}
+	plan := datapath.Diff(wanted, installed)
+	for _, p := range wanted {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", p.Subnet, p.VTEPIP, p.VTEPMAC, p.PublicIP, peerState(p, plan))
+	}
+	for _, r := range plan.DelRoutes {
+		fmt.Fprintf(w, "%s\t%s\t\t\tstale (no lease; overlayd removes it on its next pass)\n", r.Dst, r.Via)
+	}
+	if len(wanted) == 0 && len(plan.DelRoutes) == 0 {
+		fmt.Fprintln(w, "(no peers)")
+	}
+}
+
+func peerState(p datapath.Peer, plan datapath.Plan) string {
+	var missing []string
+	if slices.ContainsFunc(plan.AddRoutes, func(r datapath.Route) bool { return r.Dst == p.Subnet }) {
+		missing = append(missing, "route")
+	}
+	if slices.ContainsFunc(plan.AddNeighs, func(n datapath.Neigh) bool { return n.IP == p.VTEPIP }) {
+		missing = append(missing, "neigh")
+	}
+	if slices.ContainsFunc(plan.AddFDB, func(f datapath.FDBEntry) bool { return f.MAC.String() == p.VTEPMAC.String() }) {
+		missing = append(missing, "fdb")
+	}
+	if len(missing) == 0 {
+		return "ok"
+	}
+	return fmt.Sprintf("MISSING %v in kernel", missing)
+}
+
+func newTeardownCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "teardown",
+		Short: "Remove this host's overlay kernel state (VXLAN device, bridge) and host file; stop overlayd first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path := hostfile.Path(g.runDir, g.network)
+			hf, err := hostfile.Read(path)
+			if err != nil {
+				return fmt.Errorf("%w; teardown needs the host file to know which devices are this network's", err)
+			}
+			dev := datapath.DeviceName(hf.VNI)
+			if err := datapath.RemoveNetwork(dev, hf.Bridge); err != nil {
+				return err
+			}
+			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("remove host file: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %s, %s and %s\n", dev, hf.Bridge, path)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/overlaynet/overlay/pkg/hostfile"
+	"github.com/overlaynet/overlay/pkg/netconf"
+	"github.com/overlaynet/overlay/pkg/state"
+	"github.com/overlaynet/overlay/pkg/subnet"
+)
+
+// Config is everything overlayd is told on its command line, validated once.
+type Config struct {
+	EtcdEndpoints []string
+	EtcdPrefix    string
+	EtcdCAFile    string
+	EtcdCertFile  string
+	EtcdKeyFile   string
+	EtcdTimeout   time.Duration
+
+	Network  string
+	Iface    string
+	PublicIP netip.Addr
+	Hostname string
+	Bridge   string
+
+	RunDir   string
+	StateDir string
+
+	LeaseTTL       time.Duration
+	ResyncInterval time.Duration
+
+	MetricsAddr string
+	LogLevel    slog.Level
+}
+
+// parseFlags reads the command line (DESIGN.md Contract 5).
+func parseFlags(args []string, stderr io.Writer) (Config, error) {
+	fs := flag.NewFlagSet("overlayd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		c                             Config
+		endpoints, publicIP, logLevel string
+		defaultHost, _                = os.Hostname()
+	)
+	fs.StringVar(&endpoints, "etcd-endpoints", "http://127.0.0.1:2379", "comma-separated etcd client URLs")
+	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", subnet.DefaultPrefix, "etcd key prefix")
+	fs.StringVar(&c.EtcdCAFile, "etcd-cafile", "", "CA bundle to verify etcd's certificate (enables TLS)")
+	fs.StringVar(&c.EtcdCertFile, "etcd-certfile", "", "client certificate for etcd")
+	fs.StringVar(&c.EtcdKeyFile, "etcd-keyfile", "", "client key for etcd")
+	fs.DurationVar(&c.EtcdTimeout, "etcd-timeout", 10*time.Second, "how long to wait for etcd to answer at start")
+	fs.StringVar(&c.Network, "network", "default", "name of the overlay network to join")
+	fs.StringVar(&c.Iface, "iface", "", "underlay interface name or IP (default: the interface of the default route)")
+	fs.StringVar(&publicIP, "public-ip", "", "underlay IP to advertise to peers (default: the interface's IP)")
+	fs.StringVar(&c.Hostname, "hostname", defaultHost, "name to publish in this host's lease")
+	fs.StringVar(&c.Bridge, "bridge", "overlay0", "name of the bridge containers attach to")
+	fs.StringVar(&c.RunDir, "run-dir", hostfile.DefaultRunDir, "directory for the host file read by the CNI plugins")
+	fs.StringVar(&c.StateDir, "state-dir", state.DefaultDir, "directory for state kept across restarts")
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", 30*time.Second, "TTL of this host's etcd lease; peers drop a dead host after this")
+	fs.DurationVar(&c.ResyncInterval, "resync-interval", 10*time.Second, "how often the kernel state is re-checked against etcd")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "address for /metrics, /healthz and /readyz (e.g. 127.0.0.1:9472; empty disables)")
+	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q; overlayd takes only flags", fs.Arg(0))
+	}
+	for _, e := range strings.Split(endpoints, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			c.EtcdEndpoints = append(c.EtcdEndpoints, e)
+		}
+	}
+	if len(c.EtcdEndpoints) == 0 {
+		return Config{}, fmt.Errorf("--etcd-endpoints is empty; give the etcd client URLs, e.g. http://10.0.0.5:2379")
+	}
+	if err := netconf.ValidateName(c.Network); err != nil {
+		return Config{}, fmt.Errorf("--network: %w", err)
+	}
+	if publicIP != "" {
+		ip, err := netip.ParseAddr(publicIP)
+		if err != nil || !ip.Is4() {
+			return Config{}, fmt.Errorf("--public-ip %q is not an IPv4 address", publicIP)
+		}
+		c.PublicIP = ip
+	}
+	if c.Bridge == "" || len(c.Bridge) > 15 {
+		return Config{}, fmt.Errorf("--bridge %q must be an interface name of 1-15 bytes", c.Bridge)
+	}
+	if c.LeaseTTL < 2*time.Second {
+		return Config{}, fmt.Errorf("--lease-ttl %s is too short; use at least 2s", c.LeaseTTL)
+	}
+	if c.ResyncInterval <= 0 {
+		return Config{}, fmt.Errorf("--resync-interval must be positive")
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
+		return Config{}, fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)
+	}
+	return c, nil
+}

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseFlags(t *testing.T) {
+	c, err := parseFlags([]string{"--etcd-endpoints", "http://a:2379, http://b:2379", "--network", "blue", "--iface", "eth1",
+		"--run-dir", "/tmp/r", "--state-dir", "/tmp/s", "--public-ip", "198.18.0.9", "--lease-ttl", "5s", "--log-level", "debug"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.EtcdEndpoints) != 2 || c.EtcdEndpoints[1] != "http://b:2379" || c.Network != "blue" || c.Iface != "eth1" ||
+		c.RunDir != "/tmp/r" || c.StateDir != "/tmp/s" || c.PublicIP.String() != "198.18.0.9" || c.LeaseTTL != 5*time.Second {
+		t.Fatalf("config = %+v", c)
+	}
+	d, err := parseFlags(nil, io.Discard)
+	if err != nil || d.Network != "default" || d.RunDir != "/run/overlay" || d.StateDir != "/var/lib/overlay" || d.EtcdPrefix != "/overlay" {
+		t.Fatalf("defaults = %+v, %v", d, err)
+	}
+}
+
+func TestParseFlagsRejects(t *testing.T) {
+	cases := map[string][]string{
+		"--network":        {"--network", "a/b"},
+		"--public-ip":      {"--public-ip", "nope"},
+		"--lease-ttl":      {"--lease-ttl", "1s"},
+		"--log-level":      {"--log-level", "loud"},
+		"--etcd-endpoints": {"--etcd-endpoints", " , "},
+		"--bridge":         {"--bridge", "a-very-long-bridge-name"},
+		"argument":         {"extra"},
+	}
+	for want, args := range cases {
+		_, err := parseFlags(args, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("parseFlags(%q) err = %v, want it to mention %s", args, err, want)
+		}
+	}
+}

@@ -1,0 +1,34 @@
+// Command overlayd is the per-host daemon of overlay: it leases this host's
+// subnet from the etcd subnet map, programs the kernel's VXLAN device, FDB,
+// neighbour and route entries for every other host, and writes the host file
+// the CNI plugins read. See README.md for flags and deployment.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "overlayd:", err)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, cfg, log); err != nil && ctx.Err() == nil {
+		fmt.Fprintln(os.Stderr, "overlayd:", err)
+		os.Exit(1)
+	}
+}
