@@ -17,4 +17,16 @@
 // removed. Peer programming is level-triggered: SyncPeers compares the wanted
 // peers with what the kernel has on our device and applies the difference,
 // adding before deleting so a changed peer never loses its route in between.
+// Routes we write carry protocol RouteProtocol (86) so people can find them,
+// but every non-kernel route on our device is treated as ours. A route to a
+// peer subnet that already exists on another device is reported, never
+// replaced.
+//
+// Namespaces: every function works in the network namespace of the calling
+// OS thread. Callers lock the thread and switch (ns.Do) or run the whole
+// process in the namespace (ip netns exec). Kernel dumps interrupted by a
+// concurrent change are retried.
+//
+// Types at the boundary: the package speaks net/netip; conversion to the
+// net.IP forms netlink wants lives in netconv.go only.
 package datapath

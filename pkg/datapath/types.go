@@ -110,3 +110,29 @@ func DeviceName(vni uint32) string {
 	}
 	return fmt.Sprintf("ovl.%d", vni)
 }
+
+// RouteProtocol is the rtm_protocol number overlay stamps on the routes it
+// installs, so a person (`ip route show proto 86`) or a later cleanup can tell
+// them apart from routes written by other software. Reconciliation does not
+// rely on it: every non-kernel route on our VXLAN device counts as ours,
+// because we own the device and a stray route on it would misdirect overlay
+// traffic.
+const RouteProtocol = 86
+
+// VXLANResult reports what ReconcileVXLAN did to the device.
+type VXLANResult struct {
+	Index int
+	// Created is true when the device was made afresh (absent or replaced).
+	Created bool
+	// Replaced says why an existing link of that name was deleted and
+	// recreated; it is empty when the link was reused or absent.
+	Replaced string
+}
+
+// ContainerLink describes a container attached by AttachContainer.
+type ContainerLink struct {
+	// HostVeth is the name of the host end of the veth pair.
+	HostVeth     string
+	HostMAC      net.HardwareAddr
+	ContainerMAC net.HardwareAddr
+}
