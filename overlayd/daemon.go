@@ -213,9 +213,15 @@ func (d *daemon) apply(_ context.Context, want desired) error {
 	start := time.Now()
 	defer func() { d.metrics.reconcileSeconds.Observe(time.Since(start).Seconds()) }()
 	d.metrics.reconciles.Inc()
-	if _, err := datapath.EnsureVXLAN(want.VXLAN); err != nil {
+	vx, err := datapath.ReconcileVXLAN(want.VXLAN)
+	if err != nil {
 		d.metrics.reconcileErrors.Inc()
 		return fmt.Errorf("ensure vxlan device %s: %w", want.VXLAN.Name, err)
+	}
+	if vx.Replaced != "" {
+		d.log.Warn("vxlan device was incompatible; recreated it", "device", want.VXLAN.Name, "reason", vx.Replaced)
+	} else if vx.Created {
+		d.log.Info("vxlan device created", "device", want.VXLAN.Name)
 	}
 	if err := datapath.EnsureBridge(want.Bridge); err != nil {
 		d.metrics.reconcileErrors.Inc()
