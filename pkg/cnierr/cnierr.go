@@ -1,0 +1,69 @@
+// Package cnierr builds the CNI error results of overlay's plugins. The CNI
+// spec gives runtimes a handful of codes they act on (retry on 11, report the
+// network as not ready on 50); skel turns any other error into 999, which
+// tells a runtime nothing. Every error a person can fix or that will pass on
+// its own goes through here, with a short stable Msg (runtimes show it in
+// events) and Details saying which file or field and what to do.
+package cnierr
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/overlaynet/overlay/pkg/hostfile"
+)
+
+// InvalidConfig (code 7) reports a network config field that cannot be used.
+// problem says what is wrong with it and, where useful, what to write instead.
+func InvalidConfig(field, problem string) *types.Error {
+	return types.NewError(types.ErrInvalidNetworkConfig,
+		fmt.Sprintf("invalid network config: field %q", field), problem)
+}
+
+// BadArgs (code 4) reports a CNI_* environment variable or CNI_ARGS entry the
+// runtime passed that cannot be used.
+func BadArgs(name, problem string) *types.Error {
+	return types.NewError(types.ErrInvalidEnvironmentVariables,
+		fmt.Sprintf("invalid %s", name), problem)
+}
+
+// TryAgain (code 11) reports a condition that is expected to clear without a
+// change to the config, so the runtime should retry the same request later.
+func TryAgain(msg, details string) *types.Error {
+	return types.NewError(types.ErrTryAgainLater, msg, details)
+}
+
+// Unavailable (code 50) is STATUS's answer while the plugin cannot serve ADD.
+func Unavailable(msg, details string) *types.Error {
+	return types.NewError(types.ErrPluginNotAvailable, msg, details)
+}
+
+// HostFile turns a failure to read the host file at path for network into an
+// error carrying code: 11 (try again later) from ADD, 50 (not available) from
+// STATUS. Both a missing and an unreadable host file are the host's problem,
+// not the network config's: overlayd writes the file, so it is what to fix.
+func HostFile(code uint, path, network string, err error) *types.Error {
+	if errors.Is(err, hostfile.ErrNotExist) {
+		return types.NewError(code,
+			fmt.Sprintf("host file %s not found", path),
+			fmt.Sprintf("overlayd has not leased a subnet for network %q on this host yet; is overlayd running?", network))
+	}
+	return types.NewError(code,
+		fmt.Sprintf("host file %s is unusable", path),
+		fmt.Sprintf("%v; overlayd writes this file for network %q: restart overlayd so it rewrites it", err, network))
+}
+
+// Decode (code 7) reports a network config that is valid JSON (skel checks
+// that) but does not fit the plugin's config, naming the field when the JSON
+// decoder knows it.
+func Decode(err error) *types.Error {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) && typeErr.Field != "" {
+		return InvalidConfig(typeErr.Field,
+			fmt.Sprintf("the value is a JSON %s, but it must be a %s", typeErr.Value, typeErr.Type))
+	}
+	return types.NewError(types.ErrInvalidNetworkConfig, "invalid network config", err.Error())
+}

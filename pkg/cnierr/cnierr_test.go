@@ -1,0 +1,65 @@
+package cnierr
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/overlaynet/overlay/pkg/hostfile"
+)
+
+func TestCodes(t *testing.T) {
+	tests := []struct {
+		name string
+		err  *types.Error
+		code uint
+		msg  string
+	}{
+		{"invalid config", InvalidConfig("network", "bad"), 7, `invalid network config: field "network"`},
+		{"bad args", BadArgs("CNI_NETNS", "gone"), 4, "invalid CNI_NETNS"},
+		{"try again", TryAgain("busy", "later"), 11, "busy"},
+		{"unavailable", Unavailable("down", "start it"), 50, "down"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.err.Code != tt.code || tt.err.Msg != tt.msg || tt.err.Details == "" {
+				t.Errorf("got %+v, want code %d msg %q and details", tt.err, tt.code, tt.msg)
+			}
+		})
+	}
+}
+
+func TestHostFile(t *testing.T) {
+	missing := fmt.Errorf("read: %w", hostfile.ErrNotExist)
+	e := HostFile(types.ErrTryAgainLater, "/run/overlay/default.json", "default", missing)
+	if e.Code != 11 || e.Msg != "host file /run/overlay/default.json not found" ||
+		e.Details != `overlayd has not leased a subnet for network "default" on this host yet; is overlayd running?` {
+		t.Errorf("missing host file: %+v", e)
+	}
+	e = HostFile(types.ErrPluginNotAvailable, "/run/overlay/blue.json", "blue", errors.New(`field "mtu" 5 is out of range`))
+	if e.Code != 50 || !strings.Contains(e.Msg, "/run/overlay/blue.json") ||
+		!strings.Contains(e.Details, `field "mtu"`) || !strings.Contains(e.Details, "restart overlayd") {
+		t.Errorf("unusable host file: %+v", e)
+	}
+}
+
+func TestDecodeNamesField(t *testing.T) {
+	var v struct {
+		IPAM struct {
+			DataDir string `json:"dataDir"`
+		} `json:"ipam"`
+	}
+	err := json.Unmarshal([]byte(`{"ipam":{"dataDir":7}}`), &v)
+	e := Decode(err)
+	if e.Code != 7 || e.Msg != `invalid network config: field "ipam.dataDir"` || !strings.Contains(e.Details, "number") {
+		t.Errorf("Decode = %+v", e)
+	}
+	e = Decode(errors.New("something else"))
+	if e.Code != 7 || e.Details != "something else" {
+		t.Errorf("Decode of a plain error = %+v", e)
+	}
+}

@@ -1,0 +1,34 @@
+// Command overlay is the CNI plugin of overlay: it connects a container to
+// this host's overlay bridge with a veth pair and gives it an address from
+// the IPAM plugin (normally overlay-ipam) with a default route via the
+// bridge. It learns the bridge, gateway and MTU from the host file overlayd
+// writes (pkg/hostfile) and never talks to etcd or to the daemon, so
+// containers start and stop while overlayd restarts. Kernel work is done by
+// pkg/datapath.
+package main
+
+import (
+	"os"
+	"runtime"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/version"
+)
+
+func init() {
+	// Namespace switches apply to one OS thread; keep main on the thread
+	// that stays in the host namespace (CNI pkg/ns README).
+	runtime.LockOSThread()
+}
+
+func main() {
+	p := plugin{stdout: os.Stdout, stderr: os.Stderr}
+	skel.PluginMainFuncs(skel.CNIFuncs{
+		Add:    p.add,
+		Del:    p.del,
+		Check:  p.check,
+		Status: p.status,
+		GC:     p.gc,
+	}, version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"),
+		"overlay: veth to this host's overlay bridge")
+}

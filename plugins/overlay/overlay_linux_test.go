@@ -1,0 +1,429 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/overlaynet/overlay/pkg/hostfile"
+)
+
+var allVersions = []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"}
+
+func TestAddWiresContainer(t *testing.T) {
+	h := newTestHost(t)
+	c := newNS(t)
+	list := h.confList("1.0.0", `,"dns":{"nameservers":["10.96.0.10"]}`)
+	res, addr := h.mustAdd(list, rt("c1", c))
+
+	wantContainerAddr(t, addr)
+	if len(res.Interfaces) != 2 || res.Interfaces[1].Name != "eth0" || res.Interfaces[1].Sandbox != c.path() ||
+		res.Interfaces[0].Sandbox != "" || *res.IPs[0].Interface != 1 {
+		t.Errorf("result interfaces %v / IP interface %d: want [host veth, eth0 in %s] and index 1",
+			res.Interfaces, *res.IPs[0].Interface, c.path())
+	}
+	if res.IPs[0].Gateway.String() != "10.244.7.1" || len(res.Routes) != 1 || res.Routes[0].Dst.String() != "0.0.0.0/0" {
+		t.Errorf("result gateway %v routes %v, want 10.244.7.1 and a default route", res.IPs[0].Gateway, res.Routes)
+	}
+	if !slices.Equal(res.DNS.Nameservers, []string{"10.96.0.10"}) {
+		t.Errorf("result DNS %v, want the config's nameservers", res.DNS)
+	}
+
+	eth0 := addrsOf(t, c.name, "eth0")
+	if len(eth0) != 1 || !hasAddr(eth0[0], addr) {
+		t.Errorf("container eth0 = %+v, want address %s", eth0, addr)
+	}
+	var routes []ipRoute
+	if err := ipJSON(t, c.name, &routes, "route", "show", "default"); err != nil {
+		t.Fatal(err)
+	}
+	if len(routes) != 1 || routes[0].Gateway != "10.244.7.1" || routes[0].Dev != "eth0" {
+		t.Errorf("container default routes = %+v, want one via 10.244.7.1 dev eth0", routes)
+	}
+	if ports := linkNames(links(t, h.name(), "master", "overlay0")); !slices.Equal(ports, []string{res.Interfaces[0].Name}) {
+		t.Errorf("ports of overlay0 = %v, want [%s]", ports, res.Interfaces[0].Name)
+	}
+	if err := h.check(list, rt("c1", c)); err != nil {
+		t.Errorf("CHECK after ADD: %v", err)
+	}
+}
+
+func TestDel(t *testing.T) {
+	h := newTestHost(t)
+	c := newNS(t)
+	list := h.confList("1.0.0", "")
+	res, _ := h.mustAdd(list, rt("c1", c))
+
+	if err := h.del(list, rt("c1", c)); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	waitNoLink(t, h.name(), res.Interfaces[0].Name)
+	if got := linkNames(links(t, c.name)); !slices.Equal(got, []string{"lo"}) {
+		t.Errorf("container links after DEL = %v, want only lo", got)
+	}
+	h.wantReleased("c1")
+	if err := h.del(list, rt("c1", c)); err != nil {
+		t.Errorf("second DEL: %v", err)
+	}
+}
+
+func TestDelAfterNetnsRemoved(t *testing.T) {
+	h := newTestHost(t)
+	c := newNS(t)
+	list := h.confList("1.0.0", "")
+	res, _ := h.mustAdd(list, rt("c1", c))
+	if err := c.remove(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.del(list, rt("c1", c)); err != nil {
+		t.Fatalf("DEL after the netns is gone: %v", err)
+	}
+	h.wantReleased("c1")
+	waitNoLink(t, h.name(), res.Interfaces[0].Name)
+}
+
+// TestDelWithoutNetns is a runtime's DEL with CNI_NETNS unset: the address
+// must still be released.
+func TestDelWithoutNetns(t *testing.T) {
+	h := newTestHost(t)
+	c := newNS(t)
+	list := h.confList("1.0.0", "")
+	h.mustAdd(list, rt("c1", c))
+	if err := h.del(list, &libcni.RuntimeConf{ContainerID: "c1", IfName: "eth0"}); err != nil {
+		t.Fatalf("DEL without netns: %v", err)
+	}
+	h.wantReleased("c1")
+}
+
+func TestDelWithoutHostFile(t *testing.T) {
+	h := newTestHost(t)
+	c := newNS(t)
+	list := h.confList("1.0.0", "")
+	res, _ := h.mustAdd(list, rt("c1", c))
+	if err := os.Remove(hostfile.Path(h.runDir, "default")); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.del(list, rt("c1", c)); err != nil {
+		t.Fatalf("DEL without host file: %v", err)
+	}
+	h.wantReleased("c1")
+	waitNoLink(t, h.name(), res.Interfaces[0].Name)
+}
+
+// TestReleasedAddressIsReused fills a /29 (five container addresses) and
+// checks a deleted container's address is handed out again.
+func TestReleasedAddressIsReused(t *testing.T) {
+	h := newTestHost(t)
+	small := testHostFile
+	small.Subnet = netip.MustParsePrefix("10.244.7.0/29")
+	if err := hostfile.Write(hostfile.Path(h.runDir, "default"), small); err != nil {
+		t.Fatal(err)
+	}
+	list := h.confList("1.0.0", "")
+	var first netip.Prefix
+	var firstNS *testNS
+	for i := range 5 {
+		c := newNS(t)
+		_, addr := h.mustAdd(list, rt(fmt.Sprint("c", i), c))
+		if i == 0 {
+			first, firstNS = addr, c
+		}
+	}
+	full := newNS(t)
+	_, err := h.add(list, rt("full", full))
+	if e := wantCNICode(t, err, types.ErrTryAgainLater); !strings.Contains(e.Msg, "exhausted") {
+		t.Errorf("ADD on a full subnet: %q, want it to say the subnet is exhausted", e.Msg)
+	}
+	if err := h.del(list, rt("c0", firstNS)); err != nil {
+		t.Fatalf("DEL c0: %v", err)
+	}
+	if _, addr := h.mustAdd(list, rt("again", full)); addr != first {
+		t.Errorf("ADD after DEL got %s, want the released %s", addr, first)
+	}
+}
+
+func TestPingBetweenContainers(t *testing.T) {
+	h := newTestHost(t)
+	list := h.confList("1.0.0", "")
+	c1, c2 := newNS(t), newNS(t)
+	_, a1 := h.mustAdd(list, rt("c1", c1))
+	_, a2 := h.mustAdd(list, rt("c2", c2))
+	ping(t, c1, a2.Addr())
+	ping(t, c2, a1.Addr())
+	ping(t, c1, testHostFile.Gateway)
+}
+
+func TestAddWithoutHostFile(t *testing.T) {
+	h := newTestHost(t)
+	path := hostfile.Path(h.runDir, "default")
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	c := newNS(t)
+	_, err := h.add(h.confList("1.0.0", ""), rt("c1", c))
+	e := wantCNICode(t, err, types.ErrTryAgainLater)
+	if e.Msg != "host file "+path+" not found" || !strings.Contains(e.Details, "is overlayd running?") {
+		t.Errorf("error = %q / %q", e.Msg, e.Details)
+	}
+	if got := h.reservations(); len(got) != 0 {
+		t.Errorf("reservations after failed ADD: %v", got)
+	}
+	if got := links(t, h.name(), "type", "veth"); len(got) != 0 {
+		t.Errorf("veths left in the host: %v", linkNames(got))
+	}
+	if got := linkNames(links(t, c.name)); !slices.Equal(got, []string{"lo"}) {
+		t.Errorf("container links after failed ADD = %v, want only lo", got)
+	}
+}
+
+func TestAddUnusableHostFile(t *testing.T) {
+	h := newTestHost(t)
+	path := hostfile.Path(h.runDir, "default")
+	if err := os.WriteFile(path, []byte(`{"subnet":"10.244.7.0/24"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := h.add(h.confList("1.0.0", ""), rt("c1", newNS(t)))
+	e := wantCNICode(t, err, types.ErrTryAgainLater)
+	if !strings.Contains(e.Msg, path) || !strings.Contains(e.Details, "restart overlayd") {
+		t.Errorf("error = %q / %q, want the file and a hint to restart overlayd", e.Msg, e.Details)
+	}
+}
+
+func TestBadConfig(t *testing.T) {
+	h := newTestHost(t)
+	c := newNS(t)
+	tests := []struct {
+		name, list, field string
+	}{
+		{"bad network name", `{"cniVersion":"1.0.0","name":"t","plugins":[{"type":"overlay","network":"no/slash","ipam":{"type":"overlay-ipam"}}]}`, `"network"`},
+		{"missing ipam.type", `{"cniVersion":"1.0.0","name":"t","plugins":[{"type":"overlay","runDir":"/run/overlay"}]}`, `"ipam.type"`},
+		{"relative runDir", `{"cniVersion":"1.0.0","name":"t","plugins":[{"type":"overlay","runDir":"run","ipam":{"type":"overlay-ipam"}}]}`, `"runDir"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			list, err := libcni.ConfListFromBytes([]byte(tt.list))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = h.add(list, rt("c1", c))
+			e := wantCNICode(t, err, types.ErrInvalidNetworkConfig)
+			if !strings.Contains(e.Msg, tt.field) {
+				t.Errorf("error %q does not name %s", e.Msg, tt.field)
+			}
+		})
+	}
+	if got := h.reservations(); len(got) != 0 {
+		t.Errorf("reservations after bad configs: %v", got)
+	}
+}
+
+// TestAddExistingIfNameReleasesAddress: a second attachment asking for an
+// interface name the container already has fails, its address goes back,
+// and the first attachment is untouched.
+func TestAddExistingIfNameReleasesAddress(t *testing.T) {
+	h := newTestHost(t)
+	c := newNS(t)
+	list := h.confList("1.0.0", "")
+	res, addr := h.mustAdd(list, rt("c1", c))
+
+	if _, err := h.add(list, rt("c2", c)); err == nil {
+		t.Fatal("ADD with an interface name that exists succeeded")
+	}
+	h.wantReleased("c2")
+	if got := h.reservations(); len(got) != 1 || got[0].Attachment.ContainerID != "c1" {
+		t.Errorf("reservations = %v, want only c1's", got)
+	}
+	eth0 := addrsOf(t, c.name, "eth0")
+	if len(eth0) != 1 || !hasAddr(eth0[0], addr) {
+		t.Errorf("c1's eth0 = %+v, want it still holding %s", eth0, addr)
+	}
+	if ports := linkNames(links(t, h.name(), "master", "overlay0")); !slices.Equal(ports, []string{res.Interfaces[0].Name}) {
+		t.Errorf("ports of overlay0 = %v, want only c1's %s", ports, res.Interfaces[0].Name)
+	}
+}
+
+func TestConcurrentAdds(t *testing.T) {
+	h := newTestHost(t)
+	list := h.confList("1.0.0", "")
+	const n = 20
+	nss := make([]*testNS, n)
+	for i := range nss {
+		nss[i] = newNS(t)
+	}
+	addrs := make([]netip.Prefix, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			var res *current.Result
+			res, errs[i] = h.add(list, rt(fmt.Sprint("c", i), nss[i]))
+			if errs[i] == nil {
+				addrs[i], _ = toPrefix(res.IPs[0].Address)
+			}
+		})
+	}
+	wg.Wait()
+	seen := map[netip.Prefix]int{}
+	for i, a := range addrs {
+		if errs[i] != nil {
+			t.Fatalf("ADD c%d: %v", i, errs[i])
+		}
+		wantContainerAddr(t, a)
+		if j, dup := seen[a]; dup {
+			t.Errorf("%s handed to c%d and c%d", a, j, i)
+		}
+		seen[a] = i
+	}
+	if ports := links(t, h.name(), "master", "overlay0"); len(ports) != n {
+		t.Errorf("overlay0 has %d ports, want %d", len(ports), n)
+	}
+}
+
+// TestVersions runs ADD, CHECK (where the version has it) and DEL with a
+// conflist of each supported version.
+func TestVersions(t *testing.T) {
+	for _, v := range allVersions {
+		t.Run(v, func(t *testing.T) {
+			h := newTestHost(t)
+			c := newNS(t)
+			list := h.confList(v, "")
+			_, addr := h.mustAdd(list, rt("c1", c))
+			wantContainerAddr(t, addr)
+			if withCheck, _ := version.GreaterThanOrEqualTo(v, "0.4.0"); withCheck {
+				if err := h.check(list, rt("c1", c)); err != nil {
+					t.Errorf("CHECK: %v", err)
+				}
+			}
+			if err := h.del(list, rt("c1", c)); err != nil {
+				t.Fatalf("DEL: %v", err)
+			}
+			h.wantReleased("c1")
+		})
+	}
+}
+
+// TestChained runs overlay as the first plugin of a chain with a reference
+// plugin after it, which gets overlay's result as prevResult.
+func TestChained(t *testing.T) {
+	for _, v := range []string{"0.4.0", "1.0.0"} {
+		t.Run(v, func(t *testing.T) {
+			h := newTestHost(t)
+			c := newNS(t)
+			list := h.confList(v, "", `{"type":"tuning","sysctl":{"net.core.somaxconn":"777"}}`)
+			res, addr := h.mustAdd(list, rt("c1", c))
+			wantContainerAddr(t, addr)
+			if len(res.Interfaces) != 2 {
+				t.Errorf("chain result interfaces = %v, want overlay's two", res.Interfaces)
+			}
+			out, err := exec.Command("ip", "netns", "exec", c.name, "cat", "/proc/sys/net/core/somaxconn").CombinedOutput()
+			if err != nil || strings.TrimSpace(string(out)) != "777" {
+				t.Errorf("somaxconn in container = %q (%v), want 777 set by tuning", out, err)
+			}
+			if err := h.check(list, rt("c1", c)); err != nil {
+				t.Errorf("CHECK: %v", err)
+			}
+			if err := h.del(list, rt("c1", c)); err != nil {
+				t.Fatalf("DEL: %v", err)
+			}
+			h.wantReleased("c1")
+		})
+	}
+}
+
+func TestCheckFindsMissingInterface(t *testing.T) {
+	h := newTestHost(t)
+	c := newNS(t)
+	list := h.confList("1.0.0", "")
+	h.mustAdd(list, rt("c1", c))
+	if out, err := exec.Command("ip", "-n", c.name, "link", "del", "eth0").CombinedOutput(); err != nil {
+		t.Fatalf("delete eth0: %v: %s", err, out)
+	}
+	if err := h.check(list, rt("c1", c)); err == nil {
+		t.Error("CHECK succeeded with the container's interface gone")
+	}
+}
+
+func TestStatusAndGC(t *testing.T) {
+	h := newTestHost(t)
+	list := h.confList("1.1.0", "")
+	status := func() error {
+		return h.inHost(func(ctx context.Context) error { return h.cni.GetStatusNetworkList(ctx, list) })
+	}
+	if err := status(); err != nil {
+		t.Errorf("STATUS with a host file: %v", err)
+	}
+
+	kept := newNS(t)
+	h.mustAdd(list, rt("kept", kept))
+	// An attachment whose runtime lost its cache (e.g. over a reboot): only
+	// the plugin's GC can find it.
+	lost := &testHost{t: t, ns: h.ns, runDir: h.runDir, dataDir: h.dataDir,
+		cni: newCNIConfig(t.TempDir())}
+	lost.mustAdd(list, rt("lost", newNS(t)))
+
+	err := h.inHost(func(ctx context.Context) error {
+		return h.cni.GCNetworkList(ctx, list, &libcni.GCArgs{ValidAttachments: []types.GCAttachment{{ContainerID: "kept", IfName: "eth0"}}})
+	})
+	if err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	h.wantReleased("lost")
+	if got := h.reservations(); len(got) != 1 || got[0].Attachment.ContainerID != "kept" {
+		t.Errorf("reservations after GC = %v, want only kept's", got)
+	}
+
+	if err := os.Remove(hostfile.Path(h.runDir, "default")); err != nil {
+		t.Fatal(err)
+	}
+	wantCNICode(t, status(), types.ErrPluginNotAvailable)
+}
+
+func TestVersionInfo(t *testing.T) {
+	h := newTestHost(t)
+	for _, plugin := range []string{"overlay", "overlay-ipam"} {
+		info, err := h.cni.GetVersionInfo(context.Background(), plugin)
+		if err != nil {
+			t.Fatalf("VERSION %s: %v", plugin, err)
+		}
+		if got := info.SupportedVersions(); !slices.Equal(got, allVersions) {
+			t.Errorf("%s supports %v, want %v", plugin, got, allVersions)
+		}
+	}
+}
+
+func wantContainerAddr(t *testing.T, addr netip.Prefix) {
+	t.Helper()
+	a := addr.Addr()
+	if addr.Bits() != 24 || !testHostFile.Subnet.Contains(a) {
+		t.Errorf("address %s is not in %s with its prefix length", addr, testHostFile.Subnet)
+	}
+	switch a.String() {
+	case "10.244.7.0", "10.244.7.1", "10.244.7.255":
+		t.Errorf("container got reserved address %s", a)
+	}
+}
+
+func hasAddr(l ipLink, p netip.Prefix) bool {
+	return slices.ContainsFunc(l.AddrInfo, func(ai ipAddrInfo) bool {
+		return ai.Family == "inet" && ai.Local == p.Addr().String() && ai.PrefixLen == p.Bits()
+	})
+}
+
+func ping(t *testing.T, from *testNS, to netip.Addr) {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", from.name, "ping", "-c1", "-W2", to.String()).CombinedOutput()
+	if err != nil {
+		t.Errorf("ping %s from %s: %v\n%s", to, from.name, err, out)
+	}
+}
