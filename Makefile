@@ -27,7 +27,8 @@ BINARIES := \
 	overlay:./plugins/overlay \
 	overlay-ipam:./ipam \
 	devetcd:./hack/devetcd \
-	cnitool:github.com/containernetworking/cni/cnitool
+	cnitool:github.com/containernetworking/cni/cnitool \
+	portmap:github.com/containernetworking/plugins/plugins/meta/portmap
 
 .PHONY: all deps build test vet unit e2e demo demo-down clean fmt
 
