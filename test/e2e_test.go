@@ -266,6 +266,10 @@ func TestLeaseDeletedRemovesPeer(t *testing.T) {
 
 	// SIGTERM: the daemon goes away but leaves its kernel state.
 	h2.Daemon.Stop(10 * time.Second)
+	if h2.HostFile().Subnet.String() != subnet2 {
+		t.Fatalf("h2's host file changed after SIGTERM")
+	}
+	a.mustReach(t, b.IP) // both datapaths still in place, lease not yet expired
 	if out, err := c.Ctl("leases", "delete", subnet2, "--network", networkName); err != nil {
 		t.Fatalf("overlayctl leases delete %s: %v\n%s", subnet2, err, out)
 	}
