@@ -10,7 +10,6 @@ import (
 
 	"github.com/overlaynet/overlay/pkg/cnierr"
 	"github.com/overlaynet/overlay/pkg/hostfile"
-	"github.com/overlaynet/overlay/pkg/netconf"
 )
 
 // Defaults for fields the network config leaves out.
@@ -53,11 +52,8 @@ func loadConfig(data []byte) (*config, error) {
 	if err := json.Unmarshal(data, c); err != nil {
 		return nil, cnierr.Decode(err)
 	}
-	if err := netconf.ValidateName(c.Network); err != nil {
-		return nil, cnierr.InvalidConfig("network", err.Error())
-	}
-	if !filepath.IsAbs(c.RunDir) {
-		return nil, cnierr.InvalidConfig("runDir", "must be an absolute path, e.g. "+hostfile.DefaultRunDir)
+	if field, err := hostfile.ValidateLocation(c.Network, c.RunDir); err != nil {
+		return nil, cnierr.InvalidConfig(field, err.Error())
 	}
 	if !filepath.IsAbs(c.IPAM.DataDir) {
 		return nil, cnierr.InvalidConfig("ipam.dataDir", "must be an absolute path, e.g. "+defaultDataDir)

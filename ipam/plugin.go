@@ -29,29 +29,35 @@ func (p plugin) add(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	s, err := store.New(c.IPAM.DataDir, c.Network)
+	s, err := openStore(c)
 	if err != nil {
 		return err
 	}
-	ip, err := s.Reserve(attachment(args), rng)
+	a := attachment(args)
+	ip, err := s.Reserve(a, rng)
 	if err != nil {
 		return storeError(s, err)
 	}
+	// A runtime that gets no result does not know the address exists, so a
+	// failure from here on hands it back.
 	r, err := newResult(ip, hf).GetAsVersion(c.CNIVersion)
 	if err != nil {
-		return fmt.Errorf("convert result to version %s: %w", c.CNIVersion, err)
+		err = fmt.Errorf("convert result to version %s: %w", c.CNIVersion, err)
+	} else if err = r.PrintTo(p.stdout); err != nil {
+		err = fmt.Errorf("write result: %w", err)
 	}
-	return r.PrintTo(p.stdout)
+	if err != nil {
+		if rerr := s.Release(a); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("release %s again: %w", ip, rerr))
+		}
+	}
+	return err
 }
 
 // del releases the attachment's address. It needs neither the host file nor
 // the container, so it works after both are gone.
 func (p plugin) del(args *skel.CmdArgs) error {
-	c, err := loadConfig(args.StdinData)
-	if err != nil {
-		return err
-	}
-	s, err := store.New(c.IPAM.DataDir, c.Network)
+	_, s, err := loadStore(args)
 	if err != nil {
 		return err
 	}
@@ -64,11 +70,7 @@ func (p plugin) del(args *skel.CmdArgs) error {
 // check verifies the attachment still holds an address and, when the
 // runtime passes the result it cached, that it is the address in there.
 func (p plugin) check(args *skel.CmdArgs) error {
-	c, err := loadConfig(args.StdinData)
-	if err != nil {
-		return err
-	}
-	s, err := store.New(c.IPAM.DataDir, c.Network)
+	c, s, err := loadStore(args)
 	if err != nil {
 		return err
 	}
@@ -96,22 +98,40 @@ func (p plugin) status(args *skel.CmdArgs) error {
 	if _, _, err := readRange(c, types.ErrPluginNotAvailable); err != nil {
 		return err
 	}
-	if _, err := store.New(c.IPAM.DataDir, c.Network); err != nil {
-		return cnierr.Unavailable("ipam store is unusable",
-			fmt.Sprintf("%v; check that %s is a writable directory", err, c.IPAM.DataDir))
+	if _, err := openStore(c); err != nil {
+		return cnierr.Unavailable("ipam store is unusable", err.Error())
 	}
 	return nil
+}
+
+// loadStore reads the config and opens its store, as every verb that
+// works on reservations alone does.
+func loadStore(args *skel.CmdArgs) (*config, *store.Store, error) {
+	c, err := loadConfig(args.StdinData)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := openStore(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, s, nil
+}
+
+// openStore opens the network's reservation store under ipam.dataDir.
+func openStore(c *config) (*store.Store, error) {
+	s, err := store.New(c.IPAM.DataDir, c.Network)
+	if err != nil {
+		return nil, fmt.Errorf("%w; check that ipam.dataDir %s is a writable directory", err, c.IPAM.DataDir)
+	}
+	return s, nil
 }
 
 // gc releases every reservation whose attachment the runtime no longer lists
 // as valid; this is what frees addresses of containers lost in a reboot or a
 // runtime crash, which never got their DEL.
 func (p plugin) gc(args *skel.CmdArgs) error {
-	c, err := loadConfig(args.StdinData)
-	if err != nil {
-		return err
-	}
-	s, err := store.New(c.IPAM.DataDir, c.Network)
+	c, s, err := loadStore(args)
 	if err != nil {
 		return err
 	}

@@ -132,6 +132,22 @@ func TestAddCheckDel(t *testing.T) {
 	}
 }
 
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("stdout closed") }
+
+// An ADD whose result cannot be delivered must not keep the address: the
+// runtime never learns it exists, so no DEL would free it.
+func TestAddReleasesWhenResultIsLost(t *testing.T) {
+	e := newEnv(t, "10.244.7.0/24")
+	if err := (plugin{stdout: failingWriter{}}).add(cmdArgs("c1", e.conf("1.0.0"))); err == nil {
+		t.Fatal("ADD with a broken stdout succeeded")
+	}
+	if got := e.reservations(t); len(got) != 0 {
+		t.Errorf("reservations after a failed ADD: %v", got)
+	}
+}
+
 func TestAddEveryVersion(t *testing.T) {
 	for _, v := range []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
 		t.Run(v, func(t *testing.T) {

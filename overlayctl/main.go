@@ -9,7 +9,10 @@ import (
 )
 
 func main() {
-	if err := newRootCmd().Execute(); err != nil {
+	root, done := newRootCmd()
+	err := root.Execute()
+	done()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "overlayctl:", err)
 		os.Exit(1)
 	}

@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"strings"
+	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -21,39 +21,54 @@ type globals struct {
 	timeout   time.Duration
 	network   string
 	runDir    string
+
+	cancel context.CancelFunc // ends the command's etcd deadline
 }
 
-func newRootCmd() *cobra.Command {
+// newRootCmd returns the command tree and the function to call once it has
+// run.
+func newRootCmd() (*cobra.Command, func()) {
 	g := &globals{}
 	root := &cobra.Command{
 		Use:           "overlayctl",
 		Short:         "Operate an overlay network: config, leases, host status",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Bound the whole command, so a script is never left hanging when
+		// etcd goes away after the first contact.
+		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
+			if g.timeout > 0 {
+				var ctx context.Context
+				ctx, g.cancel = context.WithTimeout(cmd.Context(), g.timeout)
+				cmd.SetContext(ctx)
+			}
+		},
 	}
 	f := root.PersistentFlags()
-	f.StringVar(&g.endpoints, "etcd-endpoints", "http://127.0.0.1:2379", "comma-separated etcd client URLs")
+	f.StringVar(&g.endpoints, "etcd-endpoints", subnet.DefaultEndpoints, "comma-separated etcd client URLs")
 	f.StringVar(&g.prefix, "etcd-prefix", subnet.DefaultPrefix, "etcd key prefix")
 	f.StringVar(&g.caFile, "etcd-cafile", "", "CA bundle to verify etcd's certificate (enables TLS)")
 	f.StringVar(&g.certFile, "etcd-certfile", "", "client certificate for etcd")
 	f.StringVar(&g.keyFile, "etcd-keyfile", "", "client key for etcd")
-	f.DurationVar(&g.timeout, "etcd-timeout", 5*time.Second, "timeout for etcd requests")
+	f.DurationVar(&g.timeout, "etcd-timeout", 5*time.Second, "timeout for the etcd requests of one command")
 	f.StringVar(&g.network, "network", "default", "network name")
 	f.StringVar(&g.runDir, "run-dir", hostfile.DefaultRunDir, "overlayd's run dir (where the host file is)")
 	root.AddCommand(newNetworkCmd(g), newLeasesCmd(g), newStatusCmd(g), newTeardownCmd(g))
-	return root
+	return root, func() {
+		if g.cancel != nil {
+			g.cancel()
+		}
+	}
 }
 
 // connect opens the subnet map with the shared flags.
 func (g *globals) connect(ctx context.Context) (*subnet.Client, error) {
-	var eps []string
-	for _, e := range strings.Split(g.endpoints, ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			eps = append(eps, e)
-		}
-	}
-	return subnet.Connect(ctx, subnet.ClientConfig{
-		Endpoints: eps, Prefix: g.prefix, DialTimeout: g.timeout,
+	c, err := subnet.Connect(ctx, subnet.ClientConfig{
+		Endpoints: subnet.ParseEndpoints(g.endpoints), Prefix: g.prefix, DialTimeout: g.timeout,
 		CAFile: g.caFile, CertFile: g.certFile, KeyFile: g.keyFile,
 	})
+	if err != nil {
+		return nil, fmt.Errorf("%w; check --etcd-endpoints and that etcd is running", err)
+	}
+	return c, nil
 }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/overlaynet/overlay/pkg/hostfile"
@@ -50,7 +49,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 		endpoints, publicIP, logLevel string
 		defaultHost, _                = os.Hostname()
 	)
-	fs.StringVar(&endpoints, "etcd-endpoints", "http://127.0.0.1:2379", "comma-separated etcd client URLs")
+	fs.StringVar(&endpoints, "etcd-endpoints", subnet.DefaultEndpoints, "comma-separated etcd client URLs")
 	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", subnet.DefaultPrefix, "etcd key prefix")
 	fs.StringVar(&c.EtcdCAFile, "etcd-cafile", "", "CA bundle to verify etcd's certificate (enables TLS)")
 	fs.StringVar(&c.EtcdCertFile, "etcd-certfile", "", "client certificate for etcd")
@@ -73,11 +72,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected argument %q; overlayd takes only flags", fs.Arg(0))
 	}
-	for _, e := range strings.Split(endpoints, ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			c.EtcdEndpoints = append(c.EtcdEndpoints, e)
-		}
-	}
+	c.EtcdEndpoints = subnet.ParseEndpoints(endpoints)
 	if len(c.EtcdEndpoints) == 0 {
 		return Config{}, fmt.Errorf("--etcd-endpoints is empty; give the etcd client URLs, e.g. http://10.0.0.5:2379")
 	}

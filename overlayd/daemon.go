@@ -34,6 +34,11 @@ type daemon struct {
 	state   state.Dir
 	loop    *reconcile.Loop[desired]
 	metrics *metrics
+	// metricsLn is bound at start when --metrics-addr is set, else nil.
+	metricsLn net.Listener
+
+	// rec is the lease record this host publishes; fixed once joined.
+	rec subnet.Record
 
 	mu     sync.Mutex
 	local  local
@@ -53,6 +58,12 @@ func (e startupError) Unwrap() error { return e.err }
 
 func fail(format string, args ...any) error { return startupError{fmt.Errorf(format, args...)} }
 
+func closeListener(ln net.Listener) {
+	if ln != nil {
+		ln.Close()
+	}
+}
+
 // run joins the network and serves until ctx ends. On return the kernel
 // state is left in place so containers keep working across restarts.
 func run(ctx context.Context, cfg Config, log *slog.Logger) error {
@@ -65,8 +76,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	wg.Go(func() { d.loop.Run(ctx) })
 	wg.Go(func() { d.etcd.WatchLeases(ctx, cfg.Network, d.onLeases) })
 	wg.Go(func() { d.keepLease(ctx) })
-	if cfg.MetricsAddr != "" {
-		wg.Go(func() { d.metrics.serve(ctx, cfg.MetricsAddr, log) })
+	if d.metricsLn != nil {
+		wg.Go(func() { d.metrics.serve(ctx, d.metricsLn, log) })
 	}
 	<-ctx.Done()
 	wg.Wait()
@@ -92,15 +103,25 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (*daemon, error) {
 	if err != nil {
 		return nil, fail("underlay: %w", err)
 	}
+	// Bind the metrics address now, so a taken or malformed --metrics-addr
+	// stops the start instead of only being logged once serving.
+	var metricsLn net.Listener
+	if cfg.MetricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			return nil, fail("--metrics-addr %s: %w; give a free host:port, or leave it empty to disable metrics", cfg.MetricsAddr, err)
+		}
+	}
 	etcd, err := subnet.Connect(ctx, subnet.ClientConfig{
 		Endpoints: cfg.EtcdEndpoints, Prefix: cfg.EtcdPrefix, DialTimeout: cfg.EtcdTimeout,
 		CAFile: cfg.EtcdCAFile, CertFile: cfg.EtcdCertFile, KeyFile: cfg.EtcdKeyFile, Logger: log.With("component", "subnet"),
 	})
 	if err != nil {
+		closeListener(metricsLn)
 		return nil, fail("%w; check --etcd-endpoints and that etcd is running", err)
 	}
-	d := &daemon{cfg: cfg, log: log, etcd: etcd, state: st, metrics: newMetrics(), reassert: make(chan struct{}, 1)}
+	d := &daemon{cfg: cfg, log: log, etcd: etcd, state: st, metrics: newMetrics(), metricsLn: metricsLn, reassert: make(chan struct{}, 1)}
 	if err := d.join(ctx, hostID, underlay, mac, saved.Subnet); err != nil {
+		closeListener(metricsLn)
 		etcd.Close()
 		return nil, err
 	}
@@ -132,12 +153,15 @@ func (d *daemon) join(ctx context.Context, hostID string, underlay datapath.Unde
 		d.log.Warn("previous subnet is not part of the network any more; taking a new one", "previous", previous, "network", netCfg.Network)
 	}
 	d.local = local{Network: cfg.Network, Config: netCfg, HostID: hostID, Underlay: underlay, VTEPMAC: mac, Bridge: cfg.Bridge}
-	rec := subnet.Record{HostID: hostID, Hostname: cfg.Hostname, PublicIP: publicIP, VTEPMAC: mac.String(), UnderlayMTU: underlay.MTU}
-	held, err := d.etcd.Acquire(ctx, subnet.AcquireRequest{Network: cfg.Network, Config: netCfg, Record: rec, Previous: previous, TTL: cfg.LeaseTTL})
+	d.rec = subnet.Record{HostID: hostID, Hostname: cfg.Hostname, PublicIP: publicIP, VTEPMAC: mac.String(), UnderlayMTU: underlay.MTU}
+	held, err := d.etcd.Acquire(ctx, subnet.AcquireRequest{Network: cfg.Network, Config: netCfg, Record: d.rec, Previous: previous, TTL: cfg.LeaseTTL})
+	if errors.Is(err, subnet.ErrNetworkFull) {
+		return fail("lease a subnet in network %s: %w; delete leases of hosts that are gone (overlayctl leases, overlayctl leases delete SUBNET) or give the network a larger --cidr", cfg.Network, err)
+	}
 	if err != nil {
 		return fail("lease a subnet in network %s: %w", cfg.Network, err)
 	}
-	d.adoptLease(held, rec)
+	d.adoptLease(held)
 	if err := datapath.EnableIPv4Forwarding(); err != nil {
 		held.Stop()
 		return fail("%w", err)
@@ -160,7 +184,7 @@ func (d *daemon) join(ctx context.Context, hostID string, underlay datapath.Unde
 }
 
 // adoptLease records a (new) held lease and remembers its subnet on disk.
-func (d *daemon) adoptLease(held *subnet.HeldLease, rec subnet.Record) {
+func (d *daemon) adoptLease(held *subnet.HeldLease) {
 	d.mu.Lock()
 	old := d.local.Subnet
 	d.held, d.local.Subnet = held, held.Subnet
@@ -168,7 +192,7 @@ func (d *daemon) adoptLease(held *subnet.HeldLease, rec subnet.Record) {
 	if old.IsValid() && old != held.Subnet {
 		d.log.Warn("subnet changed; containers started before keep their old addresses until restarted", "old", old, "new", held.Subnet)
 	}
-	if err := d.state.SaveNetwork(d.cfg.Network, state.Network{Subnet: held.Subnet, VTEPMAC: rec.VTEPMAC}); err != nil {
+	if err := d.state.SaveNetwork(d.cfg.Network, state.Network{Subnet: held.Subnet, VTEPMAC: d.rec.VTEPMAC}); err != nil {
 		d.log.Error("cannot remember subnet; a restart may not reclaim it", "err", err)
 	}
 	d.metrics.leaseAcquisitions.Inc()
@@ -183,8 +207,11 @@ func (d *daemon) setLeases(leases []subnet.Lease) desired {
 	for _, l := range leases {
 		ours = ours || (l.Subnet == d.local.Subnet && l.HostID == d.local.HostID)
 	}
-	d.mu.Unlock()
+	// Publish under mu: the watch and the keeper both call this, and a
+	// snapshot built before a subnet change must not be published after
+	// the one built from the new subnet (Set never blocks).
 	d.loop.Set(want)
+	d.mu.Unlock()
 	if !ours {
 		select { // our key is gone or overwritten: let the keeper put it back
 		case d.reassert <- struct{}{}:
@@ -215,8 +242,7 @@ func (d *daemon) apply(_ context.Context, want desired) error {
 	d.metrics.reconciles.Inc()
 	vx, err := datapath.ReconcileVXLAN(want.VXLAN)
 	if err != nil {
-		d.metrics.reconcileErrors.Inc()
-		return fmt.Errorf("ensure vxlan device %s: %w", want.VXLAN.Name, err)
+		return d.failed(fmt.Errorf("ensure vxlan device %s: %w", want.VXLAN.Name, err))
 	}
 	if vx.Replaced != "" {
 		d.log.Warn("vxlan device was incompatible; recreated it", "device", want.VXLAN.Name, "reason", vx.Replaced)
@@ -224,10 +250,9 @@ func (d *daemon) apply(_ context.Context, want desired) error {
 		d.log.Info("vxlan device created", "device", want.VXLAN.Name)
 	}
 	if err := datapath.EnsureBridge(want.Bridge); err != nil {
-		d.metrics.reconcileErrors.Inc()
-		return fmt.Errorf("ensure bridge %s: %w", want.Bridge.Name, err)
+		return d.failed(fmt.Errorf("ensure bridge %s: %w", want.Bridge.Name, err))
 	}
-	plan, err := datapath.SyncPeers(want.VXLAN.Name, want.Peers)
+	plan, peerErr := datapath.SyncPeers(want.VXLAN.Name, want.Peers)
 	d.metrics.peers.Set(float64(len(want.Peers)))
 	if !plan.Empty() {
 		d.log.Info("peers reconciled", "peers", len(want.Peers),
@@ -235,21 +260,30 @@ func (d *daemon) apply(_ context.Context, want desired) error {
 			"neighs_added", len(plan.AddNeighs), "neighs_deleted", len(plan.DelNeighs),
 			"fdb_added", len(plan.AddFDB), "fdb_deleted", len(plan.DelFDB))
 	}
-	if err != nil {
-		d.metrics.reconcileErrors.Inc()
-		return fmt.Errorf("sync peers on %s: %w", want.VXLAN.Name, err)
-	}
+	// The host file depends only on the local devices, which are ready: a
+	// peer that cannot be programmed must not keep the plugins on a stale
+	// subnet after this host took a new one.
 	if want.HostFile != d.written {
 		path := hostfile.Path(d.cfg.RunDir, d.cfg.Network)
 		if err := hostfile.Write(path, want.HostFile); err != nil {
-			d.metrics.reconcileErrors.Inc()
-			return err
+			return d.failed(err)
 		}
 		d.written = want.HostFile
 		d.metrics.ready.Store(true)
 	}
+	if peerErr != nil {
+		return d.failed(fmt.Errorf("sync peers on %s: %w", want.VXLAN.Name, peerErr))
+	}
 	d.metrics.healthy.Store(true)
 	return nil
+}
+
+// failed records a failed reconcile pass (so /healthz reports it) and
+// returns err.
+func (d *daemon) failed(err error) error {
+	d.metrics.reconcileErrors.Inc()
+	d.metrics.healthy.Store(false)
+	return err
 }
 
 // keepLease keeps this host's lease in etcd: it puts a deleted key back and
@@ -276,6 +310,7 @@ func (d *daemon) keepLease(ctx context.Context) {
 			}
 		case <-held.Done():
 			d.log.Warn("etcd lease lost; leasing again", "subnet", held.Subnet)
+			held.Stop() // releases its keep-alive context; Done is already closed
 			d.reacquire(ctx, held.Subnet)
 		}
 	}
@@ -285,17 +320,13 @@ func (d *daemon) keepLease(ctx context.Context) {
 // with backoff until it succeeds or ctx ends.
 func (d *daemon) reacquire(ctx context.Context, previous netip.Prefix) {
 	d.mu.Lock()
-	l := d.local
+	netCfg := d.local.Config
 	d.mu.Unlock()
-	rec := subnet.Record{HostID: l.HostID, Hostname: d.cfg.Hostname, PublicIP: l.Underlay.IP, VTEPMAC: l.VTEPMAC.String(), UnderlayMTU: l.Underlay.MTU}
-	if d.cfg.PublicIP.IsValid() {
-		rec.PublicIP = d.cfg.PublicIP
-	}
 	backoff := reacquireMin
 	for ctx.Err() == nil {
-		held, err := d.etcd.Acquire(ctx, subnet.AcquireRequest{Network: d.cfg.Network, Config: l.Config, Record: rec, Previous: previous, TTL: d.cfg.LeaseTTL})
+		held, err := d.etcd.Acquire(ctx, subnet.AcquireRequest{Network: d.cfg.Network, Config: netCfg, Record: d.rec, Previous: previous, TTL: d.cfg.LeaseTTL})
 		if err == nil {
-			d.adoptLease(held, rec)
+			d.adoptLease(held)
 			d.log.Info("lease reacquired", "subnet", held.Subnet)
 			d.rebuild()
 			return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -40,20 +41,20 @@ func newMetrics() *metrics {
 
 // serve exposes /metrics, /healthz (last reconcile succeeded) and /readyz
 // (the host file is written) until ctx ends.
-func (m *metrics) serve(ctx context.Context, addr string, log *slog.Logger) {
+func (m *metrics) serve(ctx context.Context, ln net.Listener, log *slog.Logger) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", flagHandler(&m.healthy))
 	mux.HandleFunc("/readyz", flagHandler(&m.ready))
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
 		shut, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		srv.Shutdown(shut)
 	}()
-	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		log.Error("metrics server failed", "addr", addr, "err", err)
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error("metrics server failed", "addr", ln.Addr().String(), "err", err)
 	}
 }
 

@@ -1,3 +1,7 @@
+// Package e2e holds overlay's end-to-end tests: real overlayd processes on
+// simulated hosts (network namespaces joined by an underlay bridge), a real
+// etcd, and containers attached through the built CNI plugins via libcni.
+// They need root and the binaries of `make build` (OVERLAY_BIN_DIR).
 package e2e
 
 import (

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 
 	"github.com/overlaynet/overlay/pkg/atomicfile"
+	"github.com/overlaynet/overlay/pkg/netconf"
 )
 
 // DefaultRunDir is where overlayd writes host files unless told otherwise.
@@ -44,6 +45,20 @@ var ErrNotExist = errors.New("host file does not exist")
 // Path returns the host file path for a network.
 func Path(runDir, network string) string {
 	return filepath.Join(runDir, network+".json")
+}
+
+// ValidateLocation checks the two CNI network config fields that locate a
+// host file: network, a network name, and runDir, an absolute path. On
+// failure it returns the JSON name of the offending field with the problem,
+// so each plugin reports it the same way.
+func ValidateLocation(network, runDir string) (field string, err error) {
+	if err := netconf.ValidateName(network); err != nil {
+		return "network", err
+	}
+	if !filepath.IsAbs(runDir) {
+		return "runDir", fmt.Errorf("runDir %q must be an absolute path, e.g. %s", runDir, DefaultRunDir)
+	}
+	return "", nil
 }
 
 // Validate checks the fields a plugin relies on.

@@ -66,3 +66,20 @@ func TestReadInvalid(t *testing.T) {
 		t.Error("Write accepted an empty host file")
 	}
 }
+
+func TestValidateLocation(t *testing.T) {
+	if field, err := ValidateLocation("default", DefaultRunDir); err != nil {
+		t.Fatalf("default location: field %q: %v", field, err)
+	}
+	cases := []struct{ network, runDir, field string }{
+		{"", DefaultRunDir, "network"},
+		{"../x", DefaultRunDir, "network"},
+		{"default", "run/overlay", "runDir"},
+		{"default", "", "runDir"},
+	}
+	for _, c := range cases {
+		if field, err := ValidateLocation(c.network, c.runDir); err == nil || field != c.field {
+			t.Errorf("ValidateLocation(%q, %q) = %q, %v; want an error on field %q", c.network, c.runDir, field, err, c.field)
+		}
+	}
+}

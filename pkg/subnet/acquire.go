@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -144,23 +145,45 @@ func ownLease(taken map[netip.Prefix]occupiedLease, req AcquireRequest) (occupie
 }
 
 // pickFree returns the previous subnet when free, else a random free one, so
-// hosts starting together rarely collide on the same candidate.
+// hosts starting together rarely collide on the same candidate. A subnet is
+// busy when its key exists or when it overlaps a key that is not one of the
+// network's subnets (left from a config with another subnetLen), so a
+// config change can never hand out addresses a running host still uses.
 func pickFree(req AcquireRequest, taken map[netip.Prefix]occupiedLease) (netip.Prefix, error) {
-	if req.Previous.IsValid() && req.Config.Contains(req.Previous) {
-		if _, busy := taken[req.Previous]; !busy {
-			return req.Previous, nil
+	var foreign []netip.Prefix
+	for s := range taken {
+		if !req.Config.Contains(s) {
+			foreign = append(foreign, s)
 		}
 	}
+	busy := func(s netip.Prefix) bool {
+		if _, ok := taken[s]; ok {
+			return true
+		}
+		return slices.ContainsFunc(foreign, s.Overlaps)
+	}
+	if req.Previous.IsValid() && req.Config.Contains(req.Previous) && !busy(req.Previous) {
+		return req.Previous, nil
+	}
+	// Pick the k-th free subnet: a walk over n subnets, cheap next to an etcd
+	// round trip. Only foreign keys make counting the free ones take a walk.
 	n := req.Config.SubnetCount()
 	free := n - len(taken)
-	if free <= 0 {
+	if len(foreign) > 0 {
+		free = 0
+		for i := range n {
+			if !busy(req.Config.SubnetAt(i)) {
+				free++
+			}
+		}
+	}
+	if free == 0 {
 		return netip.Prefix{}, fmt.Errorf("network %s: all %d subnets of /%d are leased: %w", req.Config.Network, n, req.Config.SubnetLen, ErrNetworkFull)
 	}
-	// Pick the k-th free subnet: a walk over n subnets, cheap next to an etcd round trip.
 	k := rand.IntN(free)
 	for i := range n {
 		s := req.Config.SubnetAt(i)
-		if _, busy := taken[s]; busy {
+		if busy(s) {
 			continue
 		}
 		if k == 0 {

@@ -36,6 +36,21 @@ type Client struct {
 	log  *slog.Logger
 }
 
+// DefaultEndpoints is the --etcd-endpoints default: an etcd on this host.
+const DefaultEndpoints = "http://127.0.0.1:2379"
+
+// ParseEndpoints splits a comma-separated list of etcd client URLs (the
+// --etcd-endpoints flag), dropping blanks around and between entries.
+func ParseEndpoints(list string) []string {
+	var eps []string
+	for _, e := range strings.Split(list, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			eps = append(eps, e)
+		}
+	}
+	return eps
+}
+
 // ErrNoConfig means the network has no config in etcd yet.
 var ErrNoConfig = errors.New("network config not found")
 

@@ -75,6 +75,8 @@ func TestRecordValidate(t *testing.T) {
 		"ipv6 public":  func(r *Record) { r.PublicIP = netip.MustParseAddr("2001:db8::1") },
 		"bad mac":      func(r *Record) { r.VTEPMAC = "zz" },
 		"long mac":     func(r *Record) { r.VTEPMAC = "02:00:00:00:00:00:00:01" },
+		"zero mac":     func(r *Record) { r.VTEPMAC = "00:00:00:00:00:00" },
+		"multicast":    func(r *Record) { r.VTEPMAC = "01:00:5e:00:00:01" },
 	}
 	for name, mutate := range cases {
 		r := good

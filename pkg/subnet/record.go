@@ -1,6 +1,7 @@
 package subnet
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -64,11 +65,19 @@ func (r Record) Validate() error {
 	return nil
 }
 
-// MAC parses VTEPMAC.
+// MAC parses VTEPMAC. It must be a unicast Ethernet address other than
+// all zeros: the VXLAN FDB treats the zero MAC as the flooding entry and a
+// multicast MAC is never one remote, so a peer publishing either could not
+// be programmed.
 func (r Record) MAC() (net.HardwareAddr, error) {
 	mac, err := net.ParseMAC(r.VTEPMAC)
-	if err != nil || len(mac) != 6 {
+	switch {
+	case err != nil || len(mac) != 6:
 		return nil, fmt.Errorf("vtepMAC %q is not an Ethernet MAC address", r.VTEPMAC)
+	case mac[0]&1 != 0:
+		return nil, fmt.Errorf("vtepMAC %s is a multicast address; a VTEP needs a unicast MAC", mac)
+	case bytes.Equal(mac, make(net.HardwareAddr, 6)):
+		return nil, fmt.Errorf("vtepMAC %s is all zeros; a VTEP needs a unicast MAC", mac)
 	}
 	return mac, nil
 }

@@ -2,14 +2,12 @@ package main
 
 import (
 	"encoding/json"
-	"path/filepath"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/overlaynet/overlay/pkg/cnierr"
 	"github.com/overlaynet/overlay/pkg/hostfile"
-	"github.com/overlaynet/overlay/pkg/netconf"
 )
 
 const defaultNetwork = "default"
@@ -39,11 +37,8 @@ func loadNetConf(data []byte) (*NetConf, error) {
 	if err := json.Unmarshal(data, c); err != nil {
 		return nil, cnierr.Decode(err)
 	}
-	if err := netconf.ValidateName(c.Network); err != nil {
-		return nil, cnierr.InvalidConfig("network", err.Error())
-	}
-	if !filepath.IsAbs(c.RunDir) {
-		return nil, cnierr.InvalidConfig("runDir", "must be an absolute path, e.g. "+hostfile.DefaultRunDir)
+	if field, err := hostfile.ValidateLocation(c.Network, c.RunDir); err != nil {
+		return nil, cnierr.InvalidConfig(field, err.Error())
 	}
 	switch {
 	case c.IPAM.Type == "":

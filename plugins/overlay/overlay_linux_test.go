@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
@@ -425,5 +427,41 @@ func ping(t *testing.T, from *testNS, to netip.Addr) {
 	out, err := exec.Command("ip", "netns", "exec", from.name, "ping", "-c1", "-W2", to.String()).CombinedOutput()
 	if err != nil {
 		t.Errorf("ping %s from %s: %v\n%s", to, from.name, err, out)
+	}
+}
+
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("stdout closed") }
+
+// An ADD that wired the container but could not deliver its result must
+// undo both: the runtime never learns of the interface or the address.
+func TestAddUndoesWiringWhenResultIsLost(t *testing.T) {
+	h := newTestHost(t)
+	c := newNS(t)
+	conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"overlay-test","type":"overlay","network":"default","runDir":%q,`+
+		`"ipam":{"type":"overlay-ipam","dataDir":%q}}`, h.runDir, h.dataDir)
+	// The plugin runs in-process (to give it a broken stdout) and execs
+	// overlay-ipam, which reads the CNI_* variables like any delegate.
+	args := &skel.CmdArgs{ContainerID: "c1", Netns: c.path(), IfName: "eth0", Path: binDir, StdinData: []byte(conf)}
+	for k, v := range map[string]string{"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": c.path(), "CNI_IFNAME": "eth0", "CNI_PATH": binDir} {
+		t.Setenv(k, v)
+	}
+	var stderr strings.Builder
+	err := h.inHost(func(context.Context) error {
+		return plugin{stdout: failingWriter{}, stderr: &stderr}.add(args)
+	})
+	if err == nil {
+		t.Fatal("ADD with a broken stdout succeeded")
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("rollback reported: %s", stderr.String())
+	}
+	h.wantReleased("c1")
+	if got := linkNames(links(t, c.name)); slices.Contains(got, "eth0") {
+		t.Errorf("container links after the failed ADD = %v, want no eth0", got)
+	}
+	if ports := linkNames(links(t, h.name(), "master", "overlay0")); len(ports) != 0 {
+		t.Errorf("ports of overlay0 after the failed ADD = %v, want none", ports)
 	}
 }

@@ -46,17 +46,19 @@ func (p plugin) add(args *skel.CmdArgs) error {
 	// From here on a failure must hand the address back. The rollback is
 	// armed before IPAM runs, because IPAM may reserve an address and still
 	// fail (e.g. its result does not decode); releasing an attachment that
-	// holds nothing is a no-op.
-	success := false
+	// holds nothing is a no-op. Once the container is wired, the rollback
+	// also removes its interface, as DEL would, before the address is freed.
+	success, attached := false, false
 	defer func() {
 		if !success {
-			p.releaseAfterFailedAdd(conf, args)
+			p.rollbackAdd(conf, args, attached)
 		}
 	}()
 	res, err := p.attach(conf, args, hf)
 	if err != nil {
 		return err
 	}
+	attached = true
 	out, err := res.GetAsVersion(conf.CNIVersion)
 	if err != nil {
 		return fmt.Errorf("convert result to version %s: %w", conf.CNIVersion, err)
@@ -90,7 +92,16 @@ func (p plugin) attach(conf *NetConf, args *skel.CmdArgs, hf hostfile.HostFile) 
 	return a.result(), nil
 }
 
-func (p plugin) releaseAfterFailedAdd(conf *NetConf, args *skel.CmdArgs) {
+func (p plugin) rollbackAdd(conf *NetConf, args *skel.CmdArgs, attached bool) {
+	if attached {
+		if err := datapath.DetachContainer(args.Netns, args.IfName); err != nil {
+			// The address stays reserved: handing it out again while the
+			// interface holds it would duplicate it.
+			fmt.Fprintf(p.stderr, "overlay: container %s interface %s: remove interface after failed ADD: %v\n",
+				args.ContainerID, args.IfName, err)
+			return
+		}
+	}
 	if err := ipam.ExecDel(conf.IPAM.Type, args.StdinData); err != nil {
 		fmt.Fprintf(p.stderr, "overlay: container %s interface %s: release address after failed ADD: %v\n",
 			args.ContainerID, args.IfName, err)
