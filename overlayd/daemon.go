@@ -174,8 +174,14 @@ func (d *daemon) join(ctx context.Context, hostID string, underlay datapath.Unde
 	d.loop = reconcile.New(d.apply, cfg.ResyncInterval, d.log.With("component", "reconcile"))
 	first := d.setLeases(leases)
 	if err := d.apply(ctx, first); err != nil {
-		held.Stop()
-		return fail("program datapath: %w", err)
+		if d.written != first.HostFile {
+			// The local devices could not be made: nothing can work here.
+			held.Stop()
+			return fail("program datapath: %w", err)
+		}
+		// Only some peers failed; the loop retries them, and one bad
+		// peer must not keep this host off the network.
+		d.log.Error("some peers could not be programmed; retrying", "err", err)
 	}
 	d.log.Info("ready", "network", cfg.Network, "subnet", held.Subnet, "vtep", first.VXLAN.Name, "vtep_mac", mac.String(),
 		"public_ip", publicIP, "underlay", underlay.Name, "mtu", first.HostFile.MTU, "peers", len(first.Peers),
