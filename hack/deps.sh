@@ -8,8 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # command -> Debian package that provides it. Only commands our own scripts
-# or overlayd call are listed: ip (iproute2), iptables (overlayd's masquerade
-# rules via go-iptables), ping (ping matrix), iperf3 (throughput),
+# or the plugins call are listed: ip (iproute2), iptables (the chained
+# portmap plugin in the shipped conflists), ping (ping matrix), iperf3 (throughput),
 # jq (parsing cnitool/overlayctl JSON), curl (e2e writes a bad config through
 # etcd's JSON gateway), pgrep/ps (procps).
 declare -A PKG_FOR=(
