@@ -98,6 +98,9 @@ cluster_host_add() {
 	ip -n "$ns" link set eth0 up
 	# A default route makes overlayd's default-route iface detection work too.
 	ip -n "$ns" route add default via 198.18.0.1
+	# Deny forwarding by default, as Docker and Kubernetes hosts do: the
+	# demo then also shows overlayd's own FORWARD rules at work.
+	ip netns exec "$ns" iptables -P FORWARD DROP
 	mkdir -p "$dir/run" "$dir/state" "$dir/cni" "$dir/net.d"
 	cat >"$dir/net.d/10-overlay.conflist" <<-EOF
 		{

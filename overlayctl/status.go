@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/overlaynet/overlay/pkg/datapath"
+	"github.com/overlaynet/overlay/pkg/firewall"
 	"github.com/overlaynet/overlay/pkg/hostfile"
 	"github.com/overlaynet/overlay/pkg/subnet"
 )
@@ -123,7 +124,7 @@ func peerState(p datapath.Peer, plan datapath.Plan) string {
 func newTeardownCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "teardown",
-		Short: "Remove this host's overlay kernel state (VXLAN device, bridge) and host file; stop overlayd first",
+		Short: "Remove this host's overlay kernel state (VXLAN device, bridge, forward rules) and host file; stop overlayd first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path := hostfile.Path(g.runDir, g.network)
@@ -133,6 +134,11 @@ func newTeardownCmd(g *globals) *cobra.Command {
 			}
 			dev := datapath.DeviceName(hf.VNI)
 			if err := datapath.RemoveNetwork(dev, hf.Bridge); err != nil {
+				return err
+			}
+			if fw, err := firewall.NewForward(g.network); err != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "overlayctl: forward rules not checked: %v\n", err)
+			} else if err := fw.Remove(); err != nil {
 				return err
 			}
 			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {

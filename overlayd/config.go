@@ -36,6 +36,8 @@ type Config struct {
 	LeaseTTL       time.Duration
 	ResyncInterval time.Duration
 
+	ForwardRules bool
+
 	MetricsAddr string
 	LogLevel    slog.Level
 }
@@ -64,6 +66,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&c.StateDir, "state-dir", state.DefaultDir, "directory for state kept across restarts")
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", 30*time.Second, "TTL of this host's etcd lease; peers drop a dead host after this")
 	fs.DurationVar(&c.ResyncInterval, "resync-interval", 10*time.Second, "how often the kernel state is re-checked against etcd")
+	fs.BoolVar(&c.ForwardRules, "forward-rules", true, "keep iptables FORWARD accept rules for the network (needed where the FORWARD policy is DROP, e.g. Docker hosts)")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "address for /metrics, /healthz and /readyz (e.g. 127.0.0.1:9472; empty disables)")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {

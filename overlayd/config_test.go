@@ -9,16 +9,16 @@ import (
 
 func TestParseFlags(t *testing.T) {
 	c, err := parseFlags([]string{"--etcd-endpoints", "http://a:2379, http://b:2379", "--network", "blue", "--iface", "eth1",
-		"--run-dir", "/tmp/r", "--state-dir", "/tmp/s", "--public-ip", "198.18.0.9", "--lease-ttl", "5s", "--log-level", "debug"}, io.Discard)
+		"--run-dir", "/tmp/r", "--state-dir", "/tmp/s", "--public-ip", "198.18.0.9", "--lease-ttl", "5s", "--log-level", "debug", "--forward-rules=false"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(c.EtcdEndpoints) != 2 || c.EtcdEndpoints[1] != "http://b:2379" || c.Network != "blue" || c.Iface != "eth1" ||
-		c.RunDir != "/tmp/r" || c.StateDir != "/tmp/s" || c.PublicIP.String() != "198.18.0.9" || c.LeaseTTL != 5*time.Second {
+		c.RunDir != "/tmp/r" || c.StateDir != "/tmp/s" || c.PublicIP.String() != "198.18.0.9" || c.LeaseTTL != 5*time.Second || c.ForwardRules {
 		t.Fatalf("config = %+v", c)
 	}
 	d, err := parseFlags(nil, io.Discard)
-	if err != nil || d.Network != "default" || d.RunDir != "/run/overlay" || d.StateDir != "/var/lib/overlay" || d.EtcdPrefix != "/overlay" {
+	if err != nil || d.Network != "default" || d.RunDir != "/run/overlay" || d.StateDir != "/var/lib/overlay" || d.EtcdPrefix != "/overlay" || !d.ForwardRules {
 		t.Fatalf("defaults = %+v, %v", d, err)
 	}
 }

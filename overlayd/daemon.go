@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/overlaynet/overlay/pkg/datapath"
+	"github.com/overlaynet/overlay/pkg/firewall"
 	"github.com/overlaynet/overlay/pkg/hostfile"
 	"github.com/overlaynet/overlay/pkg/reconcile"
 	"github.com/overlaynet/overlay/pkg/state"
@@ -36,6 +37,9 @@ type daemon struct {
 	metrics *metrics
 	// metricsLn is bound at start when --metrics-addr is set, else nil.
 	metricsLn net.Listener
+
+	// forward keeps the FORWARD accept rules; nil with --forward-rules=false.
+	forward *firewall.Forward
 
 	// rec is the lease record this host publishes; fixed once joined.
 	rec subnet.Record
@@ -120,6 +124,13 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (*daemon, error) {
 		return nil, fail("%w; check --etcd-endpoints and that etcd is running", err)
 	}
 	d := &daemon{cfg: cfg, log: log, etcd: etcd, state: st, metrics: newMetrics(), metricsLn: metricsLn, reassert: make(chan struct{}, 1)}
+	if cfg.ForwardRules {
+		if d.forward, err = firewall.NewForward(cfg.Network); err != nil {
+			closeListener(metricsLn)
+			etcd.Close()
+			return nil, fail("%w (--forward-rules=false)", err)
+		}
+	}
 	if err := d.join(ctx, hostID, underlay, mac, saved.Subnet); err != nil {
 		closeListener(metricsLn)
 		etcd.Close()
@@ -279,6 +290,12 @@ func (d *daemon) apply(_ context.Context, want desired) error {
 	}
 	if peerErr != nil {
 		return d.failed(fmt.Errorf("sync peers on %s: %w", want.VXLAN.Name, peerErr))
+	}
+	if d.forward != nil {
+		// After the peers, so iptables' process starts never delay a route.
+		if err := d.forward.Ensure(want.HostFile.Network); err != nil {
+			return d.failed(fmt.Errorf("forward rules: %w", err))
+		}
 	}
 	d.metrics.healthy.Store(true)
 	return nil

@@ -272,6 +272,9 @@ func (c *Cluster) addHost(n int) {
 	run(t, "ip", "-n", h.NS, "addr", "add", h.IP+"/24", "dev", "eth0")
 	run(t, "ip", "-n", h.NS, "link", "set", "eth0", "up")
 	run(t, "ip", "-n", h.NS, "route", "add", "default", "via", "198.18.0.1")
+	// Like a Docker or Kubernetes host: forwarding is denied unless allowed,
+	// so every test also proves overlayd's FORWARD rules.
+	run(t, "ip", "netns", "exec", h.NS, "iptables", "-P", "FORWARD", "DROP")
 	c.Hosts = append(c.Hosts, h)
 }
 
