@@ -507,11 +507,18 @@ func (h *Host) TryAttach(name string) (*Container, error) {
 // Cleanup runs DEL (best-effort) and removes the namespace, also when ADD
 // failed.
 func (h *Host) AttachWith(name string, list *libcni.NetworkConfigList) (*Container, error) {
+	h.c.t.Helper()
+	return h.AttachWithCaps(name, list, nil)
+}
+
+// AttachWithCaps is AttachWith with capability arguments for the chain,
+// e.g. "portMappings" for portmap, as a runtime passes them.
+func (h *Host) AttachWithCaps(name string, list *libcni.NetworkConfigList, caps map[string]any) (*Container, error) {
 	t := h.c.t
 	t.Helper()
 	ct := &Container{Host: h, Name: name, NS: fmt.Sprintf("%s-h%d-%s", h.c.Prefix, h.N, name), list: list}
 	addNetns(t, ct.NS)
-	ct.rt = &libcni.RuntimeConf{ContainerID: ct.NS, NetNS: "/var/run/netns/" + ct.NS, IfName: "eth0"}
+	ct.rt = &libcni.RuntimeConf{ContainerID: ct.NS, NetNS: "/var/run/netns/" + ct.NS, IfName: "eth0", CapabilityArgs: caps}
 	t.Cleanup(func() { _ = ct.Del() })
 	var res *types100.Result
 	err := h.cniIn(h.cacheDir, func(cni *libcni.CNIConfig) error {

@@ -128,5 +128,12 @@ func attachHostVeth(veth string, br netlink.Link) error {
 	if err := netlink.LinkSetMaster(link, br); err != nil {
 		return fmt.Errorf("attach %q to bridge %q: %w", veth, br.Attrs().Name, err)
 	}
+	// Hairpin lets a frame leave by the port it came in on. Without it a
+	// container cannot reach itself through its host's published port:
+	// portmap's DNAT (seen at the bridge via br_netfilter) turns the packet
+	// back towards the sender's own port, and the bridge drops it.
+	if err := netlink.LinkSetHairpin(link, true); err != nil {
+		return fmt.Errorf("enable hairpin on %q: %w", veth, err)
+	}
 	return nil
 }

@@ -116,6 +116,16 @@ func TestAttachContainer(t *testing.T) {
 		t.Errorf("host end %s: master=%d up=%v mtu=%d mac=%s, want master=%d up, MTU 1450, MAC %s",
 			cl.HostVeth, ha.MasterIndex, ha.Flags&net.FlagUp != 0, ha.MTU, ha.HardwareAddr, br.Attrs().Index, cl.HostMAC)
 	}
+	do(t, host, func() error {
+		pi, err := netlink.LinkGetProtinfo(hostEnd)
+		if err != nil {
+			return err
+		}
+		if !pi.Hairpin {
+			t.Errorf("host end %s: hairpin off; a container could not reach its own published port", cl.HostVeth)
+		}
+		return nil
+	})
 	do(t, host, func() error { return CheckContainer(ctr.Path(), "eth0", ctrAddr) })
 }
 
