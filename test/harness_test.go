@@ -422,13 +422,13 @@ func (h *Host) confList() *libcni.NetworkConfigList {
 	return l
 }
 
-// shippedConfList loads a conflist from conf/, points its overlay plugin at
-// h's dirs and keeps only the plugins that are in the bin dir (the reference
-// plugins such as portmap are not built here). It returns the list and the
-// types of the plugins it dropped.
-func (h *Host) shippedConfList(path string) (*libcni.NetworkConfigList, []string) {
+// shippedConfList loads conf/NAME (as a runtime would find it in its conf
+// dir) and points its overlay plugin at h's dirs. Every plugin of the chain
+// must be in the bin dir: make build puts portmap there too.
+func (h *Host) shippedConfList(name string) *libcni.NetworkConfigList {
 	t := h.c.t
 	t.Helper()
+	path := filepath.Join("..", "conf", name)
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -438,14 +438,11 @@ func (h *Host) shippedConfList(path string) (*libcni.NetworkConfigList, []string
 		t.Fatalf("%s: %v", path, err)
 	}
 	plugins, _ := conf["plugins"].([]any)
-	var kept []any
-	var dropped []string
 	for _, p := range plugins {
 		m, _ := p.(map[string]any)
 		typ, _ := m["type"].(string)
 		if _, err := os.Stat(filepath.Join(h.c.Bin, typ)); err != nil {
-			dropped = append(dropped, typ)
-			continue
+			t.Fatalf("%s: plugin %q is not in %s; run make build", path, typ, h.c.Bin)
 		}
 		if typ == "overlay" {
 			m["runDir"] = h.RunDir
@@ -455,15 +452,13 @@ func (h *Host) shippedConfList(path string) (*libcni.NetworkConfigList, []string
 			}
 			ipam["dataDir"] = h.DataDir
 		}
-		kept = append(kept, m)
 	}
-	conf["plugins"] = kept
 	data, _ = json.Marshal(conf)
 	l, err := libcni.NetworkConfFromBytes(data)
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
-	return l, dropped
+	return l
 }
 
 // cniIn runs fn with h's network namespace as the current one, as a
