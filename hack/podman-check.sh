@@ -78,7 +78,7 @@ install_podman() {
 	local missing=()
 	command -v podman >/dev/null || missing+=(podman)
 	[[ "$OCI_RUNTIME" != runc ]] || command -v runc >/dev/null || missing+=(runc)
-	[[ -x /bin/busybox ]] && /bin/busybox --list 2>/dev/null | grep -qx ping || missing+=(busybox-static)
+	[[ -x /bin/busybox ]] && /bin/busybox --list 2>/dev/null | grep -x ping >/dev/null || missing+=(busybox-static)
 	((${#missing[@]} == 0)) && return 0
 	echo "  installing ${missing[*]} (apt-get)"
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >"$OVL_STATE/apt.log" 2>&1 ||
