@@ -39,7 +39,11 @@ type daemon struct {
 	metricsLn net.Listener
 
 	// forward keeps the FORWARD accept rules; nil with --forward-rules=false.
-	forward *firewall.Forward
+	// forwardFor and forwardAt say for which range and when they were last
+	// checked; only the reconcile loop touches these.
+	forward    *firewall.Forward
+	forwardFor netip.Prefix
+	forwardAt  time.Time
 
 	// rec is the lease record this host publishes; fixed once joined.
 	rec subnet.Record
@@ -291,13 +295,25 @@ func (d *daemon) apply(_ context.Context, want desired) error {
 	if peerErr != nil {
 		return d.failed(fmt.Errorf("sync peers on %s: %w", want.VXLAN.Name, peerErr))
 	}
-	if d.forward != nil {
-		// After the peers, so iptables' process starts never delay a route.
-		if err := d.forward.Ensure(want.HostFile.Network); err != nil {
-			return d.failed(fmt.Errorf("forward rules: %w", err))
-		}
+	if err := d.ensureForward(want.HostFile.Network); err != nil {
+		return d.failed(fmt.Errorf("forward rules: %w", err))
 	}
 	d.metrics.healthy.Store(true)
+	return nil
+}
+
+// ensureForward checks the FORWARD rules at most once per resync interval:
+// each check starts several iptables processes (tens of ms), which must not
+// slow the passes that lease events trigger. Drift is still repaired within
+// one interval.
+func (d *daemon) ensureForward(network netip.Prefix) error {
+	if d.forward == nil || (network == d.forwardFor && time.Since(d.forwardAt) < d.cfg.ResyncInterval) {
+		return nil
+	}
+	if err := d.forward.Ensure(network); err != nil {
+		return err
+	}
+	d.forwardFor, d.forwardAt = network, time.Now()
 	return nil
 }
 

@@ -8,7 +8,8 @@ import (
 
 // TestDriftRepaired: kernel state removed behind overlayd's back (a route
 // deleted by hand, the whole VXLAN device deleted by a network restart) comes
-// back by the periodic reconcile, with no etcd event at all. These are the
+// back by the periodic reconcile, with no etcd event at all; so do flushed
+// FORWARD rules. These are the
 // failures flannel users report (routes lost after a network restart).
 func TestDriftRepaired(t *testing.T) {
 	c := newCluster(t, 2)
@@ -37,4 +38,13 @@ func TestDriftRepaired(t *testing.T) {
 	waitFor(t, 10*time.Second, "h1's "+dev+" and its peers to be restored", hasRoute)
 	a.mustReach(t, b.IP)
 	b.mustReach(t, a.IP)
+
+	// Someone flushes the FORWARD rules (a firewall reload): with the
+	// policy DROP, traffic stops until overlayd puts them back.
+	inNS(t, h1.NS, "iptables", "-F", "OVERLAY-FORWARD")
+	waitFor(t, 10*time.Second, "h1's FORWARD rules to be restored", func() bool {
+		return nsCmd(h1.NS, "iptables", "-C", "OVERLAY-FORWARD", "-s", overlayCIDR,
+			"-m", "comment", "--comment", "overlay-net="+networkName, "-j", "ACCEPT").Run() == nil
+	})
+	a.mustReach(t, b.IP)
 }
