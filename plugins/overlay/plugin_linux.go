@@ -11,7 +11,6 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
-	"github.com/containernetworking/plugins/pkg/ipam"
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/overlaynet/overlay/pkg/cnierr"
@@ -72,7 +71,7 @@ func (p plugin) add(args *skel.CmdArgs) error {
 
 // attach gets an address from IPAM and wires the container with it.
 func (p plugin) attach(conf *NetConf, args *skel.CmdArgs, hf hostfile.HostFile) (*current.Result, error) {
-	r, err := ipam.ExecAdd(conf.IPAM.Type, args.StdinData)
+	r, err := invoke.DelegateAdd(context.TODO(), conf.IPAM.Type, args.StdinData, nil)
 	if err != nil {
 		return nil, fmt.Errorf("ipam plugin %s: %w", conf.IPAM.Type, err)
 	}
@@ -102,7 +101,7 @@ func (p plugin) rollbackAdd(conf *NetConf, args *skel.CmdArgs, attached bool) {
 			return
 		}
 	}
-	if err := ipam.ExecDel(conf.IPAM.Type, args.StdinData); err != nil {
+	if err := invoke.DelegateDel(context.TODO(), conf.IPAM.Type, args.StdinData, nil); err != nil {
 		fmt.Fprintf(p.stderr, "overlay: container %s interface %s: release address after failed ADD: %v\n",
 			args.ContainerID, args.IfName, err)
 	}
@@ -125,7 +124,7 @@ func (p plugin) del(args *skel.CmdArgs) error {
 				args.ContainerID, args.IfName, err)
 		}
 	}
-	if err := ipam.ExecDel(conf.IPAM.Type, args.StdinData); err != nil {
+	if err := invoke.DelegateDel(context.TODO(), conf.IPAM.Type, args.StdinData, nil); err != nil {
 		return fmt.Errorf("ipam plugin %s: %w", conf.IPAM.Type, err)
 	}
 	return nil
@@ -149,7 +148,7 @@ func (p plugin) check(args *skel.CmdArgs) error {
 	if err := datapath.CheckContainer(args.Netns, args.IfName, addr); err != nil {
 		return fmt.Errorf("check container %s: %w", args.ContainerID, err)
 	}
-	if err := ipam.ExecCheck(conf.IPAM.Type, args.StdinData); err != nil {
+	if err := invoke.DelegateCheck(context.TODO(), conf.IPAM.Type, args.StdinData, nil); err != nil {
 		return fmt.Errorf("ipam plugin %s: %w", conf.IPAM.Type, err)
 	}
 	return nil
@@ -165,7 +164,7 @@ func (p plugin) status(args *skel.CmdArgs) error {
 	if _, err := readHostFile(conf, types.ErrPluginNotAvailable); err != nil {
 		return err
 	}
-	if err := ipam.ExecStatus(conf.IPAM.Type, args.StdinData); err != nil {
+	if err := invoke.DelegateStatus(context.TODO(), conf.IPAM.Type, args.StdinData, nil); err != nil {
 		return fmt.Errorf("ipam plugin %s: %w", conf.IPAM.Type, err)
 	}
 	return nil
