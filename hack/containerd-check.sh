@@ -63,6 +63,8 @@ set -euo pipefail
 
 # shellcheck source=hack/cluster.sh
 source "$(dirname "${BASH_SOURCE[0]}")/cluster.sh"
+# shellcheck source=hack/check-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/check-lib.sh"
 
 CIDR=10.244.0.0/16
 HOSTS=2
@@ -72,48 +74,10 @@ CNI_CONF_DIR=/etc/cni/net.d # go-cni DefaultNetDir, fixed in ctr 1.6
 CNI_BIN_DIR=/opt/cni/bin    # go-cni DefaultCNIDir, fixed in ctr 1.6
 CTR_NS=ovl                  # containerd namespace; containerIDs are ovl-<name>
 NETNS_BEFORE="$(ip netns list 2>/dev/null | awk '{print $1}' | sort)"
-PROBLEMS=()
-PASSED=()
 ROOTFS=""
 CNI_CONF_FILE=""
 
 declare -A CIP  # container name -> IP
-
-# --- output helpers ----------------------------------------------------------
-
-STEP_OPEN=0
-step() {
-	printf '  %-60s ' "$1"
-	STEP_OPEN=1
-}
-done_ok() {
-	echo "ok${1:+ ($1)}"
-	STEP_OPEN=0
-	PASSED+=("$CUR_STEP")
-}
-# check DESCRIPTION CMD... runs CMD; records a problem when it fails.
-check() {
-	local what="$1" out
-	shift
-	CUR_STEP="$what"
-	step "$what"
-	if out="$("$@" 2>&1)"; then
-		done_ok "$out"
-	else
-		echo "FAILED"
-		STEP_OPEN=0
-		# shellcheck disable=SC2001 # indent every line
-		[[ -z "$out" ]] || sed 's/^/    | /' <<<"$out" | tail -n 15
-		PROBLEMS+=("$what")
-	fi
-}
-die() {
-	((STEP_OPEN == 0)) || echo "FAILED"
-	STEP_OPEN=0
-	echo "  -> $*"
-	PROBLEMS+=("$*")
-	exit 1
-}
 
 # --- install -------------------------------------------------------------------
 
@@ -126,20 +90,6 @@ install_containerd() {
 	echo "  installing ${missing[*]} (apt-get)"
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >"$OVL_STATE/apt.log" 2>&1 ||
 		die "apt-get install ${missing[*]} failed; log $OVL_STATE/apt.log"
-}
-
-# make_rootfs builds a busybox rootfs directory (static busybox, applets as
-# symlinks, a minimal /etc).
-make_rootfs() {
-	ROOTFS="$OVL_STATE/rootfs"
-	mkdir -p "$ROOTFS"/{bin,etc,proc,sys,dev,tmp,run,root}
-	cp /bin/busybox "$ROOTFS/bin/busybox"
-	local a
-	for a in $("$ROOTFS/bin/busybox" --list); do
-		[[ "$a" == busybox ]] || ln -sf busybox "$ROOTFS/bin/$a"
-	done
-	echo 'root:x:0:0:root:/root:/bin/sh' >"$ROOTFS/etc/passwd"
-	echo 'root:x:0:' >"$ROOTFS/etc/group"
 }
 
 # --- files outside the state dir ---------------------------------------------
@@ -320,30 +270,6 @@ cexec() {
 }
 
 # --- checks ------------------------------------------------------------------
-
-# ip_in_subnet IP CIDR
-ip_in_subnet() {
-	python3 -c 'import ipaddress,sys; sys.exit(0 if ipaddress.ip_address(sys.argv[1]) in ipaddress.ip_network(sys.argv[2]) else 1)' "$1" "$2" 2>/dev/null ||
-		awk -v ip="$1" -v net="$2" 'BEGIN{split(net,a,"/"); split(a[1],n,"."); split(ip,i,"."); p=a[2];
-		 x=((n[1]*256+n[2])*256+n[3])*256+n[4]; y=((i[1]*256+i[2])*256+i[3])*256+i[4]; m=2^(32-p);
-		 exit (int(x/m)==int(y/m)) ? 0 : 1}'
-}
-
-host_subnet() { jq -r .subnet "$(host_file "$1")"; }
-
-# reservation N IP prints the containerID host N's IPAM store has IP
-# reserved for (DATADIR/NETWORK/ips/IP is the reservation), or nothing.
-reservation() {
-	local f
-	f="$(host_dir "$1")/cni/$OVL_NETWORK/ips/$2"
-	[[ -f "$f" ]] && jq -r .containerID "$f"
-	return 0
-}
-
-# attachments_of N ID lists host N's IPAM index files naming container ID.
-attachments_of() {
-	grep -lF "\"$2\"" "$(host_dir "$1")/cni/$OVL_NETWORK/attachments/"* 2>/dev/null || true
-}
 
 # check_ip N NAME: the address is in host N's subnet, and host N's IPAM store
 # reserved it for ctr's containerID (<namespace>-<name>).
