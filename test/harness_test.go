@@ -68,7 +68,7 @@ func binDir(t *testing.T) string {
 func requireRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("end-to-end tests create network namespaces and need root")
+		t.Fatal("end-to-end tests create network namespaces and need root: run make test as root")
 	}
 }
 

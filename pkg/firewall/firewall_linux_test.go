@@ -16,7 +16,7 @@ import (
 func inNewNetns(t *testing.T, fn func(ns.NetNS)) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
+		t.Fatal("needs root to create network namespaces: run make test as root")
 	}
 	if _, err := exec.LookPath("iptables"); err != nil {
 		t.Fatal("iptables is not installed; run make deps")

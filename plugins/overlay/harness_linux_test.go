@@ -80,7 +80,7 @@ func newCNIConfig(cacheDir string) *libcni.CNIConfig {
 func requireRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("namespace tests need root")
+		t.Fatal("namespace tests need root: run make test as root")
 	}
 	for _, tool := range []string{"ip", "ping"} {
 		if _, err := exec.LookPath(tool); err != nil {
