@@ -26,6 +26,9 @@ func EnsureBridge(spec BridgeSpec) error {
 	if err := ensureOnlyIPv4Addr(br, spec.Gateway); err != nil {
 		return err
 	}
+	if err := ensureAlias(br, ownerAlias(spec.Owner)); err != nil {
+		return err
+	}
 	return ensureUp(br)
 }
 
@@ -96,6 +99,9 @@ func randomMAC() ([]byte, error) {
 // containers hang off it, their veths carry the MTU they were created with
 // and the bridge follows them.
 func setBridgeMTU(br netlink.Link, mtu int) error {
+	if br.Attrs().MTU == mtu {
+		return nil // the common pass: no link dump
+	}
 	links, err := netlinksafe.LinkList()
 	if err != nil {
 		return fmt.Errorf("list links to find ports of bridge %q: %w", br.Attrs().Name, err)

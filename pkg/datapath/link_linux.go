@@ -65,3 +65,15 @@ func ensureMTU(link netlink.Link, mtu int) error {
 	}
 	return nil
 }
+
+// ensureAlias sets the link's alias unless it already has it (or alias is
+// empty: the caller does not claim the link).
+func ensureAlias(link netlink.Link, alias string) error {
+	if alias == "" || link.Attrs().Alias == alias {
+		return nil
+	}
+	if err := netlink.LinkSetAlias(link, alias); err != nil {
+		return fmt.Errorf("set alias %q on %q: %w", alias, link.Attrs().Name, err)
+	}
+	return nil
+}

@@ -79,6 +79,10 @@ type VXLANSpec struct {
 	MTU int
 	// Address is the host subnet's first address as a /32.
 	Address netip.Prefix
+	// Owner, when set, is written as the device's alias (OwnerAlias), so
+	// orphan cleanup and teardown find the devices of a network by what
+	// they are, not by a name remembered elsewhere.
+	Owner string
 }
 
 // BridgeSpec describes the per-host bridge containers attach to.
@@ -87,6 +91,22 @@ type BridgeSpec struct {
 	// Gateway is the gateway address with the subnet's prefix length, e.g. 10.244.3.1/24.
 	Gateway netip.Prefix
 	MTU     int
+	// Owner, when set, is written as the bridge's alias (see VXLANSpec.Owner).
+	Owner string
+}
+
+// OwnerAlias is the interface alias overlayd gives the devices it makes for
+// a network ("overlay:NAME", shown by `ip link`).
+func OwnerAlias(network string) string { return ownerAliasPrefix + network }
+
+const ownerAliasPrefix = "overlay:"
+
+// ownerAlias is OwnerAlias, or "" (claim nothing) for an empty network.
+func ownerAlias(network string) string {
+	if network == "" {
+		return ""
+	}
+	return OwnerAlias(network)
 }
 
 // Underlay is the interface VXLAN packets leave the host by.

@@ -144,6 +144,9 @@ func configureVXLAN(link netlink.Link, spec VXLANSpec) error {
 	if err := ensureOnlyIPv4Addr(link, spec.Address); err != nil {
 		return err
 	}
+	if err := ensureAlias(link, ownerAlias(spec.Owner)); err != nil {
+		return err
+	}
 	return ensureUp(link)
 }
 

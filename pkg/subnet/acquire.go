@@ -23,121 +23,256 @@ type AcquireRequest struct {
 	Record Record
 	// Previous is the subnet this host held before (from its state dir), if any.
 	Previous netip.Prefix
+	// PreviousLease is the etcd lease this host's previous run held (from
+	// its state dir), 0 if unknown. A key of this host that is bound to
+	// another live lease belongs to another process: it is never taken over.
+	PreviousLease int64
 	// TTL of the etcd lease; the key vanishes this long after the host stops
 	// renewing it.
 	TTL time.Duration
+	// Quarantine is how long, after the key vanished, the subnet stays
+	// reserved for this host so no other host can lease it. Zero disables it.
+	Quarantine time.Duration
+	// Remember, if set, persists the subnet and etcd lease before the key is
+	// written, so a restart after a crash at any point knows the key as its
+	// own. An error aborts the acquire.
+	Remember func(s netip.Prefix, lease int64) error
 }
 
-// ErrNetworkFull means every subnet of the network is leased.
+// ErrNetworkFull means every subnet of the network is leased or reserved.
 var ErrNetworkFull = errors.New("no free subnet")
 
 // ErrSubnetTaken means another host now holds the subnet this host had.
 var ErrSubnetTaken = errors.New("subnet taken by another host")
 
+// HostConflictError means a live lease in etcd carries this host's ID but
+// is not this process's: a second overlayd with the same state, or a
+// machine cloned from this one's image (Cloned: its public IP differs).
+type HostConflictError struct {
+	Subnet netip.Prefix
+	Holder Record
+	Lease  int64
+	Cloned bool
+}
+
+func (e *HostConflictError) Error() string {
+	if e.Cloned {
+		return fmt.Sprintf("host ID %s already holds %s from public IP %s (etcd lease %x): this machine looks cloned from another one",
+			e.Holder.HostID, e.Subnet, e.Holder.PublicIP, e.Lease)
+	}
+	return fmt.Sprintf("host ID %s already holds %s from this public IP under etcd lease %x, which is not this process's: another overlayd with the same host ID is running",
+		e.Holder.HostID, e.Subnet, e.Lease)
+}
+
 // raceRetries bounds how often Acquire re-reads the map after losing a race
 // for a subnet to another host.
 const raceRetries = 10
 
-// HeldLease is a subnet this host holds. Its etcd lease is kept alive until
-// Stop or until etcd stops accepting renewals, which closes Done.
+// HeldLease is a subnet this host holds. Its etcd lease (and the subnet's
+// reservation lease) are kept alive until Stop or until etcd stops accepting
+// renewals, which closes Done.
 type HeldLease struct {
 	Subnet netip.Prefix
+	// Revision is the etcd revision that wrote the key.
+	Revision int64
 
-	c       *Client
-	key     string
-	value   string
-	id      clientv3.LeaseID
-	cancel  context.CancelFunc
-	done    chan struct{}
-	stopped sync.Once
+	c        *Client
+	key      string
+	value    string
+	id       clientv3.LeaseID
+	resID    clientv3.LeaseID // 0 without quarantine
+	cancel   context.CancelFunc
+	done     chan struct{}
+	stopOnce sync.Once
 }
 
-// Acquire leases a subnet for this host: the one it already holds (found by
-// host ID), else its previous subnet if still free, else a random free one.
-func (c *Client) Acquire(ctx context.Context, req AcquireRequest) (*HeldLease, error) {
-	value, err := encodeRecord(req.Record)
-	if err != nil {
-		return nil, fmt.Errorf("encode lease record: %w", err)
-	}
-	ttl := int64(req.TTL / time.Second)
-	if ttl < 1 {
-		return nil, fmt.Errorf("lease TTL %s is shorter than etcd's 1s granularity", req.TTL)
-	}
-	grant, err := c.cli.Grant(ctx, ttl)
-	if err != nil {
-		return nil, fmt.Errorf("grant etcd lease: %w", err)
-	}
-	for range raceRetries {
-		s, won, err := c.tryAcquire(ctx, req, value, grant.ID)
-		if err != nil {
-			c.revoke(grant.ID)
-			return nil, err
-		}
-		if won {
-			return c.hold(ctx, req.Network, s, value, grant.ID)
-		}
-	}
-	c.revoke(grant.ID)
-	return nil, fmt.Errorf("acquire subnet in network %s: lost the race %d times; retry", req.Network, raceRetries)
-}
-
-// tryAcquire makes one attempt; won is false when another host changed the
-// map between our read and our write.
-func (c *Client) tryAcquire(ctx context.Context, req AcquireRequest, value string, id clientv3.LeaseID) (netip.Prefix, bool, error) {
-	taken, err := c.occupied(ctx, req.Network)
-	if err != nil {
-		return netip.Prefix{}, false, err
-	}
-	if own, ok := ownLease(taken, req); ok {
-		key := c.keys.Subnet(req.Network, own.Subnet)
-		won, err := c.txnPut(ctx, clientv3.Compare(clientv3.ModRevision(key), "=", own.ModRevision), key, value, id)
-		return own.Subnet, won, err
-	}
-	s, err := pickFree(req, taken)
-	if err != nil {
-		return netip.Prefix{}, false, err
-	}
-	key := c.keys.Subnet(req.Network, s)
-	won, err := c.txnPut(ctx, clientv3.Compare(clientv3.Version(key), "=", 0), key, value, id)
-	return s, won, err
+// mapSnapshot is the subnet map and its reservations at one revision.
+type mapSnapshot struct {
+	subnets      map[netip.Prefix]occupiedLease
+	reservations map[netip.Prefix]reservation
 }
 
 // occupiedLease is a key in the subnet map; Record is zero when the value
 // is unreadable (the subnet is still taken).
 type occupiedLease struct {
 	Subnet      netip.Prefix
-	HostID      string
+	Record      Record
 	ModRevision int64
+	Lease       int64
 }
 
-func (c *Client) occupied(ctx context.Context, network string) (map[netip.Prefix]occupiedLease, error) {
-	prefix := c.keys.Subnets(network)
-	resp, err := c.cli.Get(ctx, prefix, clientv3.WithPrefix())
+type reservation struct {
+	HostID      string
+	ModRevision int64
+	Lease       int64
+}
+
+// Acquire leases a subnet for this host: the one it already holds (found by
+// host ID and fenced by etcd lease), else its previous subnet if free and
+// not reserved for another host, else a random free one.
+func (c *Client) Acquire(ctx context.Context, req AcquireRequest) (*HeldLease, error) {
+	value, err := encodeRecord(req.Record)
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", prefix, err)
+		return nil, fmt.Errorf("encode lease record: %w", err)
 	}
-	taken := make(map[netip.Prefix]occupiedLease, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
+	if req.TTL < time.Second {
+		return nil, fmt.Errorf("lease TTL %s is shorter than etcd's 1s granularity", req.TTL)
+	}
+	for range raceRetries {
+		h, err := c.tryAcquire(ctx, req, value)
+		if err != nil || h != nil {
+			return h, err
+		}
+	}
+	return nil, fmt.Errorf("acquire subnet in network %s: lost the race %d times; retry", req.Network, raceRetries)
+}
+
+// tryAcquire makes one attempt; it returns nil, nil when another host
+// changed the map between our read and our write.
+func (c *Client) tryAcquire(ctx context.Context, req AcquireRequest, value string) (*HeldLease, error) {
+	snap, err := c.snapshotMap(ctx, req.Network)
+	if err != nil {
+		return nil, err
+	}
+	if own, ok := ownLease(snap.subnets, req); ok {
+		if err := fence(own, req); err != nil {
+			return nil, err
+		}
+		return c.claim(ctx, req, value, own.Subnet, snap, clientv3.LeaseID(own.Lease))
+	}
+	s, err := pickFree(req, snap)
+	if err != nil {
+		return nil, err
+	}
+	return c.claim(ctx, req, value, s, snap, 0)
+}
+
+// fence decides whether this process may take over its own key: only when
+// the key's etcd lease is the one this host's state dir remembers (or it
+// remembers none and the key names this machine's public IP, as after an
+// upgrade from a release that did not remember leases).
+func fence(own occupiedLease, req AcquireRequest) error {
+	if own.Record.PublicIP != req.Record.PublicIP {
+		return &HostConflictError{Subnet: own.Subnet, Holder: own.Record, Lease: own.Lease, Cloned: true}
+	}
+	if req.PreviousLease != 0 && own.Lease != req.PreviousLease {
+		return &HostConflictError{Subnet: own.Subnet, Holder: own.Record, Lease: own.Lease}
+	}
+	return nil
+}
+
+// claim writes the subnet key (and its reservation) for this host. adopt is
+// the live etcd lease of this host's existing key, 0 for a new lease.
+func (c *Client) claim(ctx context.Context, req AcquireRequest, value string, s netip.Prefix, snap mapSnapshot, adopt clientv3.LeaseID) (*HeldLease, error) {
+	id, err := c.leaseFor(ctx, adopt, req.TTL)
+	if err != nil {
+		return nil, err
+	}
+	var resID clientv3.LeaseID
+	if req.Quarantine > 0 {
+		r := snap.reservations[s]
+		if r.HostID != req.Record.HostID {
+			r.Lease = 0
+		}
+		if resID, err = c.leaseFor(ctx, clientv3.LeaseID(r.Lease), req.TTL+req.Quarantine); err != nil {
+			c.revokeIfNew(id, adopt)
+			return nil, err
+		}
+	}
+	if req.Remember != nil {
+		if err := req.Remember(s, int64(id)); err != nil {
+			c.revokeIfNew(id, adopt)
+			c.revokeIfNew(resID, clientv3.LeaseID(snap.reservations[s].Lease))
+			return nil, fmt.Errorf("remember subnet %s: %w", s, err)
+		}
+	}
+	rev, won, err := c.claimTxn(ctx, req, value, s, snap, id, resID)
+	if err != nil || !won {
+		c.revokeIfNew(id, adopt)
+		c.revokeIfNew(resID, clientv3.LeaseID(snap.reservations[s].Lease))
+		return nil, err
+	}
+	return c.hold(req.Network, s, value, id, resID, rev)
+}
+
+// leaseFor returns adopt when that etcd lease is still alive, else a new
+// lease of ttl.
+func (c *Client) leaseFor(ctx context.Context, adopt clientv3.LeaseID, ttl time.Duration) (clientv3.LeaseID, error) {
+	if adopt != 0 {
+		if _, err := c.cli.KeepAliveOnce(ctx, adopt); err == nil {
+			return adopt, nil
+		}
+	}
+	grant, err := c.cli.Grant(ctx, int64(ttl/time.Second))
+	if err != nil {
+		return 0, fmt.Errorf("grant etcd lease: %w", err)
+	}
+	return grant.ID, nil
+}
+
+func (c *Client) revokeIfNew(id, adopted clientv3.LeaseID) {
+	if id != 0 && id != adopted {
+		c.revoke(id)
+	}
+}
+
+// claimTxn writes key and reservation if neither changed since snap.
+func (c *Client) claimTxn(ctx context.Context, req AcquireRequest, value string, s netip.Prefix, snap mapSnapshot, id, resID clientv3.LeaseID) (int64, bool, error) {
+	key := c.keys.Subnet(req.Network, s)
+	resKey := c.keys.Reservation(req.Network, s)
+	cmps := []clientv3.Cmp{
+		clientv3.Compare(clientv3.ModRevision(key), "=", snap.subnets[s].ModRevision),
+		clientv3.Compare(clientv3.ModRevision(resKey), "=", snap.reservations[s].ModRevision),
+	}
+	ops := []clientv3.Op{clientv3.OpPut(key, value, clientv3.WithLease(id))}
+	if resID != 0 {
+		ops = append(ops, clientv3.OpPut(resKey, encodeReservation(req.Record.HostID), clientv3.WithLease(resID)))
+	}
+	resp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return 0, false, fmt.Errorf("write lease %s: %w", key, err)
+	}
+	return resp.Header.Revision, resp.Succeeded, nil
+}
+
+func (c *Client) snapshotMap(ctx context.Context, network string) (mapSnapshot, error) {
+	subnets, reservations := c.keys.Subnets(network), c.keys.Reservations(network)
+	resp, err := c.cli.Txn(ctx).Then(
+		clientv3.OpGet(subnets, clientv3.WithPrefix()),
+		clientv3.OpGet(reservations, clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return mapSnapshot{}, fmt.Errorf("list %s: %w", subnets, err)
+	}
+	snap := mapSnapshot{subnets: map[netip.Prefix]occupiedLease{}, reservations: map[netip.Prefix]reservation{}}
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
 		s, err := c.keys.ParseSubnetKey(network, string(kv.Key))
 		if err != nil {
 			continue // not a subnet key; it blocks nothing
 		}
-		o := occupiedLease{Subnet: s, ModRevision: kv.ModRevision}
+		o := occupiedLease{Subnet: s, ModRevision: kv.ModRevision, Lease: kv.Lease}
 		if rec, err := decodeRecord(kv.Value); err == nil {
-			o.HostID = rec.HostID
+			o.Record = rec
 		}
-		taken[s] = o
+		snap.subnets[s] = o
 	}
-	return taken, nil
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		s, err := ParseSubnet(string(kv.Key[len(reservations):]))
+		if err != nil {
+			continue
+		}
+		snap.reservations[s] = reservation{HostID: decodeReservation(kv.Value), ModRevision: kv.ModRevision, Lease: kv.Lease}
+	}
+	return snap, nil
 }
 
 // ownLease finds this host's existing lease, preferring its previous subnet.
 func ownLease(taken map[netip.Prefix]occupiedLease, req AcquireRequest) (occupiedLease, bool) {
-	if o, ok := taken[req.Previous]; ok && o.HostID == req.Record.HostID && req.Config.Contains(o.Subnet) {
+	if o, ok := taken[req.Previous]; ok && o.Record.HostID == req.Record.HostID && req.Config.Contains(o.Subnet) {
 		return o, true
 	}
 	for _, o := range taken {
-		if o.HostID == req.Record.HostID && req.Config.Contains(o.Subnet) {
+		if o.Record.HostID == req.Record.HostID && req.Config.Contains(o.Subnet) {
 			return o, true
 		}
 	}
@@ -146,18 +281,28 @@ func ownLease(taken map[netip.Prefix]occupiedLease, req AcquireRequest) (occupie
 
 // pickFree returns the previous subnet when free, else a random free one, so
 // hosts starting together rarely collide on the same candidate. A subnet is
-// busy when its key exists or when it overlaps a key that is not one of the
-// network's subnets (left from a config with another subnetLen), so a
-// config change can never hand out addresses a running host still uses.
-func pickFree(req AcquireRequest, taken map[netip.Prefix]occupiedLease) (netip.Prefix, error) {
+// busy when its key exists, when another host's reservation holds it, or
+// when it overlaps a key that is not one of the network's subnets (left from
+// a config with another subnetLen), so a config change can never hand out
+// addresses a running host still uses.
+func pickFree(req AcquireRequest, snap mapSnapshot) (netip.Prefix, error) {
 	var foreign []netip.Prefix
-	for s := range taken {
+	for s := range snap.subnets {
 		if !req.Config.Contains(s) {
 			foreign = append(foreign, s)
 		}
 	}
+	reserved := 0
+	for s, r := range snap.reservations {
+		if _, leased := snap.subnets[s]; !leased && r.HostID != req.Record.HostID && req.Config.Contains(s) {
+			reserved++
+		}
+	}
 	busy := func(s netip.Prefix) bool {
-		if _, ok := taken[s]; ok {
+		if _, ok := snap.subnets[s]; ok {
+			return true
+		}
+		if r, ok := snap.reservations[s]; ok && r.HostID != req.Record.HostID {
 			return true
 		}
 		return slices.ContainsFunc(foreign, s.Overlaps)
@@ -166,10 +311,11 @@ func pickFree(req AcquireRequest, taken map[netip.Prefix]occupiedLease) (netip.P
 		return req.Previous, nil
 	}
 	// Pick the k-th free subnet: a walk over n subnets, cheap next to an etcd
-	// round trip. Only foreign keys make counting the free ones take a walk.
+	// round trip. Only foreign keys or reservations make counting the free
+	// ones take a walk.
 	n := req.Config.SubnetCount()
-	free := n - len(taken)
-	if len(foreign) > 0 {
+	free := n - len(snap.subnets)
+	if len(foreign) > 0 || reserved > 0 {
 		free = 0
 		for i := range n {
 			if !busy(req.Config.SubnetAt(i)) {
@@ -177,8 +323,9 @@ func pickFree(req AcquireRequest, taken map[netip.Prefix]occupiedLease) (netip.P
 			}
 		}
 	}
-	if free == 0 {
-		return netip.Prefix{}, fmt.Errorf("network %s: all %d subnets of /%d are leased: %w", req.Config.Network, n, req.Config.SubnetLen, ErrNetworkFull)
+	if free <= 0 {
+		return netip.Prefix{}, fmt.Errorf("network %s: all %d subnets of /%d are leased or quarantined (%d reserved for hosts that went away recently): %w",
+			req.Config.Network, n, req.Config.SubnetLen, reserved, ErrNetworkFull)
 	}
 	k := rand.IntN(free)
 	for i := range n {
@@ -194,33 +341,35 @@ func pickFree(req AcquireRequest, taken map[netip.Prefix]occupiedLease) (netip.P
 	return netip.Prefix{}, fmt.Errorf("network %s: %w", req.Config.Network, ErrNetworkFull)
 }
 
-func (c *Client) txnPut(ctx context.Context, cmp clientv3.Cmp, key, value string, id clientv3.LeaseID) (bool, error) {
-	resp, err := c.cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, value, clientv3.WithLease(id))).Commit()
-	if err != nil {
-		return false, fmt.Errorf("write lease %s: %w", key, err)
-	}
-	return resp.Succeeded, nil
-}
-
 func (c *Client) revoke(id clientv3.LeaseID) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if _, err := c.cli.Revoke(ctx, id); err != nil {
-		c.log.Debug("revoke unused etcd lease", "lease", int64(id), "err", err)
+		c.log.Debug("revoke etcd lease", "lease", int64(id), "err", err)
 	}
 }
 
-// hold starts keeping the lease alive. The keep-alive outlives ctx's caller
-// only until Stop: it is bound to the client, not to the acquire call.
-func (c *Client) hold(ctx context.Context, network string, s netip.Prefix, value string, id clientv3.LeaseID) (*HeldLease, error) {
-	kctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+// hold starts keeping the leases alive, bound to the client, not to the
+// acquire call: they are renewed until Stop.
+func (c *Client) hold(network string, s netip.Prefix, value string, id, resID clientv3.LeaseID, rev int64) (*HeldLease, error) {
+	kctx, cancel := context.WithCancel(context.Background())
 	ch, err := c.cli.KeepAlive(kctx, id)
 	if err != nil {
 		cancel()
-		c.revoke(id)
 		return nil, fmt.Errorf("keep etcd lease %x alive: %w", int64(id), err)
 	}
-	h := &HeldLease{Subnet: s, c: c, key: c.keys.Subnet(network, s), value: value, id: id, cancel: cancel, done: make(chan struct{})}
+	h := &HeldLease{Subnet: s, Revision: rev, c: c, key: c.keys.Subnet(network, s), value: value, id: id, resID: resID, cancel: cancel, done: make(chan struct{})}
+	if resID != 0 {
+		resCh, err := c.cli.KeepAlive(kctx, resID)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("keep reservation lease %x alive: %w", int64(resID), err)
+		}
+		go func() {
+			for range resCh { // renewed until Stop; its loss only shortens the quarantine
+			}
+		}()
+	}
 	go func() {
 		defer close(h.done)
 		for range ch { // drained until etcd stops renewing or Stop cancels
@@ -230,7 +379,7 @@ func (c *Client) hold(ctx context.Context, network string, s netip.Prefix, value
 }
 
 // Done is closed when the lease is no longer being renewed: it expired, was
-// revoked, or Stop was called.
+// revoked, etcd was unreachable for longer than its TTL, or Stop was called.
 func (h *HeldLease) Done() <-chan struct{} { return h.done }
 
 // EtcdLease is the etcd lease ID the key is bound to.
@@ -239,12 +388,26 @@ func (h *HeldLease) EtcdLease() int64 { return int64(h.id) }
 // Stop stops renewing without revoking: the key stays until the TTL runs out,
 // so a restarting daemon reclaims it and peers keep their routes meanwhile.
 func (h *HeldLease) Stop() {
-	h.stopped.Do(h.cancel)
+	h.stopOnce.Do(h.cancel)
 	<-h.done
 }
 
-// Release stops renewing and revokes the lease, deleting the key at once.
+// Release stops renewing and revokes both leases, deleting the key and the
+// reservation at once.
 func (h *HeldLease) Release(ctx context.Context) error {
+	h.Stop()
+	if h.resID != 0 {
+		if _, err := h.c.cli.Revoke(ctx, h.resID); err != nil {
+			return fmt.Errorf("revoke reservation of %s: %w", h.Subnet, err)
+		}
+	}
+	return h.Withdraw(ctx)
+}
+
+// Withdraw stops renewing and revokes the subnet lease, so peers drop their
+// routes to this host at once, but keeps the reservation: the subnet stays
+// this host's for the quarantine time.
+func (h *HeldLease) Withdraw(ctx context.Context) error {
 	h.Stop()
 	if _, err := h.c.cli.Revoke(ctx, h.id); err != nil {
 		return fmt.Errorf("revoke lease for %s: %w", h.Subnet, err)

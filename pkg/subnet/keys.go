@@ -14,6 +14,7 @@ const DefaultPrefix = "/overlay"
 //
 //	PREFIX/networks/NAME/config
 //	PREFIX/networks/NAME/subnets/A.B.C.D-LEN
+//	PREFIX/networks/NAME/reservations/A.B.C.D-LEN
 //
 // The subnet segment uses '-' rather than '/' so a subnet is one key segment.
 type Keys struct {
@@ -30,6 +31,17 @@ func (k Keys) Config(network string) string { return k.network(network) + "/conf
 // Subnets is the key prefix under which a network's leases live (with a
 // trailing slash, so "default" never matches "default2").
 func (k Keys) Subnets(network string) string { return k.network(network) + "/subnets/" }
+
+// Reservations is the key prefix of a network's quarantine reservations:
+// one key per subnet a host holds, bound to an etcd lease that outlives the
+// host's subnet lease by the quarantine time, so a host that was away
+// briefly finds its subnet still unleased to anyone else.
+func (k Keys) Reservations(network string) string { return k.network(network) + "/reservations/" }
+
+// Reservation is the key of one subnet's reservation.
+func (k Keys) Reservation(network string, s netip.Prefix) string {
+	return k.Reservations(network) + FormatSubnet(s)
+}
 
 // Subnet is the key of one lease.
 func (k Keys) Subnet(network string, s netip.Prefix) string {

@@ -260,11 +260,11 @@ func TestInvalidRecordIsSkipped(t *testing.T) {
 		t.Fatalf("Leases = %v, want only %s", ls, a.Subnet)
 	}
 	// The subnet of the unreadable record is still not handed out.
-	taken, err := c.occupied(t.Context(), "default")
+	snap, err := c.snapshotMap(t.Context(), "default")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := taken[netip.MustParsePrefix("10.244.200.0/24")]; !ok {
+	if _, ok := snap.subnets[netip.MustParsePrefix("10.244.200.0/24")]; !ok {
 		t.Fatal("unreadable record's subnet is not counted as occupied")
 	}
 }

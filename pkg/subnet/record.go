@@ -103,3 +103,25 @@ func decodeRecord(value []byte) (Record, error) {
 	}
 	return r, nil
 }
+
+// reservationRecord is the JSON value of a reservation key.
+type reservationRecord struct {
+	Version int    `json:"version"`
+	HostID  string `json:"hostID"`
+}
+
+func encodeReservation(hostID string) string {
+	b, _ := json.Marshal(reservationRecord{Version: 1, HostID: hostID})
+	return string(b)
+}
+
+// decodeReservation returns the reserving host's ID, "" when unreadable (an
+// unreadable reservation then blocks the subnet for every host until it
+// expires, which is the safe side).
+func decodeReservation(value []byte) string {
+	var r reservationRecord
+	if json.Unmarshal(value, &r) != nil || r.HostID == "" {
+		return "\x00unreadable"
+	}
+	return r.HostID
+}

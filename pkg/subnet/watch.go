@@ -2,7 +2,6 @@ package subnet
 
 import (
 	"context"
-	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"time"
@@ -11,10 +10,14 @@ import (
 )
 
 // Watch backoff bounds: fast first retry, capped so a long etcd outage costs
-// one attempt every few seconds.
+// one attempt every few seconds. A watch counts as healthy, and the backoff
+// starts again from the minimum, only once it has run for watchHealthy: a
+// watch that fails right after each successful list (no leader, a proxy
+// cutting streams) must not turn into a tight list loop.
 const (
 	watchBackoffMin = 100 * time.Millisecond
 	watchBackoffMax = 5 * time.Second
+	watchHealthy    = 10 * time.Second
 )
 
 // WatchLeases calls onSnapshot with the network's full, sorted set of valid
@@ -22,24 +25,36 @@ const (
 // when ctx ends. Watch failures (compaction, lost leader, etcd down) lead to a
 // fresh list, so a snapshot is never missing an update for long.
 func (c *Client) WatchLeases(ctx context.Context, network string, onSnapshot func([]Lease)) {
-	backoff := watchBackoffMin
-	for ctx.Err() == nil {
+	listAndFollow(ctx, func() error {
 		leases, rev, err := c.Leases(ctx, network)
 		if err != nil {
-			c.log.Warn("list leases failed; retrying", "network", network, "err", err, "retry_in", backoff)
-			if !sleep(ctx, jitter(backoff)) {
-				return
-			}
-			backoff = min(backoff*2, watchBackoffMax)
-			continue
+			c.log.Warn("list leases failed; retrying", "network", network, "err", err)
+			return err
 		}
-		backoff = watchBackoffMin
 		set := make(map[netip.Prefix]Lease, len(leases))
 		for _, l := range leases {
 			set[l.Subnet] = l
 		}
 		onSnapshot(snapshot(set))
 		c.follow(ctx, network, rev+1, set, onSnapshot)
+		return nil
+	}, time.Now)
+}
+
+// listAndFollow runs round (a list, then a watch until it fails) until ctx
+// ends, sleeping with capped, jittered backoff between rounds. The backoff
+// resets only after a round that lasted watchHealthy.
+func listAndFollow(ctx context.Context, round func() error, now func() time.Time) {
+	b := newBackoff(watchBackoffMin, watchBackoffMax)
+	for ctx.Err() == nil {
+		began := now()
+		round()
+		if now().Sub(began) >= watchHealthy {
+			b.Reset()
+		}
+		if !sleepCtx(ctx, b.NextBackOff()) {
+			return
+		}
 	}
 }
 
@@ -93,19 +108,4 @@ func snapshot(set map[netip.Prefix]Lease) []Lease {
 	}
 	slices.SortFunc(out, func(a, b Lease) int { return a.Subnet.Addr().Compare(b.Subnet.Addr()) })
 	return out
-}
-
-func jitter(d time.Duration) time.Duration {
-	return d/2 + rand.N(d/2+1)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

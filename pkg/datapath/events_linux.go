@@ -1,0 +1,163 @@
+package datapath
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
+)
+
+// resubscribeDelay spaces out attempts to reopen a netlink subscription the
+// kernel closed (e.g. ENOBUFS after an event storm).
+const resubscribeDelay = 200 * time.Millisecond
+
+// Watch turns kernel events about the named devices into calls of changed
+// until ctx ends: the devices appearing, changing or going away; address
+// changes on them; routes on them or of our protocol anywhere; neighbour and
+// FDB entries on the VXLAN devices among them (a bridge's neighbours churn
+// with container traffic and are not ours). watched is called for every
+// event and must be cheap; changed must not block. A subscription the
+// kernel drops is reopened, and changed is called then too, since events
+// may have been lost.
+func Watch(ctx context.Context, watched func() []string, changed func(reason string)) {
+	for ctx.Err() == nil {
+		if err := watchOnce(ctx, watched, changed); err != nil {
+			changed(err.Error())
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(resubscribeDelay):
+		}
+	}
+}
+
+// watchOnce runs one set of subscriptions until ctx ends or one fails.
+func watchOnce(ctx context.Context, watched func() []string, changed func(string)) error {
+	done := make(chan struct{})
+	defer close(done)
+	failed := make(chan error, 4)
+	onErr := func(err error) {
+		select {
+		case failed <- err:
+		default:
+		}
+	}
+	links := make(chan netlink.LinkUpdate, 64)
+	addrs := make(chan netlink.AddrUpdate, 64)
+	routes := make(chan netlink.RouteUpdate, 256)
+	neighs := make(chan netlink.NeighUpdate, 256)
+	if err := subscribe(links, addrs, routes, neighs, done, onErr); err != nil {
+		return err
+	}
+	idx := &indexCache{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-failed:
+			return fmt.Errorf("netlink subscription ended: %w", err)
+		case u, ok := <-links:
+			if !ok {
+				return fmt.Errorf("link subscription closed")
+			}
+			idx.invalidate()
+			if contains(watched(), u.Attrs().Name) {
+				changed("link " + u.Attrs().Name)
+			}
+		case u, ok := <-addrs:
+			if !ok {
+				return fmt.Errorf("address subscription closed")
+			}
+			if _, ours := idx.lookup(watched(), u.LinkIndex); ours {
+				changed("address " + u.LinkAddress.String())
+			}
+		case u, ok := <-routes:
+			if !ok {
+				return fmt.Errorf("route subscription closed")
+			}
+			if _, ours := idx.lookup(watched(), u.LinkIndex); ours || u.Protocol == RouteProtocol {
+				changed("route " + u.Dst.String())
+			}
+		case u, ok := <-neighs:
+			if !ok {
+				return fmt.Errorf("neighbour subscription closed")
+			}
+			if vxlan, ours := idx.lookup(watched(), u.LinkIndex); ours && vxlan {
+				changed("neighbour " + u.IP.String())
+			}
+		}
+	}
+}
+
+func subscribe(links chan netlink.LinkUpdate, addrs chan netlink.AddrUpdate, routes chan netlink.RouteUpdate,
+	neighs chan netlink.NeighUpdate, done chan struct{}, onErr func(error)) error {
+	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr}); err != nil {
+		return fmt.Errorf("subscribe to link events: %w", err)
+	}
+	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{ErrorCallback: onErr}); err != nil {
+		return fmt.Errorf("subscribe to address events: %w", err)
+	}
+	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{ErrorCallback: onErr}); err != nil {
+		return fmt.Errorf("subscribe to route events: %w", err)
+	}
+	if err := netlink.NeighSubscribeWithOptions(neighs, done, netlink.NeighSubscribeOptions{ErrorCallback: onErr}); err != nil {
+		return fmt.Errorf("subscribe to neighbour events: %w", err)
+	}
+	return nil
+}
+
+func contains(names []string, name string) bool {
+	for _, n := range names {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+// indexCache maps the watched devices' names to their link indices; it is
+// rebuilt after any link event or when the watched names change.
+type indexCache struct {
+	mu    sync.Mutex
+	names []string
+	byIdx map[int]bool // index -> is a VXLAN device
+}
+
+func (c *indexCache) invalidate() {
+	c.mu.Lock()
+	c.byIdx = nil
+	c.mu.Unlock()
+}
+
+// lookup reports whether index is one of the watched devices and whether
+// that device is a VXLAN device.
+func (c *indexCache) lookup(names []string, index int) (vxlan, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byIdx == nil || !equalNames(c.names, names) {
+		c.names = append(c.names[:0], names...)
+		c.byIdx = make(map[int]bool, len(names))
+		for _, n := range names {
+			if l, err := netlinksafe.LinkByName(n); err == nil {
+				c.byIdx[l.Attrs().Index] = l.Type() == "vxlan"
+			}
+		}
+	}
+	vxlan, ok = c.byIdx[index]
+	return vxlan, ok
+}
+
+func equalNames(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

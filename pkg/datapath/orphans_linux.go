@@ -1,0 +1,152 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// OwnedLink is a link that carries a network's owner alias.
+type OwnedLink struct {
+	Name string
+	Type string
+}
+
+// OwnedLinks lists the links whose alias marks them as made for network
+// (OwnerAlias), whatever their names are now.
+func OwnedLinks(network string) ([]OwnedLink, error) {
+	links, err := netlinksafe.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	alias := OwnerAlias(network)
+	var out []OwnedLink
+	for _, l := range links {
+		if l.Attrs().Alias == alias {
+			out = append(out, OwnedLink{Name: l.Attrs().Name, Type: l.Type()})
+		}
+	}
+	return out, nil
+}
+
+// RemoveOrphans deletes what an earlier configuration of network left
+// behind: VXLAN devices of the network other than keep (a VNI or port
+// change renames the device; the old one still holds routes to every peer),
+// and routes of ours (protocol RouteProtocol) inside cidr that are on any
+// other device than keep. It returns a description of each thing removed.
+func RemoveOrphans(network, keep string, cidr netip.Prefix) ([]string, error) {
+	owned, err := OwnedLinks(network)
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	for _, l := range owned {
+		if l.Type != "vxlan" || l.Name == keep {
+			continue
+		}
+		if err := deleteLink(l.Name, "vxlan"); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, "device "+l.Name)
+	}
+	routes, err := strayRoutes(keep, cidr)
+	if err != nil {
+		return removed, errors.Join(append(errs, err)...)
+	}
+	for _, r := range routes {
+		if err := netlink.RouteDel(&r); err != nil && !isAbsent(err) {
+			errs = append(errs, fmt.Errorf("delete stray route %s: %w", r.Dst, err))
+			continue
+		}
+		removed = append(removed, "route "+r.Dst.String())
+	}
+	return removed, errors.Join(errs...)
+}
+
+// strayRoutes returns our routes inside cidr that are not on device keep.
+func strayRoutes(keep string, cidr netip.Prefix) ([]netlink.Route, error) {
+	if !cidr.IsValid() {
+		return nil, nil
+	}
+	keepIdx := -1
+	if keep != "" {
+		link, err := netlinksafe.LinkByName(keep)
+		switch {
+		case err == nil:
+			keepIdx = link.Attrs().Index
+		case !isLinkNotFound(err):
+			return nil, fmt.Errorf("look up %q: %w", keep, err)
+		}
+	}
+	filter := &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN}
+	all, err := netlinksafe.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("list routes of protocol %d: %w", RouteProtocol, err)
+	}
+	var out []netlink.Route
+	for _, r := range all {
+		dst := fromIPNet(r.Dst)
+		if r.LinkIndex != keepIdx && dst.IsValid() && cidr.Contains(dst.Addr()) && dst.Bits() >= cidr.Bits() {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// TeardownNetwork removes every link network owns (its VXLAN devices and
+// bridge, found by alias; with them go their routes, neighbours and FDB
+// entries), the links named in also (devices of releases that set no
+// alias), and our routes inside cidr left on other devices. It returns what
+// it removed.
+func TeardownNetwork(network string, cidr netip.Prefix, also ...OwnedLink) ([]string, error) {
+	owned, err := OwnedLinks(network)
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	seen := map[string]bool{}
+	for _, l := range append(owned, also...) {
+		if seen[l.Name] || l.Name == "" {
+			continue
+		}
+		seen[l.Name] = true
+		exists, err := linkExists(l.Name)
+		if err != nil || !exists {
+			errs = append(errs, err)
+			continue
+		}
+		if err := deleteLink(l.Name, l.Type); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, l.Type+" "+l.Name)
+	}
+	routes, err := strayRoutes("", cidr)
+	errs = append(errs, err)
+	for _, r := range routes {
+		if err := netlink.RouteDel(&r); err != nil && !isAbsent(err) {
+			errs = append(errs, fmt.Errorf("delete route %s: %w", r.Dst, err))
+			continue
+		}
+		removed = append(removed, "route "+r.Dst.String())
+	}
+	return removed, errors.Join(errs...)
+}
+
+func linkExists(name string) (bool, error) {
+	_, err := netlinksafe.LinkByName(name)
+	if isLinkNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("look up %q: %w", name, err)
+	}
+	return true, nil
+}
