@@ -21,9 +21,10 @@ func newNetworkSetCmd(g *globals) *cobra.Command {
 		subnetLen int
 		vni       uint32
 		port      uint16
+		mtu       int
 	)
 	cmd := &cobra.Command{
-		Use:   "set NAME --cidr CIDR [--subnet-len N] [--vni N] [--port N]",
+		Use:   "set NAME --cidr CIDR [--subnet-len N] [--vni N] [--port N] [--mtu N]",
 		Short: "Write (create or replace) a network's config",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -35,7 +36,7 @@ func newNetworkSetCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--cidr %q is not a CIDR such as 10.244.0.0/16", cidr)
 			}
-			cfg := netconf.Config{Network: prefix, SubnetLen: subnetLen, VNI: vni, Port: port}
+			cfg := netconf.Config{Network: prefix, SubnetLen: subnetLen, VNI: vni, Port: port, MTU: mtu}
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
@@ -56,6 +57,7 @@ func newNetworkSetCmd(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&subnetLen, "subnet-len", netconf.DefaultSubnetLen, "prefix length of each host's subnet")
 	cmd.Flags().Uint32Var(&vni, "vni", netconf.DefaultVNI, "VXLAN network identifier (1-16777215)")
 	cmd.Flags().Uint16Var(&port, "port", netconf.DefaultPort, "VXLAN UDP port")
+	cmd.Flags().IntVar(&mtu, "mtu", 0, "overlay MTU for every host (0: each host derives it from its underlay MTU minus 50)")
 	cmd.MarkFlagRequired("cidr")
 	return cmd
 }

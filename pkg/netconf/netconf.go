@@ -37,7 +37,18 @@ type Config struct {
 	VNI uint32 `json:"vni"`
 	// Port is the UDP port VXLAN packets use on the underlay.
 	Port uint16 `json:"port"`
+	// MTU, when set, overrides the overlay MTU (VXLAN device, bridge and new
+	// containers) that hosts otherwise derive from their underlay MTU minus
+	// the encapsulation overhead. 0 means derive it.
+	MTU int `json:"mtu,omitempty"`
 }
+
+// MTU bounds of the override: IPv4's minimum datagram size every host must
+// accept, and the largest jumbo frame in common use.
+const (
+	MinMTU = 576
+	MaxMTU = 9000
+)
 
 // wireConfig mirrors Config with loose types so that a bad value surfaces as
 // a validation error naming the field rather than a JSON type error.
@@ -46,6 +57,7 @@ type wireConfig struct {
 	SubnetLen *int64 `json:"subnetLen"`
 	VNI       *int64 `json:"vni"`
 	Port      *int64 `json:"port"`
+	MTU       *int64 `json:"mtu,omitempty"`
 }
 
 // Parse decodes a network config, applies defaults and validates it.
@@ -80,6 +92,12 @@ func Parse(data []byte) (Config, error) {
 		}
 		c.Port = uint16(*w.Port)
 	}
+	if w.MTU != nil {
+		if *w.MTU < MinMTU || *w.MTU > MaxMTU {
+			return Config{}, fmt.Errorf(`network config: field "mtu" %d is out of range; use %d-%d, or leave it out to derive it from each host's underlay`, *w.MTU, MinMTU, MaxMTU)
+		}
+		c.MTU = int(*w.MTU)
+	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
@@ -107,6 +125,9 @@ func (c Config) Validate() error {
 	if c.Port == 0 {
 		return fmt.Errorf(`network config: field "port" 0 is out of range; use 1-65535`)
 	}
+	if c.MTU != 0 && (c.MTU < MinMTU || c.MTU > MaxMTU) {
+		return fmt.Errorf(`network config: field "mtu" %d is out of range; use %d-%d, or 0 to derive it from each host's underlay`, c.MTU, MinMTU, MaxMTU)
+	}
 	return nil
 }
 
@@ -117,6 +138,7 @@ func (c Config) Marshal() ([]byte, error) {
 		SubnetLen: ptr(int64(c.SubnetLen)),
 		VNI:       ptr(int64(c.VNI)),
 		Port:      ptr(int64(c.Port)),
+		MTU:       mtuField(c.MTU),
 	})
 }
 
@@ -144,6 +166,13 @@ func (c Config) Contains(s netip.Prefix) bool {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func mtuField(mtu int) *int64 {
+	if mtu == 0 {
+		return nil
+	}
+	return ptr(int64(mtu))
+}
 
 var namePattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
 

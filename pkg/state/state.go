@@ -32,6 +32,9 @@ type Dir struct {
 type Network struct {
 	Subnet  netip.Prefix `json:"subnet,omitzero"`
 	VTEPMAC string       `json:"vtepMAC"`
+	// Lease is the etcd lease the subnet's key was bound to: a restarted
+	// host adopts its own key only when it is still bound to this lease.
+	Lease int64 `json:"lease,omitempty"`
 }
 
 // HostID returns the host's stable ID, creating it on first use.

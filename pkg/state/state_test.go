@@ -1,6 +1,7 @@
 package state
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -50,4 +51,26 @@ func TestCorruptNetworkState(t *testing.T) {
 	if _, err := d.LoadNetwork("default"); err == nil {
 		t.Fatal("corrupt state accepted")
 	}
+}
+
+func TestLockExcludesSecondHolder(t *testing.T) {
+	d := Dir{Path: t.TempDir()}
+	unlock, err := d.Lock("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Lock("default"); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second lock: err = %v, want ErrLocked", err)
+	}
+	other, err := d.Lock("other")
+	if err != nil {
+		t.Fatalf("another network's lock: %v", err)
+	}
+	other()
+	unlock()
+	again, err := d.Lock("default")
+	if err != nil {
+		t.Fatalf("lock after unlock: %v", err)
+	}
+	again()
 }
