@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -124,27 +125,44 @@ func peerState(p datapath.Peer, plan datapath.Plan) string {
 func newTeardownCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "teardown",
-		Short: "Remove this host's overlay kernel state (VXLAN device, bridge, forward rules) and host file; stop overlayd first",
-		Args:  cobra.NoArgs,
+		Short: "Remove this host's overlay kernel state for the network (devices, routes, forward rules), host file and ready stamp; stop overlayd first",
+		Long: `Removes every device overlayd made for the network, found by its alias
+"overlay:NETWORK" (so devices of an earlier VNI or port go too), the routes
+overlayd installed (protocol 86) inside the network's range, the FORWARD
+rules, the host file and the ready stamp. Devices named in the host file are
+removed too, for devices made by releases that set no alias.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path := hostfile.Path(g.runDir, g.network)
-			hf, err := hostfile.Read(path)
-			if err != nil {
-				return fmt.Errorf("%w; teardown needs the host file to know which devices are this network's", err)
+			var also []datapath.OwnedLink
+			var cidr netip.Prefix
+			if hf, err := hostfile.Read(path); err == nil {
+				also = []datapath.OwnedLink{{Name: datapath.DeviceName(hf.VNI), Type: "vxlan"}, {Name: hf.Bridge, Type: "bridge"}}
+				cidr = hf.Network
 			}
-			dev := datapath.DeviceName(hf.VNI)
-			if err := datapath.RemoveNetwork(dev, hf.Bridge); err != nil {
+			removed, err := datapath.TeardownNetwork(g.network, cidr, also...)
+			if err != nil {
 				return err
 			}
 			if fw, err := firewall.NewForward(g.network); err != nil {
 				fmt.Fprintf(cmd.ErrOrStderr(), "overlayctl: forward rules not checked: %v\n", err)
 			} else if err := fw.Remove(); err != nil {
 				return err
+			} else {
+				removed = append(removed, "forward rules")
 			}
-			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("remove host file: %w", err)
+			for _, f := range []string{path, hostfile.ReadyPath(g.runDir, g.network)} {
+				if err := os.Remove(f); err == nil {
+					removed = append(removed, f)
+				} else if !errors.Is(err, os.ErrNotExist) {
+					return fmt.Errorf("remove %s: %w", f, err)
+				}
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed %s, %s and %s\n", dev, hf.Bridge, path)
+			if len(removed) == 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "nothing of network %s found on this host\n", g.network)
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", strings.Join(removed, ", "))
 			return nil
 		},
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/overlaynet/overlay/pkg/agent"
 	"github.com/overlaynet/overlay/pkg/hostfile"
 	"github.com/overlaynet/overlay/pkg/netconf"
 	"github.com/overlaynet/overlay/pkg/state"
@@ -35,11 +36,21 @@ type Config struct {
 
 	LeaseTTL       time.Duration
 	ResyncInterval time.Duration
+	Quarantine     time.Duration
 
 	ForwardRules bool
 
 	MetricsAddr string
 	LogLevel    slog.Level
+}
+
+// agentConfig is the part of c one network's agent needs.
+func (c Config) agentConfig() agent.Config {
+	return agent.Config{
+		Network: c.Network, Iface: c.Iface, PublicIP: c.PublicIP, Hostname: c.Hostname, Bridge: c.Bridge,
+		RunDir: c.RunDir, StateDir: c.StateDir,
+		LeaseTTL: c.LeaseTTL, ResyncInterval: c.ResyncInterval, Quarantine: c.Quarantine,
+	}
 }
 
 // parseFlags reads the command line (DESIGN.md Contract 5).
@@ -65,6 +76,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&c.RunDir, "run-dir", hostfile.DefaultRunDir, "directory for the host file read by the CNI plugins")
 	fs.StringVar(&c.StateDir, "state-dir", state.DefaultDir, "directory for state kept across restarts")
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", 30*time.Second, "TTL of this host's etcd lease; peers drop a dead host after this")
+	fs.DurationVar(&c.Quarantine, "quarantine", 5*time.Minute, "how long a host's subnet stays reserved for it after its lease ended, so a host that was away briefly gets its subnet (and its containers' addresses) back; 0 disables")
 	fs.DurationVar(&c.ResyncInterval, "resync-interval", 10*time.Second, "how often the kernel state is re-checked against etcd")
 	fs.BoolVar(&c.ForwardRules, "forward-rules", true, "keep iptables FORWARD accept rules for the network (needed where the FORWARD policy is DROP, e.g. Docker hosts)")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "address for /metrics, /healthz and /readyz (e.g. 127.0.0.1:9472; empty disables)")
@@ -94,6 +106,9 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	}
 	if c.LeaseTTL < 2*time.Second {
 		return Config{}, fmt.Errorf("--lease-ttl %s is too short; use at least 2s", c.LeaseTTL)
+	}
+	if c.Quarantine < 0 {
+		return Config{}, fmt.Errorf("--quarantine must not be negative")
 	}
 	if c.ResyncInterval <= 0 {
 		return Config{}, fmt.Errorf("--resync-interval must be positive")

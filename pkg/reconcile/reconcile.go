@@ -46,6 +46,17 @@ func (l *Loop[T]) Set(d T) {
 	}
 }
 
+// Trigger asks for a pass over the current desired state without changing
+// it: the world changed (a kernel event, a file removed) and may have
+// drifted from it. Like Set it never blocks, and triggers that arrive while
+// a pass is pending merge into that pass.
+func (l *Loop[T]) Trigger() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
 func (l *Loop[T]) current() (T, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -102,3 +102,25 @@ func TestNothingAppliedBeforeSet(t *testing.T) {
 		t.Fatalf("applied %v before any desired state was set", got)
 	}
 }
+
+func TestTriggerReappliesCurrentState(t *testing.T) {
+	applied := make(chan int, 10)
+	l := New(func(_ context.Context, v int) error { applied <- v; return nil }, time.Hour, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go l.Run(ctx)
+	l.Trigger() // nothing set yet: no pass
+	l.Set(7)
+	if v := <-applied; v != 7 {
+		t.Fatalf("applied %d, want 7", v)
+	}
+	l.Trigger()
+	select {
+	case v := <-applied:
+		if v != 7 {
+			t.Fatalf("triggered pass applied %d, want 7", v)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Trigger did not cause a pass")
+	}
+}

@@ -1,0 +1,316 @@
+// Package agent is overlayd's logic for one network: it leases this host's
+// subnet through a subnet.Session, follows the other hosts' leases and the
+// network config in etcd, and keeps everything it owns on this host — the
+// VXLAN device, the bridge and its address, the peers' routes, neighbours
+// and FDB entries, orphans of earlier configs, ip_forward, the FORWARD
+// rules, the host file and its ready stamp — equal to the wanted state,
+// through one reconcile loop that is their only writer. One process may
+// run several agents (one per network).
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/overlaynet/overlay/pkg/datapath"
+	"github.com/overlaynet/overlay/pkg/hostfile"
+	"github.com/overlaynet/overlay/pkg/netconf"
+	"github.com/overlaynet/overlay/pkg/reconcile"
+	"github.com/overlaynet/overlay/pkg/state"
+	"github.com/overlaynet/overlay/pkg/subnet"
+)
+
+// Config is what one agent is told.
+type Config struct {
+	Network  string
+	Iface    string
+	PublicIP netip.Addr // overrides the underlay interface's address when valid
+	Hostname string
+	Bridge   string
+	RunDir   string
+	StateDir string
+
+	LeaseTTL       time.Duration
+	ResyncInterval time.Duration
+	// Quarantine is how long a subnet stays reserved for this host after its
+	// lease ended, so a host that was away briefly gets it back.
+	Quarantine time.Duration
+}
+
+// Deps are the agent's connections to the world.
+type Deps struct {
+	Etcd     *subnet.Client
+	Datapath Datapath
+	Firewall Firewall // nil: no FORWARD rules are kept
+	Log      *slog.Logger
+	Registry prometheus.Registerer // nil: metrics are not exported
+}
+
+// fileCheckInterval is how often the agent looks at what no kernel event
+// reports (its host file, its ready stamp, ip_forward): a stat, a small
+// read and a sysctl read, cheap enough to repair their drift within 2s.
+const fileCheckInterval = time.Second
+
+// Agent serves one network on this host.
+type Agent struct {
+	cfg   Config
+	deps  Deps
+	log   *slog.Logger
+	m     *metrics
+	state state.Dir
+
+	unlock  func()
+	vtepMAC string // fixed once identified; read by the session's Remember
+	session *subnet.Session
+	loop    *reconcile.Loop[Wanted]
+
+	// Owned by the control goroutine (and Start before it runs).
+	local    local
+	leases   []subnet.Lease
+	rejected map[netip.Prefix]Rejection
+
+	snapshots chan []subnet.Lease
+	configs   chan netconf.Config
+
+	// Owned by the reconcile goroutine (and Start before it runs).
+	devicesReady bool
+	stampAt      time.Time
+	forwardFor   netip.Prefix
+	forwardAt    time.Time
+
+	// Shared between goroutines.
+	watched  atomic.Pointer[[]string]
+	wantFile atomic.Pointer[hostfile.HostFile]
+	wantHeld atomic.Bool
+	ready    atomic.Bool
+	passAt   atomic.Int64 // unix nanos of the last finished pass
+}
+
+// New checks cfg and prepares an agent; nothing is touched before Start.
+func New(cfg Config, deps Deps) (*Agent, error) {
+	if err := netconf.ValidateName(cfg.Network); err != nil {
+		return nil, err
+	}
+	if deps.Etcd == nil || deps.Datapath == nil {
+		return nil, errors.New("agent: Etcd and Datapath are required")
+	}
+	if cfg.ResyncInterval <= 0 || cfg.LeaseTTL < 2*time.Second {
+		return nil, fmt.Errorf("agent: resync interval %s and lease TTL %s must be positive (TTL ≥ 2s)", cfg.ResyncInterval, cfg.LeaseTTL)
+	}
+	if deps.Log == nil {
+		deps.Log = slog.New(slog.DiscardHandler)
+	}
+	log := deps.Log.With("network", cfg.Network)
+	return &Agent{
+		cfg: cfg, deps: deps, log: log, m: newMetrics(cfg.Network, deps.Registry),
+		state: state.Dir{Path: cfg.StateDir}, rejected: map[netip.Prefix]Rejection{},
+		snapshots: make(chan []subnet.Lease), configs: make(chan netconf.Config),
+	}, nil
+}
+
+// Ready reports whether the lease is held, the last pass succeeded and the
+// host file is written (/readyz).
+func (a *Agent) Ready() bool { return a.ready.Load() }
+
+// Alive reports whether the reconcile loop finished a pass recently: a
+// hung loop turns it false (/healthz).
+func (a *Agent) Alive() bool {
+	last := a.passAt.Load()
+	return last != 0 && time.Since(time.Unix(0, last)) < 3*a.cfg.ResyncInterval+time.Minute
+}
+
+// Start does everything that can fail for a reason the operator must fix:
+// it locks the state dir, waits for the network config, takes the lease and
+// programs the datapath once, so "started" means "ready". Its errors are
+// one line for the operator. A failure after leasing withdraws the lease at
+// once, so peers do not route to a host that never came up.
+func (a *Agent) Start(ctx context.Context) error {
+	unlock, err := a.state.Lock(a.cfg.Network)
+	if errors.Is(err, state.ErrLocked) {
+		return fmt.Errorf("another overlayd already serves network %s with state dir %s (%v); stop it, or give this one its own --state-dir", a.cfg.Network, a.cfg.StateDir, err)
+	}
+	if err != nil {
+		return fmt.Errorf("state dir %s: %w; check --state-dir is writable", a.cfg.StateDir, err)
+	}
+	if err := a.start(ctx); err != nil {
+		unlock()
+		return err
+	}
+	a.unlock = unlock
+	return nil
+}
+
+func (a *Agent) start(ctx context.Context) error {
+	l, previous, err := a.identify()
+	if err != nil {
+		return err
+	}
+	if l.Config, err = a.waitConfig(ctx); err != nil {
+		return err
+	}
+	a.local, a.vtepMAC = l, l.VTEPMAC.String()
+	if err := a.lease(ctx, previous); err != nil {
+		return err
+	}
+	if err := a.firstPass(ctx); err != nil {
+		if ctx.Err() == nil {
+			a.withdraw()
+		} else {
+			a.session.Stop()
+		}
+		return err
+	}
+	w := a.current()
+	a.log.Info("ready", "subnet", a.local.Subnet, "vtep", w.VXLAN.Name, "vtep_mac", a.local.VTEPMAC.String(),
+		"public_ip", a.local.PublicIP, "underlay", a.local.Underlay.Name, "mtu", w.HostFile.MTU, "peers", len(w.Peers),
+		"host_file", hostfile.Path(a.cfg.RunDir, a.cfg.Network))
+	return nil
+}
+
+// identify reads who this host is: its ID and saved state, and its underlay.
+func (a *Agent) identify() (local, state.Network, error) {
+	hostID, err := a.state.HostID()
+	if err != nil {
+		return local{}, state.Network{}, fmt.Errorf("state dir %s: %w; check --state-dir is writable", a.cfg.StateDir, err)
+	}
+	saved, err := a.state.LoadNetwork(a.cfg.Network)
+	if err != nil {
+		return local{}, state.Network{}, err
+	}
+	mac, _ := net.ParseMAC(saved.VTEPMAC)
+	underlay, err := a.deps.Datapath.FindUnderlay(a.cfg.Iface)
+	if err != nil {
+		return local{}, state.Network{}, fmt.Errorf("underlay: %w", err)
+	}
+	if underlay.MTU-datapath.VXLANOverhead < netconf.MinMTU {
+		return local{}, state.Network{}, fmt.Errorf("underlay %s has MTU %d; VXLAN needs at least %d", underlay.Name, underlay.MTU, netconf.MinMTU+datapath.VXLANOverhead)
+	}
+	publicIP := underlay.IP
+	if a.cfg.PublicIP.IsValid() {
+		publicIP = a.cfg.PublicIP
+	}
+	return local{Network: a.cfg.Network, HostID: hostID, Underlay: underlay, PublicIP: publicIP, VTEPMAC: mac, Bridge: a.cfg.Bridge}, saved, nil
+}
+
+func (a *Agent) waitConfig(ctx context.Context) (netconf.Config, error) {
+	key := a.deps.Etcd.Keys().Config(a.cfg.Network)
+	cfg, err := a.deps.Etcd.WaitNetworkConfig(ctx, a.cfg.Network, func() {
+		a.log.Warn("waiting for the network config; write it with: overlayctl --etcd-endpoints URLS network set "+a.cfg.Network+" --cidr CIDR", "key", key)
+	})
+	if err != nil && ctx.Err() == nil {
+		return cfg, fmt.Errorf("%w; fix it with: overlayctl network set %s --cidr CIDR ...", err, a.cfg.Network)
+	}
+	return cfg, err
+}
+
+// lease starts the lease session and takes the first lease.
+func (a *Agent) lease(ctx context.Context, saved state.Network) error {
+	l := &a.local
+	if saved.Subnet.IsValid() && !l.Config.Contains(saved.Subnet) {
+		a.log.Warn("previous subnet is not part of the network any more; taking a new one", "previous", saved.Subnet, "network", l.Config.Network)
+	}
+	rec := subnet.Record{HostID: l.HostID, Hostname: a.cfg.Hostname, PublicIP: l.PublicIP, VTEPMAC: l.VTEPMAC.String(), UnderlayMTU: l.Underlay.MTU}
+	a.session = a.deps.Etcd.NewSession(subnet.AcquireRequest{
+		Network: a.cfg.Network, Config: l.Config, Record: rec,
+		Previous: saved.Subnet, PreviousLease: saved.Lease,
+		TTL: a.cfg.LeaseTTL, Quarantine: a.cfg.Quarantine, Remember: a.remember,
+	}, a.log.With("component", "lease"))
+	st, err := a.session.Start(ctx)
+	if err != nil {
+		return a.leaseError(err)
+	}
+	l.Subnet, l.Held = st.Subnet, true
+	a.m.leaseAcquired.Inc()
+	a.m.leaseHeld.Set(1)
+	return nil
+}
+
+func (a *Agent) leaseError(err error) error {
+	var conflict *subnet.HostConflictError
+	switch {
+	case errors.As(err, &conflict) && conflict.Cloned:
+		return fmt.Errorf("%w. Two machines must not share a host ID: on this machine (the one that should change), stop overlayd, delete %s and start it again; it will get a new ID and subnet", err, a.state.HostIDPath())
+	case errors.As(err, &conflict):
+		return fmt.Errorf("%w. Stop the other overlayd (same --state-dir contents, e.g. a copied %s) before starting this one", err, a.state.HostIDPath())
+	case errors.Is(err, subnet.ErrNetworkFull):
+		return fmt.Errorf("lease a subnet in network %s: %w; delete leases of hosts that are gone (overlayctl leases, overlayctl leases delete SUBNET) or give the network a larger --cidr", a.cfg.Network, err)
+	}
+	return fmt.Errorf("lease a subnet in network %s: %w", a.cfg.Network, err)
+}
+
+// remember persists the subnet and etcd lease before the session writes
+// the key (subnet.AcquireRequest.Remember).
+func (a *Agent) remember(s netip.Prefix, lease int64) error {
+	return a.state.SaveNetwork(a.cfg.Network, state.Network{Subnet: s, VTEPMAC: a.vtepMAC, Lease: lease})
+}
+
+// firstPass lists the leases and applies the wanted state once. One bad
+// peer must not keep this host off the network: only a failure of the
+// local devices or the host file fails the start.
+func (a *Agent) firstPass(ctx context.Context) error {
+	leases, _, err := a.deps.Etcd.Leases(ctx, a.cfg.Network)
+	if err != nil {
+		return fmt.Errorf("list leases: %w", err)
+	}
+	a.leases = leases
+	a.loop = reconcile.New(a.apply, a.cfg.ResyncInterval, a.log.With("component", "reconcile"))
+	w := a.publish()
+	if err := a.apply(ctx, w); err != nil {
+		if !a.devicesReady {
+			return fmt.Errorf("program datapath: %w", err)
+		}
+		a.log.Error("some of the datapath could not be programmed; retrying", "err", err)
+	}
+	return nil
+}
+
+func (a *Agent) withdraw() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.session.Withdraw(ctx); err != nil {
+		a.log.Error("could not withdraw the lease; peers drop it when its TTL runs out", "err", err)
+	}
+}
+
+// current builds the wanted state from what the control goroutine holds.
+func (a *Agent) current() Wanted {
+	w, _ := buildWanted(a.local, a.leases)
+	return w
+}
+
+// Run serves until ctx ends; Start must have succeeded. On return the
+// kernel state is left in place and the lease is not revoked, so
+// containers keep working while overlayd restarts or is upgraded.
+func (a *Agent) Run(ctx context.Context) {
+	defer a.unlock()
+	var wg sync.WaitGroup
+	wg.Go(func() { a.loop.Run(ctx) })
+	wg.Go(func() { a.session.Run(ctx) })
+	wg.Go(func() {
+		a.deps.Etcd.WatchLeases(ctx, a.cfg.Network, func(ls []subnet.Lease) { deliver(ctx, a.snapshots, ls) })
+	})
+	wg.Go(func() {
+		a.deps.Etcd.WatchNetworkConfig(ctx, a.cfg.Network, func(c netconf.Config) { deliver(ctx, a.configs, c) })
+	})
+	wg.Go(func() { a.deps.Datapath.Watch(ctx, a.watchedDevices, a.kernelChanged) })
+	wg.Go(func() { a.checkFiles(ctx) })
+	a.control(ctx)
+	wg.Wait()
+	a.log.Info("stopped; kernel state and lease left in place")
+}
+
+func deliver[T any](ctx context.Context, ch chan<- T, v T) {
+	select {
+	case ch <- v:
+	case <-ctx.Done():
+	}
+}

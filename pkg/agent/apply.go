@@ -1,0 +1,175 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/overlaynet/overlay/pkg/datapath"
+	"github.com/overlaynet/overlay/pkg/hostfile"
+)
+
+// stampLife is how far ahead of now the ready stamp's Until is set, in
+// resync intervals: a missed pass or two must not flip STATUS.
+const stampLife = 3
+
+// apply makes everything this agent owns match w. It runs only on the
+// reconcile loop's goroutine (and once in Start, before the loop runs).
+// Each part is attempted even when an earlier one failed, except what
+// needs the VXLAN device or the bridge; all failures come back joined.
+func (a *Agent) apply(_ context.Context, w Wanted) error {
+	start := time.Now()
+	defer func() {
+		a.m.reconcileSeconds.Observe(time.Since(start).Seconds())
+		a.passAt.Store(time.Now().UnixNano())
+	}()
+	a.m.reconciles.Inc()
+	err := a.applyAll(w)
+	a.setReady(w.Held && err == nil)
+	if err != nil {
+		a.m.reconcileErrors.Inc()
+	}
+	return err
+}
+
+func (a *Agent) applyAll(w Wanted) error {
+	a.devicesReady = false
+	if err := a.ensureDevices(w); err != nil {
+		return err
+	}
+	var errs []error
+	plan, err := a.deps.Datapath.SyncPeers(w.VXLAN.Name, w.Peers)
+	a.notePlan(plan)
+	errs = append(errs, wrap("sync peers on "+w.VXLAN.Name, err))
+	removed, err := a.deps.Datapath.RemoveOrphans(a.cfg.Network, w.VXLAN.Name, w.Network)
+	if len(removed) > 0 {
+		a.m.repaired.WithLabelValues("orphan").Add(float64(len(removed)))
+		a.log.Warn("removed what an earlier configuration left", "removed", removed)
+	}
+	errs = append(errs, wrap("remove orphans", err))
+	errs = append(errs, a.deps.Datapath.EnableIPv4Forwarding())
+	// The host file depends only on the local devices, which are ready: a
+	// peer that cannot be programmed must not keep the plugins on a stale
+	// subnet after this host took a new one.
+	hfErr := a.ensureHostFile(w.HostFile)
+	a.devicesReady = hfErr == nil
+	errs = append(errs, hfErr, wrap("forward rules", a.ensureForward(w.Network)))
+	return errors.Join(errs...)
+}
+
+func wrap(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// ensureDevices makes the VXLAN device and the bridge; nothing else can
+// work without them.
+func (a *Agent) ensureDevices(w Wanted) error {
+	vx, err := a.deps.Datapath.EnsureVXLAN(w.VXLAN)
+	if err != nil {
+		return fmt.Errorf("ensure vxlan device %s: %w", w.VXLAN.Name, err)
+	}
+	switch {
+	case vx.Replaced != "":
+		a.m.repaired.WithLabelValues("device").Inc()
+		a.log.Warn("vxlan device was incompatible; recreated it", "device", w.VXLAN.Name, "reason", vx.Replaced)
+	case vx.Created:
+		a.m.repaired.WithLabelValues("device").Inc()
+		a.log.Info("vxlan device created", "device", w.VXLAN.Name)
+	}
+	if err := a.deps.Datapath.EnsureBridge(w.Bridge); err != nil {
+		return fmt.Errorf("ensure bridge %s: %w", w.Bridge.Name, err)
+	}
+	return nil
+}
+
+func (a *Agent) notePlan(p datapath.Plan) {
+	if p.Empty() {
+		return
+	}
+	for kind, n := range map[string]int{
+		"route_added": len(p.AddRoutes), "route_removed": len(p.DelRoutes),
+		"neigh_added": len(p.AddNeighs), "neigh_removed": len(p.DelNeighs),
+		"fdb_added": len(p.AddFDB), "fdb_removed": len(p.DelFDB),
+	} {
+		if n > 0 {
+			a.m.repaired.WithLabelValues(kind).Add(float64(n))
+		}
+	}
+	a.log.Info("peers reconciled",
+		"routes_added", len(p.AddRoutes), "routes_deleted", len(p.DelRoutes),
+		"neighs_added", len(p.AddNeighs), "neighs_deleted", len(p.DelNeighs),
+		"fdb_added", len(p.AddFDB), "fdb_deleted", len(p.DelFDB))
+}
+
+// ensureHostFile compares the host file on disk, not a copy in memory, so
+// a file deleted or edited by hand is rewritten.
+func (a *Agent) ensureHostFile(want hostfile.HostFile) error {
+	path := hostfile.Path(a.cfg.RunDir, a.cfg.Network)
+	if have, err := hostfile.Read(path); err == nil && have == want {
+		return nil
+	}
+	if err := os.MkdirAll(a.cfg.RunDir, 0o755); err != nil {
+		return fmt.Errorf("create run dir %s: %w", a.cfg.RunDir, err)
+	}
+	if err := hostfile.Write(path, want); err != nil {
+		return err
+	}
+	a.log.Info("host file written", "path", path, "subnet", want.Subnet, "mtu", want.MTU)
+	return nil
+}
+
+// ensureForward checks the FORWARD rules at most once per resync interval:
+// each check starts several iptables processes (tens of ms), which must not
+// slow the passes that lease and kernel events trigger.
+func (a *Agent) ensureForward(network netip.Prefix) error {
+	fw := a.deps.Firewall
+	if fw == nil || (network == a.forwardFor && time.Since(a.forwardAt) < a.cfg.ResyncInterval) {
+		return nil
+	}
+	if err := fw.Ensure(network); err != nil {
+		return err
+	}
+	a.forwardFor, a.forwardAt = network, time.Now()
+	return nil
+}
+
+// setReady records readiness and keeps the ready stamp: renewed after
+// successful passes while the lease is held, removed once the lease is
+// lost. A failing pass only stops renewing it, so STATUS turns to 50 after
+// stampLife intervals of failure, not on one bad peer.
+func (a *Agent) setReady(ok bool) {
+	a.ready.Store(ok)
+	if ok {
+		a.m.ready.Set(1)
+	} else {
+		a.m.ready.Set(0)
+	}
+	path := hostfile.ReadyPath(a.cfg.RunDir, a.cfg.Network)
+	held := a.wantHeld.Load()
+	switch {
+	case !held:
+		if err := hostfile.RemoveReady(path); err != nil {
+			a.log.Warn("cannot remove the ready stamp", "err", err)
+		}
+		a.stampAt = time.Time{}
+	case ok && (time.Since(a.stampAt) > a.cfg.ResyncInterval/2 || !fileExists(path)):
+		now := time.Now()
+		r := hostfile.Ready{PID: os.Getpid(), Written: now, Until: now.Add(stampLife * a.cfg.ResyncInterval)}
+		if err := hostfile.WriteReady(path, r); err != nil {
+			a.log.Warn("cannot write the ready stamp", "err", err)
+			return
+		}
+		a.stampAt = now
+	}
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}

@@ -1,0 +1,133 @@
+package agent
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/overlaynet/overlay/pkg/netconf"
+	"github.com/overlaynet/overlay/pkg/subnet"
+)
+
+// control is the only goroutine that changes what this host is and knows
+// (local, leases): lease snapshots, lease reports, config changes and
+// underlay changes arrive here one at a time, and each change republishes
+// the whole wanted state. Because nothing else writes these, a snapshot can
+// never be overwritten by an older copy (the lost update of a copy taken
+// under one lock and stored under another).
+func (a *Agent) control(ctx context.Context) {
+	underlay := time.NewTicker(a.cfg.ResyncInterval)
+	defer underlay.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ls := <-a.snapshots:
+			a.leases = ls
+		case st := <-a.session.Reports():
+			a.onLeaseStatus(st)
+		case cfg := <-a.configs:
+			if !a.onConfig(cfg) {
+				continue
+			}
+		case <-underlay.C:
+			if !a.checkUnderlay() {
+				continue
+			}
+		}
+		a.publish()
+	}
+}
+
+// publish builds the wanted state and hands it to the reconcile loop.
+func (a *Agent) publish() Wanted {
+	w, rejected := buildWanted(a.local, a.leases)
+	a.noteRejections(rejected)
+	names := []string{w.VXLAN.Name, w.Bridge.Name}
+	a.watched.Store(&names)
+	wf := w.HostFile
+	a.wantFile.Store(&wf)
+	a.wantHeld.Store(w.Held)
+	a.m.peers.Set(float64(len(w.Peers)))
+	a.loop.Set(w)
+	return w
+}
+
+// noteRejections logs and counts each rejected record once, when it first
+// appears (snapshots repeat them on every change).
+func (a *Agent) noteRejections(rs []Rejection) {
+	now := make(map[netip.Prefix]Rejection, len(rs))
+	for _, r := range rs {
+		now[r.Subnet] = r
+		if old, seen := a.rejected[r.Subnet]; seen && old == r {
+			continue
+		}
+		a.m.rejected.WithLabelValues(r.Kind).Inc()
+		a.log.Warn("skipping lease record", "subnet", r.Subnet, "reason", r.Kind, "detail", r.Detail)
+	}
+	a.rejected = now
+}
+
+func (a *Agent) onLeaseStatus(st subnet.Status) {
+	l := &a.local
+	if !st.Held {
+		l.Held = false
+		a.m.leaseLost.Inc()
+		a.m.leaseHeld.Set(0)
+		a.log.Warn("lease lost; the datapath stays, leasing again", "subnet", st.Subnet, "reason", st.Reason)
+		return
+	}
+	if l.Subnet != st.Subnet {
+		a.m.subnetChanges.Inc()
+		a.log.Error("this host now has another subnet: containers started before keep their old addresses and cannot reach other hosts until they are restarted",
+			"old", l.Subnet, "new", st.Subnet, "reason", st.Reason)
+	} else {
+		a.log.Info("lease held again", "subnet", st.Subnet, "reason", st.Reason)
+	}
+	l.Subnet, l.Held = st.Subnet, true
+	a.m.leaseAcquired.Inc()
+	a.m.leaseHeld.Set(1)
+}
+
+// onConfig takes a changed network config; it reports whether anything
+// changed.
+func (a *Agent) onConfig(cfg netconf.Config) bool {
+	old := a.local.Config
+	if cfg == old {
+		return false
+	}
+	a.session.SetConfig(cfg)
+	if cfg.VNI != old.VNI || cfg.Port != old.Port {
+		a.log.Warn("network VNI or port changed: the VXLAN device is recreated under its new name and the old one removed; cross-host traffic pauses until every host has switched",
+			"old_vni", old.VNI, "new_vni", cfg.VNI, "old_port", old.Port, "new_port", cfg.Port)
+	}
+	if cfg.MTU != old.MTU {
+		a.log.Warn("network MTU changed: new containers get the new MTU; running containers keep theirs until restarted", "old", old.MTU, "new", cfg.MTU)
+	}
+	if cfg.Network != old.Network {
+		a.log.Info("network range changed", "old", old.Network, "new", cfg.Network)
+	}
+	a.local.Config = cfg
+	return true
+}
+
+// checkUnderlay re-reads the underlay interface; it reports whether its MTU
+// or index changed (the wanted state follows). An address change needs a
+// restart, which republishes the lease: it is logged.
+func (a *Agent) checkUnderlay() bool {
+	u, err := a.deps.Datapath.FindUnderlay(a.cfg.Iface)
+	if err != nil {
+		a.log.Warn("cannot read the underlay interface; keeping the last one", "err", err)
+		return false
+	}
+	old := a.local.Underlay
+	if u.IP != old.IP && !a.cfg.PublicIP.IsValid() {
+		a.log.Error("the underlay address changed; peers still send to the old one: restart overlayd to publish the new one", "old", old.IP, "new", u.IP)
+	}
+	if u.MTU == old.MTU && u.Index == old.Index {
+		return false
+	}
+	a.log.Warn("underlay interface changed", "old_mtu", old.MTU, "new_mtu", u.MTU, "old_index", old.Index, "new_index", u.Index)
+	a.local.Underlay.MTU, a.local.Underlay.Index, a.local.Underlay.Name = u.MTU, u.Index, u.Name
+	return true
+}

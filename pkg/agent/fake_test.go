@@ -1,0 +1,152 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/overlaynet/overlay/pkg/datapath"
+)
+
+// fakeDatapath records what the agent asks of the kernel and holds the
+// resulting "kernel" state, so tests can assert on both without root.
+type fakeDatapath struct {
+	mu       sync.Mutex
+	calls    []string
+	vxlan    map[string]datapath.VXLANSpec // device name -> spec
+	bridge   datapath.BridgeSpec
+	peers    map[string][]datapath.Peer // device -> peers
+	forward  bool
+	failVX   error
+	underlay datapath.Underlay
+	changed  func(string)
+}
+
+func newFakeDatapath() *fakeDatapath {
+	return &fakeDatapath{
+		vxlan: map[string]datapath.VXLANSpec{}, peers: map[string][]datapath.Peer{},
+		underlay: datapath.Underlay{Name: "eth0", Index: 2, IP: netip.MustParseAddr("198.18.0.11"), MTU: 1500},
+	}
+}
+
+func (f *fakeDatapath) record(format string, args ...any) {
+	f.calls = append(f.calls, fmt.Sprintf(format, args...))
+}
+
+func (f *fakeDatapath) FindUnderlay(string) (datapath.Underlay, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.underlay, nil
+}
+
+func (f *fakeDatapath) EnsureVXLAN(spec datapath.VXLANSpec) (datapath.VXLANResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failVX != nil {
+		return datapath.VXLANResult{}, f.failVX
+	}
+	_, had := f.vxlan[spec.Name]
+	if !had || f.vxlan[spec.Name].MTU != spec.MTU || f.vxlan[spec.Name].Address != spec.Address {
+		f.record("vxlan %s vni=%d mtu=%d addr=%s", spec.Name, spec.VNI, spec.MTU, spec.Address)
+	}
+	f.vxlan[spec.Name] = spec
+	return datapath.VXLANResult{Created: !had}, nil
+}
+
+func (f *fakeDatapath) EnsureBridge(spec datapath.BridgeSpec) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.bridge != spec {
+		f.record("bridge %s gw=%s", spec.Name, spec.Gateway)
+	}
+	f.bridge = spec
+	return nil
+}
+
+func (f *fakeDatapath) SyncPeers(device string, peers []datapath.Peer) (datapath.Plan, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.vxlan[device]; !ok {
+		return datapath.Plan{}, fmt.Errorf("look up device %q: not found", device)
+	}
+	var plan datapath.Plan
+	if !slices.EqualFunc(f.peers[device], peers, func(a, b datapath.Peer) bool { return a.Subnet == b.Subnet && a.PublicIP == b.PublicIP }) {
+		f.record("peers %s %v", device, peerSubnets(peers))
+		plan.AddRoutes = []datapath.Route{{}}
+	}
+	f.peers[device] = slices.Clone(peers)
+	return plan, nil
+}
+
+func (f *fakeDatapath) RemoveOrphans(network, keep string, _ netip.Prefix) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var removed []string
+	for name := range f.vxlan {
+		if name != keep {
+			delete(f.vxlan, name)
+			delete(f.peers, name)
+			removed = append(removed, "device "+name)
+			f.record("remove %s", name)
+		}
+	}
+	return removed, nil
+}
+
+func (f *fakeDatapath) EnableIPv4Forwarding() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.forward {
+		f.record("ip_forward=1")
+	}
+	f.forward = true
+	return nil
+}
+
+func (f *fakeDatapath) IPv4Forwarding() (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.forward, nil
+}
+
+func (f *fakeDatapath) Watch(ctx context.Context, _ func() []string, changed func(string)) {
+	f.mu.Lock()
+	f.changed = changed
+	f.mu.Unlock()
+	<-ctx.Done()
+}
+
+// deleteDevice simulates someone deleting a device, with its kernel event.
+func (f *fakeDatapath) deleteDevice(name string) {
+	f.mu.Lock()
+	delete(f.vxlan, name)
+	delete(f.peers, name)
+	changed := f.changed
+	f.mu.Unlock()
+	if changed != nil {
+		changed("link " + name)
+	}
+}
+
+// state returns the VXLAN devices and the peers programmed on each.
+func (f *fakeDatapath) state() (map[string]datapath.VXLANSpec, map[string][]netip.Prefix, datapath.BridgeSpec) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	devs := map[string]datapath.VXLANSpec{}
+	peers := map[string][]netip.Prefix{}
+	for n, s := range f.vxlan {
+		devs[n] = s
+		peers[n] = peerSubnets(f.peers[n])
+	}
+	return devs, peers, f.bridge
+}
+
+func peerSubnets(ps []datapath.Peer) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range ps {
+		out = append(out, p.Subnet)
+	}
+	return out
+}

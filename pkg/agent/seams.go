@@ -1,0 +1,31 @@
+package agent
+
+import (
+	"context"
+	"net/netip"
+
+	"github.com/overlaynet/overlay/pkg/datapath"
+)
+
+// Datapath is what the agent asks of the kernel. pkg/datapath's Kernel
+// implements it on the process's network namespace; tests use a recording
+// fake, so the agent's concurrent logic is tested without root.
+type Datapath interface {
+	FindUnderlay(ifaceOrIP string) (datapath.Underlay, error)
+	EnsureVXLAN(spec datapath.VXLANSpec) (datapath.VXLANResult, error)
+	EnsureBridge(spec datapath.BridgeSpec) error
+	SyncPeers(device string, peers []datapath.Peer) (datapath.Plan, error)
+	// RemoveOrphans removes the network's devices other than keep and our
+	// routes inside cidr that are not on keep; it says what it removed.
+	RemoveOrphans(network, keep string, cidr netip.Prefix) ([]string, error)
+	EnableIPv4Forwarding() error
+	IPv4Forwarding() (bool, error)
+	// Watch calls changed for kernel events about the watched devices
+	// until ctx ends.
+	Watch(ctx context.Context, watched func() []string, changed func(reason string))
+}
+
+// Firewall keeps the FORWARD accept rules of one network.
+type Firewall interface {
+	Ensure(network netip.Prefix) error
+}

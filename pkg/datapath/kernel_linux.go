@@ -1,0 +1,30 @@
+package datapath
+
+import (
+	"context"
+	"net/netip"
+)
+
+// Kernel is the datapath of the calling process's network namespace, as
+// the agent uses it (pkg/agent.Datapath).
+type Kernel struct{}
+
+func (Kernel) FindUnderlay(ifaceOrIP string) (Underlay, error) { return FindUnderlay(ifaceOrIP) }
+
+func (Kernel) EnsureVXLAN(spec VXLANSpec) (VXLANResult, error) { return ReconcileVXLAN(spec) }
+
+func (Kernel) EnsureBridge(spec BridgeSpec) error { return EnsureBridge(spec) }
+
+func (Kernel) SyncPeers(device string, peers []Peer) (Plan, error) { return SyncPeers(device, peers) }
+
+func (Kernel) RemoveOrphans(network, keep string, cidr netip.Prefix) ([]string, error) {
+	return RemoveOrphans(network, keep, cidr)
+}
+
+func (Kernel) EnableIPv4Forwarding() error { return EnableIPv4Forwarding() }
+
+func (Kernel) IPv4Forwarding() (bool, error) { return IPv4Forwarding() }
+
+func (Kernel) Watch(ctx context.Context, watched func() []string, changed func(string)) {
+	Watch(ctx, watched, changed)
+}
