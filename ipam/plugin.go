@@ -34,21 +34,23 @@ func (p plugin) add(args *skel.CmdArgs) error {
 		return err
 	}
 	a := attachment(args)
-	ip, err := s.Reserve(a, rng)
+	res, err := s.Reserve(a, rng)
 	if err != nil {
 		return storeError(s, err)
 	}
-	// A runtime that gets no result does not know the address exists, so a
-	// failure from here on hands it back.
-	r, err := newResult(ip, hf).GetAsVersion(c.CNIVersion)
+	// A runtime that gets no result does not know a new address exists, so
+	// a failure from here on hands it back. An address the attachment held
+	// before this ADD stays: it may be on the container's interface already,
+	// and the runtime can still DEL it.
+	r, err := newResult(res.IP, hf).GetAsVersion(c.CNIVersion)
 	if err != nil {
 		err = fmt.Errorf("convert result to version %s: %w", c.CNIVersion, err)
 	} else if err = r.PrintTo(p.stdout); err != nil {
 		err = fmt.Errorf("write result: %w", err)
 	}
-	if err != nil {
+	if err != nil && res.New {
 		if rerr := s.Release(a); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("release %s again: %w", ip, rerr))
+			err = errors.Join(err, fmt.Errorf("release %s again: %w", res.IP, rerr))
 		}
 	}
 	return err

@@ -148,6 +148,24 @@ func TestAddReleasesWhenResultIsLost(t *testing.T) {
 	}
 }
 
+// A retried ADD whose result cannot be delivered must keep the address:
+// the first ADD's container holds it, and releasing it would hand it to a
+// second container.
+func TestRetriedAddKeepsAddressWhenResultIsLost(t *testing.T) {
+	e := newEnv(t, "10.244.7.0/24")
+	conf := e.conf("1.0.0")
+	if _, err := add(t, "c1", conf, "1.0.0"); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	if err := (plugin{stdout: failingWriter{}}).add(cmdArgs("c1", conf)); err == nil {
+		t.Fatal("retried ADD with a broken stdout succeeded")
+	}
+	got := e.reservations(t)
+	if len(got) != 1 || got[0].Attachment.ContainerID != "c1" || got[0].IP.String() != "10.244.7.2" {
+		t.Errorf("reservations after the failed retry = %v, want c1's 10.244.7.2 kept", got)
+	}
+}
+
 func TestAddEveryVersion(t *testing.T) {
 	for _, v := range []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
 		t.Run(v, func(t *testing.T) {
