@@ -23,6 +23,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/testutils"
 
 	"github.com/overlaynet/overlay/ipam/store"
+	"github.com/overlaynet/overlay/pkg/datapath"
 	"github.com/overlaynet/overlay/pkg/hostfile"
 )
 
@@ -50,8 +51,8 @@ type testHost struct {
 	cni      *libcni.CNIConfig
 }
 
-// newTestHost builds a host namespace and dirs, and writes the host file
-// overlayd would write.
+// newTestHost builds a host namespace and dirs, and does what overlayd
+// would: creates the bridge and writes the host file.
 func newTestHost(t *testing.T) *testHost {
 	t.Helper()
 	requireRoot(t)
@@ -63,10 +64,28 @@ func newTestHost(t *testing.T) *testHost {
 		cacheDir: t.TempDir(),
 	}
 	h.cni = newCNIConfig(h.cacheDir)
-	if err := hostfile.Write(hostfile.Path(h.runDir, "default"), testHostFile); err != nil {
-		t.Fatal(err)
-	}
+	h.publish(testHostFile)
 	return h
+}
+
+// publish does what overlayd does for a (new) subnet, in its order: makes
+// the bridge carry the gateway (the plugin only looks the bridge up), then
+// writes the host file.
+func (h *testHost) publish(hf hostfile.HostFile) {
+	h.t.Helper()
+	h.ensureBridge(hf)
+	if err := hostfile.Write(hostfile.Path(h.runDir, "default"), hf); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// ensureBridge runs overlayd's datapath.EnsureBridge for hf in the host namespace.
+func (h *testHost) ensureBridge(hf hostfile.HostFile) {
+	h.t.Helper()
+	spec := datapath.BridgeSpec{Name: hf.Bridge, Gateway: netip.PrefixFrom(hf.Gateway, hf.Subnet.Bits()), MTU: hf.MTU}
+	if err := h.ns.Do(func(ns.NetNS) error { return datapath.EnsureBridge(spec) }); err != nil {
+		h.t.Fatalf("create bridge %s as overlayd would: %v", hf.Bridge, err)
+	}
 }
 
 // newCNIConfig builds the runtime side: libcni with its own cache dir. The

@@ -129,9 +129,7 @@ func TestReleasedAddressIsReused(t *testing.T) {
 	h := newTestHost(t)
 	small := testHostFile
 	small.Subnet = netip.MustParsePrefix("10.244.7.0/29")
-	if err := hostfile.Write(hostfile.Path(h.runDir, "default"), small); err != nil {
-		t.Fatal(err)
-	}
+	h.publish(small)
 	list := h.confList("1.0.0", "")
 	var first netip.Prefix
 	var firstNS *testNS
@@ -183,6 +181,59 @@ func TestAddWithoutHostFile(t *testing.T) {
 	}
 	if got := links(t, h.name(), "type", "veth"); len(got) != 0 {
 		t.Errorf("veths left in the host: %v", linkNames(got))
+	}
+	if got := linkNames(links(t, c.name)); !slices.Equal(got, []string{"lo"}) {
+		t.Errorf("container links after failed ADD = %v, want only lo", got)
+	}
+}
+
+// Without the bridge (overlayd not running yet, or torn down) ADD says to
+// try again later, creates nothing, not even the bridge, and leaves no
+// address reserved.
+func TestAddWithoutBridge(t *testing.T) {
+	h := newTestHost(t)
+	if out, err := exec.Command("ip", "-n", h.name(), "link", "del", "overlay0").CombinedOutput(); err != nil {
+		t.Fatalf("delete bridge: %v: %s", err, out)
+	}
+	c := newNS(t)
+	_, err := h.add(h.confList("1.0.0", ""), rt("c1", c))
+	e := wantCNICode(t, err, types.ErrTryAgainLater)
+	if e.Msg != `bridge "overlay0" not found` || !strings.Contains(e.Details, "overlayd") {
+		t.Errorf("error = %q / %q, want the bridge named and overlayd as the fix", e.Msg, e.Details)
+	}
+	if got := h.reservations(); len(got) != 0 {
+		t.Errorf("reservations after ADD without bridge: %v", got)
+	}
+	if got := linkNames(links(t, h.name())); !slices.Equal(got, []string{"lo"}) {
+		t.Errorf("host links after ADD without bridge = %v, want only lo (the plugin must not create the bridge)", got)
+	}
+	if got := linkNames(links(t, c.name)); !slices.Equal(got, []string{"lo"}) {
+		t.Errorf("container links after failed ADD = %v, want only lo", got)
+	}
+}
+
+// After a subnet change overlayd moves the bridge to the new gateway before
+// it rewrites the host file. An ADD reading the old host file in between
+// must neither put the old gateway back on the bridge nor attach the
+// container to the old subnet: it answers 11 and changes nothing.
+func TestAddBridgeWithoutGateway(t *testing.T) {
+	h := newTestHost(t)
+	moved := testHostFile
+	moved.Subnet = netip.MustParsePrefix("10.244.9.0/24")
+	moved.Gateway = netip.MustParseAddr("10.244.9.1")
+	h.ensureBridge(moved) // the host file still says 10.244.7.0/24
+	c := newNS(t)
+	_, err := h.add(h.confList("1.0.0", ""), rt("c1", c))
+	e := wantCNICode(t, err, types.ErrTryAgainLater)
+	if !strings.Contains(e.Msg, "10.244.7.1/24") || !strings.Contains(e.Details, "subnet change") {
+		t.Errorf("error = %q / %q, want the missing gateway and a subnet change named", e.Msg, e.Details)
+	}
+	br := addrsOf(t, h.name(), "overlay0")
+	if len(br) != 1 || !hasAddr(br[0], netip.MustParsePrefix("10.244.9.1/24")) || hasAddr(br[0], netip.MustParsePrefix("10.244.7.1/24")) {
+		t.Errorf("bridge after ADD = %+v, want only overlayd's 10.244.9.1/24", br)
+	}
+	if got := h.reservations(); len(got) != 0 {
+		t.Errorf("reservations after ADD against a moved bridge: %v", got)
 	}
 	if got := linkNames(links(t, c.name)); !slices.Equal(got, []string{"lo"}) {
 		t.Errorf("container links after failed ADD = %v, want only lo", got)

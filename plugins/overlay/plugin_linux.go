@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -37,9 +38,8 @@ func (p plugin) add(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	gw := netip.PrefixFrom(hf.Gateway, hf.Subnet.Bits())
-	if err := datapath.EnsureBridge(datapath.BridgeSpec{Name: hf.Bridge, Gateway: gw, MTU: hf.MTU}); err != nil {
-		return fmt.Errorf("ensure bridge %s: %w", hf.Bridge, err)
+	if err := checkBridge(hf); err != nil {
+		return err
 	}
 
 	// From here on a failure must hand the address back. The rollback is
@@ -85,7 +85,8 @@ func (p plugin) attach(conf *NetConf, args *skel.CmdArgs, hf hostfile.HostFile) 
 	}
 	link, err := datapath.AttachContainer(args.Netns, args.IfName, hf.Bridge, hf.MTU, addr, hf.Gateway)
 	if err != nil {
-		return nil, fmt.Errorf("attach container %s: %w", args.ContainerID, err)
+		// The bridge may have gone since checkBridge (overlayd teardown).
+		return nil, bridgeError(fmt.Errorf("attach container %s: %w", args.ContainerID, err))
 	}
 	a := attachment{link: link, ifName: args.IfName, netns: args.Netns, addr: addr, host: hf, dns: conf.DNS}
 	return a.result(), nil
@@ -182,6 +183,35 @@ func (p plugin) gc(args *skel.CmdArgs) error {
 		return fmt.Errorf("ipam plugin %s: %w", conf.IPAM.Type, err)
 	}
 	return nil
+}
+
+// checkBridge answers 11 (try again later) until the bridge is as overlayd
+// leaves it for the host file's subnet. The plugin never creates or repairs
+// the bridge: overlayd is its only writer, and a plugin working from an
+// older host file would put an old gateway back after a subnet change.
+func checkBridge(hf hostfile.HostFile) error {
+	gw := netip.PrefixFrom(hf.Gateway, hf.Subnet.Bits())
+	if err := datapath.CheckBridge(hf.Bridge, gw); err != nil {
+		return bridgeError(fmt.Errorf("check bridge: %w", err))
+	}
+	return nil
+}
+
+// bridgeError gives the bridge states that overlayd resolves on its own
+// code 11, with what to look at if they persist; other errors pass through.
+func bridgeError(err error) error {
+	var missing *datapath.BridgeMissingError
+	var noGateway *datapath.BridgeGatewayError
+	switch {
+	case errors.As(err, &missing):
+		return cnierr.TryAgain(missing.Error(),
+			"overlayd creates it once it holds a subnet; check overlayd is running (systemctl status overlayd)")
+	case errors.As(err, &noGateway):
+		return cnierr.TryAgain(noGateway.Error(),
+			"overlayd has not finished applying a subnet change (the host file and the bridge disagree); "+
+				"retry, and if this persists check overlayd's log (journalctl -u overlayd)")
+	}
+	return err
 }
 
 func readHostFile(conf *NetConf, code uint) (hostfile.HostFile, error) {
