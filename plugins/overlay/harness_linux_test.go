@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -230,6 +231,30 @@ func (h *testHost) wantReleased(id string) {
 	if !errors.Is(err, store.ErrNotFound) {
 		h.t.Errorf("%s still holds %s in the ipam store (err %v)", id, ip, err)
 	}
+}
+
+// wantAttached checks that attachment id/eth0 is whole: the store holds
+// addr for it and nothing else for it, the container's eth0 holds addr, and
+// hostVeth is the bridge's only port.
+func (h *testHost) wantAttached(id string, c *testNS, addr netip.Prefix, hostVeth string) {
+	h.t.Helper()
+	if got := h.reservations(); len(got) != 1 || got[0].Attachment.ContainerID != id || got[0].IP != addr.Addr() {
+		h.t.Errorf("reservations = %v, want only %s's %s", got, id, addr.Addr())
+	}
+	if eth0 := addrsOf(h.t, c.name, "eth0"); len(eth0) != 1 || !hasAddr(eth0[0], addr) {
+		h.t.Errorf("%s's eth0 = %+v, want it holding %s", id, eth0, addr)
+	}
+	if ports := linkNames(links(h.t, h.name(), "master", "overlay0")); !slices.Equal(ports, []string{hostVeth}) {
+		h.t.Errorf("ports of overlay0 = %v, want only %s", ports, hostVeth)
+	}
+}
+
+// withCache is the same host seen by a runtime with its own libcni cache.
+func (h *testHost) withCache(cacheDir string) *testHost {
+	c := *h
+	c.cacheDir = cacheDir
+	c.cni = newCNIConfig(cacheDir)
+	return &c
 }
 
 func (h *testHost) name() string { return filepath.Base(h.ns.Path()) }

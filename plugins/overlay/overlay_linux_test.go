@@ -282,16 +282,17 @@ func TestBadConfig(t *testing.T) {
 }
 
 // TestAddExistingIfNameReleasesAddress: a second attachment asking for an
-// interface name the container already has fails, its address goes back,
-// and the first attachment is untouched.
+// interface name the container already has fails with code 4, its address
+// goes back, and the first attachment is untouched.
 func TestAddExistingIfNameReleasesAddress(t *testing.T) {
 	h := newTestHost(t)
 	c := newNS(t)
 	list := h.confList("1.0.0", "")
 	res, addr := h.mustAdd(list, rt("c1", c))
 
-	if _, err := h.add(list, rt("c2", c)); err == nil {
-		t.Fatal("ADD with an interface name that exists succeeded")
+	_, err := h.add(list, rt("c2", c))
+	if e := wantCNICode(t, err, types.ErrInvalidEnvironmentVariables); !strings.Contains(e.Details, "another attachment's") {
+		t.Errorf("ADD of c2 as c1's eth0: %q / %q, want it to say the interface is another attachment's", e.Msg, e.Details)
 	}
 	h.wantReleased("c2")
 	if got := h.reservations(); len(got) != 1 || got[0].Attachment.ContainerID != "c1" {
@@ -304,6 +305,118 @@ func TestAddExistingIfNameReleasesAddress(t *testing.T) {
 	if ports := linkNames(links(t, h.name(), "master", "overlay0")); !slices.Equal(ports, []string{res.Interfaces[0].Name}) {
 		t.Errorf("ports of overlay0 = %v, want only c1's %s", ports, res.Interfaces[0].Name)
 	}
+}
+
+// A runtime that retries an ADD (say after a timeout) for an attachment
+// that exists gets the first ADD's result again, and the container keeps
+// its address: the retry must not take the existing interface for a
+// failure of its own and release the address while eth0 holds it.
+func TestRetriedAddReturnsSameResult(t *testing.T) {
+	h := newTestHost(t)
+	c := newNS(t)
+	list := h.confList("1.0.0", "")
+	first, addr := h.mustAdd(list, rt("c1", c))
+
+	again, err := h.add(list, rt("c1", c))
+	h.wantAttached("c1", c, addr, first.Interfaces[0].Name)
+	if err != nil {
+		t.Fatalf("retried ADD: %v", err)
+	}
+	if again.IPs[0].Address.String() != addr.String() || len(again.Interfaces) != 2 ||
+		again.Interfaces[0].Name != first.Interfaces[0].Name || again.Interfaces[0].Mac != first.Interfaces[0].Mac ||
+		again.Interfaces[1].Mac != first.Interfaces[1].Mac || again.Interfaces[1].Mtu != testHostFile.MTU {
+		t.Errorf("retried ADD result %v / %v, want the first's %v / %v", again.Interfaces, again.IPs, first.Interfaces, first.IPs)
+	}
+	if err := h.check(list, rt("c1", c)); err != nil {
+		t.Errorf("CHECK after the retried ADD: %v", err)
+	}
+	if err := h.del(list, rt("c1", c)); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	h.wantReleased("c1")
+}
+
+// The same ADD sent several times at once: one wires the container, the
+// others wait for it and answer with its result; nobody frees the address
+// the winner's eth0 holds.
+func TestConcurrentIdenticalAdds(t *testing.T) {
+	h := newTestHost(t)
+	c := newNS(t)
+	list := h.confList("1.0.0", "")
+	const n = 6
+	results := make([]*current.Result, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		// Each caller its own libcni cache, like separate runtime attempts.
+		caller := h.withCache(t.TempDir())
+		wg.Go(func() { results[i], errs[i] = caller.add(list, rt("c1", c)) })
+	}
+	wg.Wait()
+	var addr netip.Prefix
+	var hostVeth string
+	for i := range n {
+		if errs[i] != nil {
+			t.Errorf("ADD %d: %v", i, errs[i])
+			continue
+		}
+		a, _ := toPrefix(results[i].IPs[0].Address)
+		if !addr.IsValid() {
+			addr, hostVeth = a, results[i].Interfaces[0].Name
+		}
+		if a != addr || results[i].Interfaces[0].Name != hostVeth {
+			t.Errorf("ADD %d got %s on %s, another got %s on %s", i, a, results[i].Interfaces[0].Name, addr, hostVeth)
+		}
+	}
+	if !addr.IsValid() {
+		t.Fatal("no ADD succeeded")
+	}
+	h.wantAttached("c1", c, addr, hostVeth)
+}
+
+// An eth0 the plugin did not make (here a veth whose peer stays in the
+// container) is code 4: ADD touches nothing and reserves nothing.
+func TestAddIfNameTakenByForeignLink(t *testing.T) {
+	h := newTestHost(t)
+	c := newNS(t)
+	if out, err := exec.Command("ip", "-n", c.name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p").CombinedOutput(); err != nil {
+		t.Fatalf("create a foreign eth0: %v: %s", err, out)
+	}
+	_, err := h.add(h.confList("1.0.0", ""), rt("c1", c))
+	e := wantCNICode(t, err, types.ErrInvalidEnvironmentVariables)
+	if e.Msg != "invalid CNI_IFNAME" || !strings.Contains(e.Details, `interface "eth0" already exists`) ||
+		!strings.Contains(e.Details, "not in the host's network namespace") || !strings.Contains(e.Details, "free CNI_IFNAME") {
+		t.Errorf("error = %q / %q, want the interface, why it is not ours and what to do", e.Msg, e.Details)
+	}
+	if got := h.reservations(); len(got) != 0 {
+		t.Errorf("reservations after ADD over a foreign eth0: %v", got)
+	}
+	if got := linkNames(links(t, c.name)); !slices.Equal(got, []string{"lo", "eth0p", "eth0"}) && !slices.Equal(got, []string{"lo", "eth0", "eth0p"}) {
+		t.Errorf("container links = %v, want lo and the foreign pair untouched", got)
+	}
+	if got := links(t, h.name(), "type", "veth"); len(got) != 0 {
+		t.Errorf("veths left in the host: %v", linkNames(got))
+	}
+}
+
+// An attachment made in an earlier subnet: after overlayd moved to a new
+// one, a retried ADD cannot return the old address as this host's. It
+// fails with code 4 and leaves the interface and its reservation for DEL.
+func TestRetriedAddAfterSubnetChange(t *testing.T) {
+	h := newTestHost(t)
+	c := newNS(t)
+	list := h.confList("1.0.0", "")
+	res, addr := h.mustAdd(list, rt("c1", c))
+	moved := testHostFile
+	moved.Subnet = netip.MustParsePrefix("10.244.9.0/24")
+	moved.Gateway = netip.MustParseAddr("10.244.9.1")
+	h.publish(moved)
+
+	_, err := h.add(list, rt("c1", c))
+	if e := wantCNICode(t, err, types.ErrInvalidEnvironmentVariables); !strings.Contains(e.Details, "10.244.9.0/24") {
+		t.Errorf("error = %q / %q, want the new subnet named", e.Msg, e.Details)
+	}
+	h.wantAttached("c1", c, addr, res.Interfaces[0].Name)
 }
 
 func TestConcurrentAdds(t *testing.T) {
@@ -421,8 +534,7 @@ func TestStatusAndGC(t *testing.T) {
 	h.mustAdd(list, rt("kept", kept))
 	// An attachment whose runtime lost its cache (e.g. over a reboot): only
 	// the plugin's GC can find it.
-	lost := &testHost{t: t, ns: h.ns, runDir: h.runDir, dataDir: h.dataDir,
-		cni: newCNIConfig(t.TempDir())}
+	lost := h.withCache(t.TempDir())
 	lost.mustAdd(list, rt("lost", newNS(t)))
 
 	err := h.inHost(func(ctx context.Context) error {
@@ -485,28 +597,49 @@ type failingWriter struct{}
 
 func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("stdout closed") }
 
-// An ADD that wired the container but could not deliver its result must
-// undo both: the runtime never learns of the interface or the address.
-func TestAddUndoesWiringWhenResultIsLost(t *testing.T) {
-	h := newTestHost(t)
-	c := newNS(t)
+// addLostResult runs ADD for c1 in-process with a stdout that fails, as
+// when the runtime gave up and closed the pipe, and returns its error and
+// what it logged.
+func (h *testHost) addLostResult(c *testNS) (stderr string, err error) {
+	h.t.Helper()
 	conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"overlay-test","type":"overlay","network":"default","runDir":%q,`+
 		`"ipam":{"type":"overlay-ipam","dataDir":%q}}`, h.runDir, h.dataDir)
 	// The plugin runs in-process (to give it a broken stdout) and execs
 	// overlay-ipam, which reads the CNI_* variables like any delegate.
 	args := &skel.CmdArgs{ContainerID: "c1", Netns: c.path(), IfName: "eth0", Path: binDir, StdinData: []byte(conf)}
 	for k, v := range map[string]string{"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": c.path(), "CNI_IFNAME": "eth0", "CNI_PATH": binDir} {
-		t.Setenv(k, v)
+		h.t.Setenv(k, v)
 	}
-	var stderr strings.Builder
-	err := h.inHost(func(context.Context) error {
-		return plugin{stdout: failingWriter{}, stderr: &stderr}.add(args)
+	var log strings.Builder
+	err = h.inHost(func(context.Context) error {
+		return plugin{stdout: failingWriter{}, stderr: &log}.add(args)
 	})
+	return log.String(), err
+}
+
+// A retried ADD whose result is lost too must leave the attachment the
+// first ADD made alone: interface, address and reservation.
+func TestRetriedAddKeepsAttachmentWhenResultIsLost(t *testing.T) {
+	h := newTestHost(t)
+	c := newNS(t)
+	res, addr := h.mustAdd(h.confList("1.0.0", ""), rt("c1", c))
+	if _, err := h.addLostResult(c); err == nil {
+		t.Fatal("ADD with a broken stdout succeeded")
+	}
+	h.wantAttached("c1", c, addr, res.Interfaces[0].Name)
+}
+
+// An ADD that wired the container but could not deliver its result must
+// undo both: the runtime never learns of the interface or the address.
+func TestAddUndoesWiringWhenResultIsLost(t *testing.T) {
+	h := newTestHost(t)
+	c := newNS(t)
+	stderr, err := h.addLostResult(c)
 	if err == nil {
 		t.Fatal("ADD with a broken stdout succeeded")
 	}
-	if stderr.Len() != 0 {
-		t.Errorf("rollback reported: %s", stderr.String())
+	if stderr != "" {
+		t.Errorf("rollback reported: %s", stderr)
 	}
 	h.wantReleased("c1")
 	if got := linkNames(links(t, c.name)); slices.Contains(got, "eth0") {
