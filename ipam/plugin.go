@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -90,8 +91,10 @@ func (p plugin) check(args *skel.CmdArgs) error {
 	return nil
 }
 
-// status reports whether ADD can succeed: overlayd must have published a
-// usable subnet, and the store must be usable.
+// status reports whether the network is ready: overlayd must have
+// published a usable subnet and vouched for it recently (its ready stamp is
+// fresh), and the store must be usable. ADD never looks at the stamp, so
+// containers still start while overlayd restarts.
 func (p plugin) status(args *skel.CmdArgs) error {
 	c, err := loadConfig(args.StdinData)
 	if err != nil {
@@ -99,6 +102,10 @@ func (p plugin) status(args *skel.CmdArgs) error {
 	}
 	if _, _, err := readRange(c, types.ErrPluginNotAvailable); err != nil {
 		return err
+	}
+	ready := hostfile.ReadyPath(c.RunDir, c.Network)
+	if err := hostfile.CheckReady(ready, time.Now()); err != nil {
+		return cnierr.NotReady(ready, err)
 	}
 	if _, err := openStore(c); err != nil {
 		return cnierr.Unavailable("ipam store is unusable", err.Error())

@@ -80,6 +80,21 @@ func (h *testHost) publish(hf hostfile.HostFile) {
 	}
 }
 
+// writeReady writes overlayd's ready stamp.
+func (h *testHost) writeReady(r hostfile.Ready) {
+	h.t.Helper()
+	if err := hostfile.WriteReady(hostfile.ReadyPath(h.runDir, "default"), r); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// writeFreshReady writes the stamp a running overlayd keeps renewed.
+func (h *testHost) writeFreshReady() {
+	h.t.Helper()
+	now := time.Now()
+	h.writeReady(hostfile.Ready{PID: os.Getpid(), Written: now, Until: now.Add(time.Minute)})
+}
+
 // ensureBridge runs overlayd's datapath.EnsureBridge for hf in the host namespace.
 func (h *testHost) ensureBridge(hf hostfile.HostFile) {
 	h.t.Helper()

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/skel"
@@ -520,14 +521,42 @@ func TestCheckFindsMissingInterface(t *testing.T) {
 	}
 }
 
+func (h *testHost) status(list *libcni.NetworkConfigList) error {
+	return h.inHost(func(ctx context.Context) error { return h.cni.GetStatusNetworkList(ctx, list) })
+}
+
+// TestStatusFreshness: STATUS says the network is not available (50) unless
+// overlayd's ready stamp is there and fresh; ADD does not look at it.
+func TestStatusFreshness(t *testing.T) {
+	h := newTestHost(t)
+	list := h.confList("1.1.0", "")
+	stamp := hostfile.ReadyPath(h.runDir, "default")
+	e := wantCNICode(t, h.status(list), types.ErrPluginNotAvailable)
+	if !strings.Contains(e.Msg, stamp) || !strings.Contains(e.Msg, "not found") ||
+		!strings.Contains(e.Details, "not running or not ready") || !strings.Contains(e.Details, "systemctl status overlayd") {
+		t.Errorf("STATUS without a stamp: %q / %q, want the stamp named and what to check", e.Msg, e.Details)
+	}
+	now := time.Now()
+	h.writeReady(hostfile.Ready{PID: 1, Written: now.Add(-time.Minute), Until: now.Add(-time.Second)})
+	e = wantCNICode(t, h.status(list), types.ErrPluginNotAvailable)
+	if !strings.Contains(e.Msg, stamp) || !strings.Contains(e.Msg, "stale") {
+		t.Errorf("STATUS with a stale stamp: %q / %q", e.Msg, e.Details)
+	}
+	// overlayd restarting: the stamp is stale, containers still start.
+	h.mustAdd(list, rt("c1", newNS(t)))
+	h.writeFreshReady()
+	if err := h.status(list); err != nil {
+		t.Errorf("STATUS with a host file and a fresh stamp: %v", err)
+	}
+}
+
 func TestStatusAndGC(t *testing.T) {
 	h := newTestHost(t)
 	list := h.confList("1.1.0", "")
-	status := func() error {
-		return h.inHost(func(ctx context.Context) error { return h.cni.GetStatusNetworkList(ctx, list) })
-	}
+	status := func() error { return h.status(list) }
+	h.writeFreshReady()
 	if err := status(); err != nil {
-		t.Errorf("STATUS with a host file: %v", err)
+		t.Errorf("STATUS with a host file and a fresh ready stamp: %v", err)
 	}
 
 	kept := newNS(t)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
@@ -82,8 +83,10 @@ func (p plugin) check(args *skel.CmdArgs) error {
 	return nil
 }
 
-// status answers 50 while overlayd has not published a usable host file,
-// then asks the IPAM plugin.
+// status answers 50 while overlayd has not published a usable host file or
+// has not renewed its ready stamp in time (it is not running, or cannot
+// reconcile), then asks the IPAM plugin. ADD never looks at the stamp, so
+// containers still start while overlayd restarts.
 func (p plugin) status(args *skel.CmdArgs) error {
 	conf, err := loadNetConf(args.StdinData)
 	if err != nil {
@@ -91,6 +94,10 @@ func (p plugin) status(args *skel.CmdArgs) error {
 	}
 	if _, err := readHostFile(conf, types.ErrPluginNotAvailable); err != nil {
 		return err
+	}
+	ready := hostfile.ReadyPath(conf.RunDir, conf.Network)
+	if err := hostfile.CheckReady(ready, time.Now()); err != nil {
+		return cnierr.NotReady(ready, err)
 	}
 	if err := invoke.DelegateStatus(context.TODO(), conf.IPAM.Type, args.StdinData, nil); err != nil {
 		return fmt.Errorf("ipam plugin %s: %w", conf.IPAM.Type, err)
