@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -34,21 +35,23 @@ func (p plugin) add(args *skel.CmdArgs) error {
 		return err
 	}
 	a := attachment(args)
-	ip, err := s.Reserve(a, rng)
+	res, err := s.Reserve(a, rng)
 	if err != nil {
 		return storeError(s, err)
 	}
-	// A runtime that gets no result does not know the address exists, so a
-	// failure from here on hands it back.
-	r, err := newResult(ip, hf).GetAsVersion(c.CNIVersion)
+	// A runtime that gets no result does not know a new address exists, so
+	// a failure from here on hands it back. An address the attachment held
+	// before this ADD stays: it may be on the container's interface already,
+	// and the runtime can still DEL it.
+	r, err := newResult(res.IP, hf).GetAsVersion(c.CNIVersion)
 	if err != nil {
 		err = fmt.Errorf("convert result to version %s: %w", c.CNIVersion, err)
 	} else if err = r.PrintTo(p.stdout); err != nil {
 		err = fmt.Errorf("write result: %w", err)
 	}
-	if err != nil {
+	if err != nil && res.New {
 		if rerr := s.Release(a); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("release %s again: %w", ip, rerr))
+			err = errors.Join(err, fmt.Errorf("release %s again: %w", res.IP, rerr))
 		}
 	}
 	return err
@@ -88,8 +91,10 @@ func (p plugin) check(args *skel.CmdArgs) error {
 	return nil
 }
 
-// status reports whether ADD can succeed: overlayd must have published a
-// usable subnet, and the store must be usable.
+// status reports whether the network is ready: overlayd must have
+// published a usable subnet and vouched for it recently (its ready stamp is
+// fresh), and the store must be usable. ADD never looks at the stamp, so
+// containers still start while overlayd restarts.
 func (p plugin) status(args *skel.CmdArgs) error {
 	c, err := loadConfig(args.StdinData)
 	if err != nil {
@@ -97,6 +102,10 @@ func (p plugin) status(args *skel.CmdArgs) error {
 	}
 	if _, _, err := readRange(c, types.ErrPluginNotAvailable); err != nil {
 		return err
+	}
+	ready := hostfile.ReadyPath(c.RunDir, c.Network)
+	if err := hostfile.CheckReady(ready, time.Now()); err != nil {
+		return cnierr.NotReady(ready, err)
 	}
 	if _, err := openStore(c); err != nil {
 		return cnierr.Unavailable("ipam store is unusable", err.Error())

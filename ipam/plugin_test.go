@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -42,6 +43,14 @@ func (e env) hostFilePath() string { return hostfile.Path(e.runDir, "default") }
 func (e env) writeHostFile(t *testing.T, hf hostfile.HostFile) {
 	t.Helper()
 	if err := hostfile.Write(e.hostFilePath(), hf); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeReady writes overlayd's ready stamp.
+func (e env) writeReady(t *testing.T, r hostfile.Ready) {
+	t.Helper()
+	if err := hostfile.WriteReady(hostfile.ReadyPath(e.runDir, "default"), r); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -145,6 +154,24 @@ func TestAddReleasesWhenResultIsLost(t *testing.T) {
 	}
 	if got := e.reservations(t); len(got) != 0 {
 		t.Errorf("reservations after a failed ADD: %v", got)
+	}
+}
+
+// A retried ADD whose result cannot be delivered must keep the address:
+// the first ADD's container holds it, and releasing it would hand it to a
+// second container.
+func TestRetriedAddKeepsAddressWhenResultIsLost(t *testing.T) {
+	e := newEnv(t, "10.244.7.0/24")
+	conf := e.conf("1.0.0")
+	if _, err := add(t, "c1", conf, "1.0.0"); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	if err := (plugin{stdout: failingWriter{}}).add(cmdArgs("c1", conf)); err == nil {
+		t.Fatal("retried ADD with a broken stdout succeeded")
+	}
+	got := e.reservations(t)
+	if len(got) != 1 || got[0].Attachment.ContainerID != "c1" || got[0].IP.String() != "10.244.7.2" {
+		t.Errorf("reservations after the failed retry = %v, want c1's 10.244.7.2 kept", got)
 	}
 }
 
@@ -252,10 +279,13 @@ func TestCheckComparesPrevResult(t *testing.T) {
 	}
 }
 
+// TestStatus: STATUS is ready only with a usable host file and a fresh
+// ready stamp from overlayd; ADD needs only the host file.
 func TestStatus(t *testing.T) {
 	e := newEnv(t, "")
 	conf := e.conf("1.1.0")
-	ce := wantCode(t, (plugin{}).status(cmdArgs("", conf)), types.ErrPluginNotAvailable)
+	status := func() error { return (plugin{}).status(cmdArgs("", conf)) }
+	ce := wantCode(t, status(), types.ErrPluginNotAvailable)
 	if !strings.Contains(ce.Msg, e.hostFilePath()) {
 		t.Errorf("STATUS Msg %q does not name the host file", ce.Msg)
 	}
@@ -263,8 +293,23 @@ func TestStatus(t *testing.T) {
 		Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.7.0/24"),
 		Gateway: netip.MustParseAddr("10.244.7.1"), MTU: 1450, Bridge: "overlay0", VNI: 1,
 	})
-	if err := (plugin{}).status(cmdArgs("", conf)); err != nil {
-		t.Errorf("STATUS with a host file: %v", err)
+	stamp := hostfile.ReadyPath(e.runDir, "default")
+	ce = wantCode(t, status(), types.ErrPluginNotAvailable)
+	if !strings.Contains(ce.Msg, stamp) || !strings.Contains(ce.Msg, "not found") || !strings.Contains(ce.Details, "systemctl status overlayd") {
+		t.Errorf("STATUS without a ready stamp: %q / %q, want the stamp named and what to check", ce.Msg, ce.Details)
+	}
+	now := time.Now()
+	e.writeReady(t, hostfile.Ready{PID: 1, Written: now.Add(-time.Minute), Until: now.Add(-time.Second)})
+	ce = wantCode(t, status(), types.ErrPluginNotAvailable)
+	if !strings.Contains(ce.Msg, stamp) || !strings.Contains(ce.Msg, "stale") {
+		t.Errorf("STATUS with a stale stamp: %q / %q", ce.Msg, ce.Details)
+	}
+	if _, err := add(t, "c1", e.conf("1.1.0"), "1.1.0"); err != nil {
+		t.Errorf("ADD with a stale stamp (overlayd restarting): %v", err)
+	}
+	e.writeReady(t, hostfile.Ready{PID: 1, Written: now, Until: now.Add(time.Minute)})
+	if err := status(); err != nil {
+		t.Errorf("STATUS with a host file and a fresh stamp: %v", err)
 	}
 }
 

@@ -111,44 +111,54 @@ func New(dataDir, network string) (*Store, error) {
 // Dir returns the store's directory.
 func (s *Store) Dir() string { return s.dir }
 
+// Reservation is what Reserve gave an attachment.
+type Reservation struct {
+	IP netip.Addr
+	// New is true when this call reserved IP, false when the attachment
+	// already held it (a retried ADD). A failed ADD may hand back only a
+	// new reservation: an old one may be the address of a live interface.
+	New bool
+}
+
 // Reserve returns an address of r for a, reserving the next free one unless
 // a already holds one in r. Asking twice for the same attachment returns the
-// same address, so a runtime retrying ADD does not leak one. An address a
-// holds outside r (the host's subnet changed) is released first.
-func (s *Store) Reserve(a Attachment, r allocator.Range) (netip.Addr, error) {
+// same address (with New false), so a runtime retrying ADD does not leak
+// one. An address a holds outside r (the host's subnet changed) is released
+// first.
+func (s *Store) Reserve(a Attachment, r allocator.Range) (Reservation, error) {
 	if err := a.validate(); err != nil {
-		return netip.Addr{}, err
+		return Reservation{}, err
 	}
 	unlock, err := s.lock()
 	if err != nil {
-		return netip.Addr{}, err
+		return Reservation{}, err
 	}
 	defer unlock()
 
 	held, err := s.lookupLocked(a)
 	switch {
 	case err == nil && r.Contains(held):
-		return held, nil
+		return Reservation{IP: held}, nil
 	case err == nil:
 		if err := s.releaseLocked(a); err != nil {
-			return netip.Addr{}, err
+			return Reservation{}, err
 		}
 	case !errors.Is(err, ErrNotFound):
-		return netip.Addr{}, err
+		return Reservation{}, err
 	}
 
 	last, err := s.lastReserved()
 	if err != nil {
-		return netip.Addr{}, err
+		return Reservation{}, err
 	}
 	ip, err := r.Next(last, s.taken)
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("reserve address for %s: %w", a, err)
+		return Reservation{}, fmt.Errorf("reserve address for %s: %w", a, err)
 	}
 	if err := s.writeReservation(a, ip); err != nil {
-		return netip.Addr{}, fmt.Errorf("reserve %s for %s: %w", ip, a, err)
+		return Reservation{}, fmt.Errorf("reserve %s for %s: %w", ip, a, err)
 	}
-	return ip, nil
+	return Reservation{IP: ip, New: true}, nil
 }
 
 // writeReservation writes the files of a new reservation in crash-safe order

@@ -35,11 +35,11 @@ func att(id string) Attachment { return Attachment{ContainerID: id, IfName: "eth
 
 func reserve(t *testing.T, s *Store, a Attachment, r allocator.Range) netip.Addr {
 	t.Helper()
-	ip, err := s.Reserve(a, r)
+	res, err := s.Reserve(a, r)
 	if err != nil {
 		t.Fatalf("Reserve(%s): %v", a, err)
 	}
-	return ip
+	return res.IP
 }
 
 func wantLookup(t *testing.T, s *Store, a Attachment, want netip.Addr) {
@@ -105,12 +105,60 @@ func TestReserveIsIdempotent(t *testing.T) {
 	r := newRange(t, "10.244.3.0/24", "10.244.3.1")
 	first := reserve(t, s, att("a"), r)
 	reserve(t, s, att("b"), r)
-	if again := reserve(t, s, att("a"), r); again != first {
-		t.Errorf("second Reserve for the same attachment = %s, want %s", again, first)
+	again, err := s.Reserve(att("a"), r)
+	if err != nil || again != (Reservation{IP: first}) {
+		t.Errorf("second Reserve for the same attachment = %+v, %v; want %s, not new", again, err, first)
 	}
 	other := reserve(t, s, Attachment{ContainerID: "a", IfName: "eth1"}, r)
 	if other == first {
 		t.Errorf("a second interface of the container got the same address %s", other)
+	}
+}
+
+// TestReserveSaysWhetherNew: only the call that took an address reports it
+// as new, so only that ADD may hand it back when it fails; concurrent calls
+// for one attachment share one address.
+func TestReserveSaysWhetherNew(t *testing.T) {
+	dir := t.TempDir()
+	r := newRange(t, "10.244.3.0/24", "10.244.3.1")
+	const n = 10
+	got := make([]Reservation, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			s, err := New(dir, "default")
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			got[i], errs[i] = s.Reserve(att("a"), r)
+		})
+	}
+	wg.Wait()
+	fresh := 0
+	for i, res := range got {
+		if errs[i] != nil {
+			t.Fatalf("Reserve %d: %v", i, errs[i])
+		}
+		if res.IP != got[0].IP {
+			t.Errorf("Reserve %d gave %s, Reserve 0 gave %s for the same attachment", i, res.IP, got[0].IP)
+		}
+		if res.New {
+			fresh++
+		}
+	}
+	if fresh != 1 {
+		t.Errorf("%d of %d Reserve calls for one attachment said New, want exactly 1", fresh, n)
+	}
+
+	// After the subnet changed the old address is gone and the one in the
+	// new range is new.
+	s := newStore(t)
+	reserve(t, s, att("a"), r)
+	moved, err := s.Reserve(att("a"), newRange(t, "10.244.9.0/24", "10.244.9.1"))
+	if err != nil || !moved.New {
+		t.Errorf("Reserve in a new range = %+v, %v; want a new reservation", moved, err)
 	}
 }
 
@@ -144,7 +192,9 @@ func TestConcurrentReserve(t *testing.T) {
 				errs[i] = err
 				return
 			}
-			ips[i], errs[i] = s.Reserve(att(fmt.Sprint("c", i)), r)
+			var res Reservation
+			res, errs[i] = s.Reserve(att(fmt.Sprint("c", i)), r)
+			ips[i] = res.IP
 		})
 	}
 	wg.Wait()

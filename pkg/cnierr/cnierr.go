@@ -56,6 +56,24 @@ func HostFile(code uint, path, network string, err error) *types.Error {
 		fmt.Sprintf("%v; overlayd writes this file for network %q: restart overlayd so it rewrites it", err, network))
 }
 
+// NotReady (code 50) is STATUS's answer when overlayd's ready stamp at path
+// fails hostfile.CheckReady (err): missing, stale or unreadable. The stamp
+// is overlayd saying it is alive and reconciling, so the fix is on the
+// daemon's side, whatever the reason.
+func NotReady(path string, err error) *types.Error {
+	const check = "overlayd is not running or not ready: check `systemctl status overlayd` and its log (`journalctl -u overlayd`)"
+	switch {
+	case errors.Is(err, hostfile.ErrNotExist):
+		return Unavailable(fmt.Sprintf("overlayd is not ready: ready stamp %s not found", path),
+			"overlayd writes it after every successful reconcile pass and removes it when it loses its lease; "+check)
+	case errors.Is(err, hostfile.ErrStale):
+		return Unavailable(fmt.Sprintf("overlayd is not ready: ready stamp %s is stale", path),
+			fmt.Sprintf("%v; %s", err, check))
+	}
+	return Unavailable(fmt.Sprintf("overlayd is not ready: ready stamp %s is unusable", path),
+		fmt.Sprintf("%v; %s", err, check))
+}
+
 // Decode (code 7) reports a network config that is valid JSON (skel checks
 // that) but does not fit the plugin's config, naming the field when the JSON
 // decoder knows it.

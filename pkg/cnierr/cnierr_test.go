@@ -47,6 +47,27 @@ func TestHostFile(t *testing.T) {
 	}
 }
 
+func TestNotReady(t *testing.T) {
+	const path = "/run/overlay/default.ready"
+	tests := []struct {
+		name, msg string
+		err       error
+	}{
+		{"missing", "overlayd is not ready: ready stamp " + path + " not found", fmt.Errorf("read: %w", hostfile.ErrNotExist)},
+		{"stale", "overlayd is not ready: ready stamp " + path + " is stale", fmt.Errorf("last written by pid 7: %w", hostfile.ErrStale)},
+		{"unreadable", "overlayd is not ready: ready stamp " + path + " is unusable", errors.New("parse: bad JSON")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := NotReady(path, tt.err)
+			if e.Code != types.ErrPluginNotAvailable || e.Msg != tt.msg ||
+				!strings.Contains(e.Details, "systemctl status overlayd") || !strings.Contains(e.Details, "not running or not ready") {
+				t.Errorf("NotReady = %+v, want code 50, %q and what to check", e, tt.msg)
+			}
+		})
+	}
+}
+
 func TestDecodeNamesField(t *testing.T) {
 	var v struct {
 		IPAM struct {

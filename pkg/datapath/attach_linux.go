@@ -109,7 +109,7 @@ func configureContainerIf(ifName string, addr netip.Prefix, gw netip.Addr) error
 func lookupBridge(name string) (netlink.Link, error) {
 	br, err := netlinksafe.LinkByName(name)
 	if isLinkNotFound(err) {
-		return nil, fmt.Errorf("bridge %q not found; the host daemon creates it once it holds a subnet", name)
+		return nil, &BridgeMissingError{Name: name}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("look up bridge %q: %w", name, err)

@@ -3,6 +3,7 @@ package datapath
 import (
 	"crypto/rand"
 	"fmt"
+	"net/netip"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
@@ -10,8 +11,10 @@ import (
 
 // EnsureBridge creates the bridge if missing, makes spec.Gateway its only
 // IPv4 address (others are left from an earlier subnet), sets its MTU while
-// it has no ports, and brings it up. Several CNI plugin processes may call
-// it at once; losing the creation race is fine.
+// it has no ports, and brings it up. It is overlayd's: the bridge has one
+// writer, so a CNI plugin working from an older host file cannot put an old
+// gateway back (plugins use CheckBridge). Concurrent callers are still safe;
+// losing the creation race is fine.
 func EnsureBridge(spec BridgeSpec) error {
 	if err := validateBridgeSpec(spec); err != nil {
 		return err
@@ -112,4 +115,29 @@ func setBridgeMTU(br netlink.Link, mtu int) error {
 		}
 	}
 	return ensureMTU(br, mtu)
+}
+
+// CheckBridge reports, changing nothing, whether the bridge exists
+// (*BridgeMissingError if not) and carries gateway with its prefix length
+// (*BridgeGatewayError if not): what a container needs before it is
+// attached. It reads one link and the IPv4 address table (a host has few
+// IPv4 addresses; its veths have none), never the whole link table.
+func CheckBridge(name string, gateway netip.Prefix) error {
+	br, err := lookupBridge(name)
+	if err != nil {
+		return err
+	}
+	addrs, err := netlinksafe.AddrList(br, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list addresses of bridge %q: %w", name, err)
+	}
+	have := make([]netip.Prefix, 0, len(addrs))
+	for _, a := range addrs {
+		p := fromIPNet(a.IPNet)
+		if p == gateway {
+			return nil
+		}
+		have = append(have, p)
+	}
+	return &BridgeGatewayError{Name: name, Gateway: gateway, Have: have}
 }

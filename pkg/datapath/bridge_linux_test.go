@@ -1,8 +1,10 @@
 package datapath
 
 import (
+	"errors"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -149,6 +151,46 @@ func TestEnsureBridgeRefusesNonBridge(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), "not a bridge") {
 		t.Errorf("EnsureBridge over a veth: err = %v, want 'not a bridge'", err)
+	}
+}
+
+// CheckBridge only looks: it reports a missing bridge and a bridge without
+// the wanted gateway (prefix length included) as the typed errors the CNI
+// plugin turns into "try again later", and leaves the bridge as it was.
+func TestCheckBridge(t *testing.T) {
+	host := newNS(t)
+	gw := mustPrefix("10.244.3.1/24")
+	var missing, ok, otherGW, otherLen error
+	var before, after bridgeState
+	do(t, host, func() (err error) {
+		missing = CheckBridge("overlay0", gw)
+		if err = EnsureBridge(BridgeSpec{Name: "overlay0", Gateway: gw, MTU: 1450}); err != nil {
+			return err
+		}
+		if before, err = readBridge("overlay0"); err != nil {
+			return err
+		}
+		ok = CheckBridge("overlay0", gw)
+		otherGW = CheckBridge("overlay0", mustPrefix("10.244.7.1/24"))
+		otherLen = CheckBridge("overlay0", mustPrefix("10.244.3.1/25"))
+		after, err = readBridge("overlay0")
+		return err
+	})
+	var bm *BridgeMissingError
+	if !errors.As(missing, &bm) || bm.Name != "overlay0" {
+		t.Errorf("CheckBridge without a bridge: %v, want a *BridgeMissingError", missing)
+	}
+	if ok != nil {
+		t.Errorf("CheckBridge with the gateway in place: %v", ok)
+	}
+	for _, err := range []error{otherGW, otherLen} {
+		var bg *BridgeGatewayError
+		if !errors.As(err, &bg) || len(bg.Have) != 1 || bg.Have[0] != gw {
+			t.Errorf("CheckBridge for another gateway: %v, want a *BridgeGatewayError listing %s", err, gw)
+		}
+	}
+	if !slices.Equal(before.addrs, after.addrs) || before.mtu != after.mtu {
+		t.Errorf("CheckBridge changed the bridge: %+v -> %+v", before, after)
 	}
 }
 

@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"net/netip"
 	"regexp"
@@ -216,6 +217,84 @@ func TestAttachMissingBridge(t *testing.T) {
 	_, err := attach(t, host, ctr, "eth0")
 	if err == nil || !strings.Contains(err.Error(), `bridge "overlay0" not found`) {
 		t.Errorf("attach without bridge: err = %v", err)
+	}
+}
+
+// InspectContainer recognises what AttachContainer made, and says why
+// anything else under the name is not an attachment to the bridge.
+func TestInspectContainer(t *testing.T) {
+	host, ctr := hostWithBridge(t), newNS(t)
+	cl, err := attach(t, host, ctr, "eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	do(t, ctr, func() error { _, err := addUnderlay("ul0", "198.18.0.9/24"); return err })
+	do(t, host, func() error {
+		return EnsureBridge(BridgeSpec{Name: "other0", Gateway: mustPrefix("10.244.2.1/24"), MTU: 1450})
+	})
+	inspect := func(ifName, bridge string) (ExistingAttachment, error) {
+		var ex ExistingAttachment
+		var err error
+		do(t, host, func() error { ex, err = InspectContainer(ctr.Path(), ifName, bridge); return nil })
+		return ex, err
+	}
+
+	ex, err := inspect("eth0", "overlay0")
+	if err != nil {
+		t.Fatalf("InspectContainer of an attached eth0: %v", err)
+	}
+	if ex.HostVeth != cl.HostVeth || !bytes.Equal(ex.HostMAC, cl.HostMAC) || !bytes.Equal(ex.ContainerMAC, cl.ContainerMAC) ||
+		ex.MTU != 1450 || !slices.Equal(ex.Addrs, []netip.Prefix{ctrAddr}) {
+		t.Errorf("InspectContainer = %+v, want %+v with MTU 1450 and %s", ex, cl, ctrAddr)
+	}
+	if _, err := inspect("eth1", "overlay0"); !errors.Is(err, ErrNoContainerIf) {
+		t.Errorf("InspectContainer of a missing eth1: %v, want ErrNoContainerIf", err)
+	}
+	for _, tt := range []struct{ ifName, bridge, reason string }{
+		{"ul0", "overlay0", "not in the host's network namespace"}, // a veth whose peer stays in the container
+		{"lo", "overlay0", "not a veth"},
+		{"eth0", "other0", "not a port of the bridge"},
+	} {
+		_, err := inspect(tt.ifName, tt.bridge)
+		var fe *ForeignIfError
+		if !errors.As(err, &fe) || !strings.Contains(fe.Reason, tt.reason) {
+			t.Errorf("InspectContainer(%s, %s): %v, want a *ForeignIfError saying %q", tt.ifName, tt.bridge, err, tt.reason)
+		}
+	}
+	var bm *BridgeMissingError
+	if _, err := inspect("eth0", "gone0"); !errors.As(err, &bm) {
+		t.Errorf("InspectContainer with a missing bridge: %v, want a *BridgeMissingError", err)
+	}
+}
+
+func TestContainerHolds(t *testing.T) {
+	host, ctr := hostWithBridge(t), newNS(t)
+	if _, err := attach(t, host, ctr, "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	holds := func(path string, a netip.Addr) bool {
+		t.Helper()
+		var held bool
+		var err error
+		do(t, host, func() error { held, err = ContainerHolds(path, a); return nil })
+		if err != nil {
+			t.Fatalf("ContainerHolds(%s, %s): %v", path, a, err)
+		}
+		return held
+	}
+	if !holds(ctr.Path(), ctrAddr.Addr()) {
+		t.Errorf("ContainerHolds misses %s on eth0", ctrAddr.Addr())
+	}
+	if holds(ctr.Path(), netip.MustParseAddr("10.244.1.6")) {
+		t.Error("ContainerHolds reports an address nobody has")
+	}
+	path := ctr.Path()
+	ctr.Close()
+	if err := unmountNS(ctr); err != nil {
+		t.Fatal(err)
+	}
+	if holds(path, ctrAddr.Addr()) {
+		t.Error("ContainerHolds reports an address in a namespace that is gone")
 	}
 }
 

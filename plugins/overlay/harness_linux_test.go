@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +24,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/testutils"
 
 	"github.com/overlaynet/overlay/ipam/store"
+	"github.com/overlaynet/overlay/pkg/datapath"
 	"github.com/overlaynet/overlay/pkg/hostfile"
 )
 
@@ -50,8 +52,8 @@ type testHost struct {
 	cni      *libcni.CNIConfig
 }
 
-// newTestHost builds a host namespace and dirs, and writes the host file
-// overlayd would write.
+// newTestHost builds a host namespace and dirs, and does what overlayd
+// would: creates the bridge and writes the host file.
 func newTestHost(t *testing.T) *testHost {
 	t.Helper()
 	requireRoot(t)
@@ -63,10 +65,43 @@ func newTestHost(t *testing.T) *testHost {
 		cacheDir: t.TempDir(),
 	}
 	h.cni = newCNIConfig(h.cacheDir)
-	if err := hostfile.Write(hostfile.Path(h.runDir, "default"), testHostFile); err != nil {
-		t.Fatal(err)
-	}
+	h.publish(testHostFile)
 	return h
+}
+
+// publish does what overlayd does for a (new) subnet, in its order: makes
+// the bridge carry the gateway (the plugin only looks the bridge up), then
+// writes the host file.
+func (h *testHost) publish(hf hostfile.HostFile) {
+	h.t.Helper()
+	h.ensureBridge(hf)
+	if err := hostfile.Write(hostfile.Path(h.runDir, "default"), hf); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// writeReady writes overlayd's ready stamp.
+func (h *testHost) writeReady(r hostfile.Ready) {
+	h.t.Helper()
+	if err := hostfile.WriteReady(hostfile.ReadyPath(h.runDir, "default"), r); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// writeFreshReady writes the stamp a running overlayd keeps renewed.
+func (h *testHost) writeFreshReady() {
+	h.t.Helper()
+	now := time.Now()
+	h.writeReady(hostfile.Ready{PID: os.Getpid(), Written: now, Until: now.Add(time.Minute)})
+}
+
+// ensureBridge runs overlayd's datapath.EnsureBridge for hf in the host namespace.
+func (h *testHost) ensureBridge(hf hostfile.HostFile) {
+	h.t.Helper()
+	spec := datapath.BridgeSpec{Name: hf.Bridge, Gateway: netip.PrefixFrom(hf.Gateway, hf.Subnet.Bits()), MTU: hf.MTU}
+	if err := h.ns.Do(func(ns.NetNS) error { return datapath.EnsureBridge(spec) }); err != nil {
+		h.t.Fatalf("create bridge %s as overlayd would: %v", hf.Bridge, err)
+	}
 }
 
 // newCNIConfig builds the runtime side: libcni with its own cache dir. The
@@ -211,6 +246,30 @@ func (h *testHost) wantReleased(id string) {
 	if !errors.Is(err, store.ErrNotFound) {
 		h.t.Errorf("%s still holds %s in the ipam store (err %v)", id, ip, err)
 	}
+}
+
+// wantAttached checks that attachment id/eth0 is whole: the store holds
+// addr for it and nothing else for it, the container's eth0 holds addr, and
+// hostVeth is the bridge's only port.
+func (h *testHost) wantAttached(id string, c *testNS, addr netip.Prefix, hostVeth string) {
+	h.t.Helper()
+	if got := h.reservations(); len(got) != 1 || got[0].Attachment.ContainerID != id || got[0].IP != addr.Addr() {
+		h.t.Errorf("reservations = %v, want only %s's %s", got, id, addr.Addr())
+	}
+	if eth0 := addrsOf(h.t, c.name, "eth0"); len(eth0) != 1 || !hasAddr(eth0[0], addr) {
+		h.t.Errorf("%s's eth0 = %+v, want it holding %s", id, eth0, addr)
+	}
+	if ports := linkNames(links(h.t, h.name(), "master", "overlay0")); !slices.Equal(ports, []string{hostVeth}) {
+		h.t.Errorf("ports of overlay0 = %v, want only %s", ports, hostVeth)
+	}
+}
+
+// withCache is the same host seen by a runtime with its own libcni cache.
+func (h *testHost) withCache(cacheDir string) *testHost {
+	c := *h
+	c.cacheDir = cacheDir
+	c.cni = newCNIConfig(cacheDir)
+	return &c
 }
 
 func (h *testHost) name() string { return filepath.Base(h.ns.Path()) }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/skel"
@@ -129,9 +130,7 @@ func TestReleasedAddressIsReused(t *testing.T) {
 	h := newTestHost(t)
 	small := testHostFile
 	small.Subnet = netip.MustParsePrefix("10.244.7.0/29")
-	if err := hostfile.Write(hostfile.Path(h.runDir, "default"), small); err != nil {
-		t.Fatal(err)
-	}
+	h.publish(small)
 	list := h.confList("1.0.0", "")
 	var first netip.Prefix
 	var firstNS *testNS
@@ -189,6 +188,59 @@ func TestAddWithoutHostFile(t *testing.T) {
 	}
 }
 
+// Without the bridge (overlayd not running yet, or torn down) ADD says to
+// try again later, creates nothing, not even the bridge, and leaves no
+// address reserved.
+func TestAddWithoutBridge(t *testing.T) {
+	h := newTestHost(t)
+	if out, err := exec.Command("ip", "-n", h.name(), "link", "del", "overlay0").CombinedOutput(); err != nil {
+		t.Fatalf("delete bridge: %v: %s", err, out)
+	}
+	c := newNS(t)
+	_, err := h.add(h.confList("1.0.0", ""), rt("c1", c))
+	e := wantCNICode(t, err, types.ErrTryAgainLater)
+	if e.Msg != `bridge "overlay0" not found` || !strings.Contains(e.Details, "overlayd") {
+		t.Errorf("error = %q / %q, want the bridge named and overlayd as the fix", e.Msg, e.Details)
+	}
+	if got := h.reservations(); len(got) != 0 {
+		t.Errorf("reservations after ADD without bridge: %v", got)
+	}
+	if got := linkNames(links(t, h.name())); !slices.Equal(got, []string{"lo"}) {
+		t.Errorf("host links after ADD without bridge = %v, want only lo (the plugin must not create the bridge)", got)
+	}
+	if got := linkNames(links(t, c.name)); !slices.Equal(got, []string{"lo"}) {
+		t.Errorf("container links after failed ADD = %v, want only lo", got)
+	}
+}
+
+// After a subnet change overlayd moves the bridge to the new gateway before
+// it rewrites the host file. An ADD reading the old host file in between
+// must neither put the old gateway back on the bridge nor attach the
+// container to the old subnet: it answers 11 and changes nothing.
+func TestAddBridgeWithoutGateway(t *testing.T) {
+	h := newTestHost(t)
+	moved := testHostFile
+	moved.Subnet = netip.MustParsePrefix("10.244.9.0/24")
+	moved.Gateway = netip.MustParseAddr("10.244.9.1")
+	h.ensureBridge(moved) // the host file still says 10.244.7.0/24
+	c := newNS(t)
+	_, err := h.add(h.confList("1.0.0", ""), rt("c1", c))
+	e := wantCNICode(t, err, types.ErrTryAgainLater)
+	if !strings.Contains(e.Msg, "10.244.7.1/24") || !strings.Contains(e.Details, "subnet change") {
+		t.Errorf("error = %q / %q, want the missing gateway and a subnet change named", e.Msg, e.Details)
+	}
+	br := addrsOf(t, h.name(), "overlay0")
+	if len(br) != 1 || !hasAddr(br[0], netip.MustParsePrefix("10.244.9.1/24")) || hasAddr(br[0], netip.MustParsePrefix("10.244.7.1/24")) {
+		t.Errorf("bridge after ADD = %+v, want only overlayd's 10.244.9.1/24", br)
+	}
+	if got := h.reservations(); len(got) != 0 {
+		t.Errorf("reservations after ADD against a moved bridge: %v", got)
+	}
+	if got := linkNames(links(t, c.name)); !slices.Equal(got, []string{"lo"}) {
+		t.Errorf("container links after failed ADD = %v, want only lo", got)
+	}
+}
+
 func TestAddUnusableHostFile(t *testing.T) {
 	h := newTestHost(t)
 	path := hostfile.Path(h.runDir, "default")
@@ -231,16 +283,17 @@ func TestBadConfig(t *testing.T) {
 }
 
 // TestAddExistingIfNameReleasesAddress: a second attachment asking for an
-// interface name the container already has fails, its address goes back,
-// and the first attachment is untouched.
+// interface name the container already has fails with code 4, its address
+// goes back, and the first attachment is untouched.
 func TestAddExistingIfNameReleasesAddress(t *testing.T) {
 	h := newTestHost(t)
 	c := newNS(t)
 	list := h.confList("1.0.0", "")
 	res, addr := h.mustAdd(list, rt("c1", c))
 
-	if _, err := h.add(list, rt("c2", c)); err == nil {
-		t.Fatal("ADD with an interface name that exists succeeded")
+	_, err := h.add(list, rt("c2", c))
+	if e := wantCNICode(t, err, types.ErrInvalidEnvironmentVariables); !strings.Contains(e.Details, "another attachment's") {
+		t.Errorf("ADD of c2 as c1's eth0: %q / %q, want it to say the interface is another attachment's", e.Msg, e.Details)
 	}
 	h.wantReleased("c2")
 	if got := h.reservations(); len(got) != 1 || got[0].Attachment.ContainerID != "c1" {
@@ -253,6 +306,118 @@ func TestAddExistingIfNameReleasesAddress(t *testing.T) {
 	if ports := linkNames(links(t, h.name(), "master", "overlay0")); !slices.Equal(ports, []string{res.Interfaces[0].Name}) {
 		t.Errorf("ports of overlay0 = %v, want only c1's %s", ports, res.Interfaces[0].Name)
 	}
+}
+
+// A runtime that retries an ADD (say after a timeout) for an attachment
+// that exists gets the first ADD's result again, and the container keeps
+// its address: the retry must not take the existing interface for a
+// failure of its own and release the address while eth0 holds it.
+func TestRetriedAddReturnsSameResult(t *testing.T) {
+	h := newTestHost(t)
+	c := newNS(t)
+	list := h.confList("1.0.0", "")
+	first, addr := h.mustAdd(list, rt("c1", c))
+
+	again, err := h.add(list, rt("c1", c))
+	h.wantAttached("c1", c, addr, first.Interfaces[0].Name)
+	if err != nil {
+		t.Fatalf("retried ADD: %v", err)
+	}
+	if again.IPs[0].Address.String() != addr.String() || len(again.Interfaces) != 2 ||
+		again.Interfaces[0].Name != first.Interfaces[0].Name || again.Interfaces[0].Mac != first.Interfaces[0].Mac ||
+		again.Interfaces[1].Mac != first.Interfaces[1].Mac || again.Interfaces[1].Mtu != testHostFile.MTU {
+		t.Errorf("retried ADD result %v / %v, want the first's %v / %v", again.Interfaces, again.IPs, first.Interfaces, first.IPs)
+	}
+	if err := h.check(list, rt("c1", c)); err != nil {
+		t.Errorf("CHECK after the retried ADD: %v", err)
+	}
+	if err := h.del(list, rt("c1", c)); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	h.wantReleased("c1")
+}
+
+// The same ADD sent several times at once: one wires the container, the
+// others wait for it and answer with its result; nobody frees the address
+// the winner's eth0 holds.
+func TestConcurrentIdenticalAdds(t *testing.T) {
+	h := newTestHost(t)
+	c := newNS(t)
+	list := h.confList("1.0.0", "")
+	const n = 6
+	results := make([]*current.Result, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		// Each caller its own libcni cache, like separate runtime attempts.
+		caller := h.withCache(t.TempDir())
+		wg.Go(func() { results[i], errs[i] = caller.add(list, rt("c1", c)) })
+	}
+	wg.Wait()
+	var addr netip.Prefix
+	var hostVeth string
+	for i := range n {
+		if errs[i] != nil {
+			t.Errorf("ADD %d: %v", i, errs[i])
+			continue
+		}
+		a, _ := toPrefix(results[i].IPs[0].Address)
+		if !addr.IsValid() {
+			addr, hostVeth = a, results[i].Interfaces[0].Name
+		}
+		if a != addr || results[i].Interfaces[0].Name != hostVeth {
+			t.Errorf("ADD %d got %s on %s, another got %s on %s", i, a, results[i].Interfaces[0].Name, addr, hostVeth)
+		}
+	}
+	if !addr.IsValid() {
+		t.Fatal("no ADD succeeded")
+	}
+	h.wantAttached("c1", c, addr, hostVeth)
+}
+
+// An eth0 the plugin did not make (here a veth whose peer stays in the
+// container) is code 4: ADD touches nothing and reserves nothing.
+func TestAddIfNameTakenByForeignLink(t *testing.T) {
+	h := newTestHost(t)
+	c := newNS(t)
+	if out, err := exec.Command("ip", "-n", c.name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p").CombinedOutput(); err != nil {
+		t.Fatalf("create a foreign eth0: %v: %s", err, out)
+	}
+	_, err := h.add(h.confList("1.0.0", ""), rt("c1", c))
+	e := wantCNICode(t, err, types.ErrInvalidEnvironmentVariables)
+	if e.Msg != "invalid CNI_IFNAME" || !strings.Contains(e.Details, `interface "eth0" already exists`) ||
+		!strings.Contains(e.Details, "not in the host's network namespace") || !strings.Contains(e.Details, "free CNI_IFNAME") {
+		t.Errorf("error = %q / %q, want the interface, why it is not ours and what to do", e.Msg, e.Details)
+	}
+	if got := h.reservations(); len(got) != 0 {
+		t.Errorf("reservations after ADD over a foreign eth0: %v", got)
+	}
+	if got := linkNames(links(t, c.name)); !slices.Equal(got, []string{"lo", "eth0p", "eth0"}) && !slices.Equal(got, []string{"lo", "eth0", "eth0p"}) {
+		t.Errorf("container links = %v, want lo and the foreign pair untouched", got)
+	}
+	if got := links(t, h.name(), "type", "veth"); len(got) != 0 {
+		t.Errorf("veths left in the host: %v", linkNames(got))
+	}
+}
+
+// An attachment made in an earlier subnet: after overlayd moved to a new
+// one, a retried ADD cannot return the old address as this host's. It
+// fails with code 4 and leaves the interface and its reservation for DEL.
+func TestRetriedAddAfterSubnetChange(t *testing.T) {
+	h := newTestHost(t)
+	c := newNS(t)
+	list := h.confList("1.0.0", "")
+	res, addr := h.mustAdd(list, rt("c1", c))
+	moved := testHostFile
+	moved.Subnet = netip.MustParsePrefix("10.244.9.0/24")
+	moved.Gateway = netip.MustParseAddr("10.244.9.1")
+	h.publish(moved)
+
+	_, err := h.add(list, rt("c1", c))
+	if e := wantCNICode(t, err, types.ErrInvalidEnvironmentVariables); !strings.Contains(e.Details, "10.244.9.0/24") {
+		t.Errorf("error = %q / %q, want the new subnet named", e.Msg, e.Details)
+	}
+	h.wantAttached("c1", c, addr, res.Interfaces[0].Name)
 }
 
 func TestConcurrentAdds(t *testing.T) {
@@ -356,22 +521,49 @@ func TestCheckFindsMissingInterface(t *testing.T) {
 	}
 }
 
+func (h *testHost) status(list *libcni.NetworkConfigList) error {
+	return h.inHost(func(ctx context.Context) error { return h.cni.GetStatusNetworkList(ctx, list) })
+}
+
+// TestStatusFreshness: STATUS says the network is not available (50) unless
+// overlayd's ready stamp is there and fresh; ADD does not look at it.
+func TestStatusFreshness(t *testing.T) {
+	h := newTestHost(t)
+	list := h.confList("1.1.0", "")
+	stamp := hostfile.ReadyPath(h.runDir, "default")
+	e := wantCNICode(t, h.status(list), types.ErrPluginNotAvailable)
+	if !strings.Contains(e.Msg, stamp) || !strings.Contains(e.Msg, "not found") ||
+		!strings.Contains(e.Details, "not running or not ready") || !strings.Contains(e.Details, "systemctl status overlayd") {
+		t.Errorf("STATUS without a stamp: %q / %q, want the stamp named and what to check", e.Msg, e.Details)
+	}
+	now := time.Now()
+	h.writeReady(hostfile.Ready{PID: 1, Written: now.Add(-time.Minute), Until: now.Add(-time.Second)})
+	e = wantCNICode(t, h.status(list), types.ErrPluginNotAvailable)
+	if !strings.Contains(e.Msg, stamp) || !strings.Contains(e.Msg, "stale") {
+		t.Errorf("STATUS with a stale stamp: %q / %q", e.Msg, e.Details)
+	}
+	// overlayd restarting: the stamp is stale, containers still start.
+	h.mustAdd(list, rt("c1", newNS(t)))
+	h.writeFreshReady()
+	if err := h.status(list); err != nil {
+		t.Errorf("STATUS with a host file and a fresh stamp: %v", err)
+	}
+}
+
 func TestStatusAndGC(t *testing.T) {
 	h := newTestHost(t)
 	list := h.confList("1.1.0", "")
-	status := func() error {
-		return h.inHost(func(ctx context.Context) error { return h.cni.GetStatusNetworkList(ctx, list) })
-	}
+	status := func() error { return h.status(list) }
+	h.writeFreshReady()
 	if err := status(); err != nil {
-		t.Errorf("STATUS with a host file: %v", err)
+		t.Errorf("STATUS with a host file and a fresh ready stamp: %v", err)
 	}
 
 	kept := newNS(t)
 	h.mustAdd(list, rt("kept", kept))
 	// An attachment whose runtime lost its cache (e.g. over a reboot): only
 	// the plugin's GC can find it.
-	lost := &testHost{t: t, ns: h.ns, runDir: h.runDir, dataDir: h.dataDir,
-		cni: newCNIConfig(t.TempDir())}
+	lost := h.withCache(t.TempDir())
 	lost.mustAdd(list, rt("lost", newNS(t)))
 
 	err := h.inHost(func(ctx context.Context) error {
@@ -434,28 +626,49 @@ type failingWriter struct{}
 
 func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("stdout closed") }
 
-// An ADD that wired the container but could not deliver its result must
-// undo both: the runtime never learns of the interface or the address.
-func TestAddUndoesWiringWhenResultIsLost(t *testing.T) {
-	h := newTestHost(t)
-	c := newNS(t)
+// addLostResult runs ADD for c1 in-process with a stdout that fails, as
+// when the runtime gave up and closed the pipe, and returns its error and
+// what it logged.
+func (h *testHost) addLostResult(c *testNS) (stderr string, err error) {
+	h.t.Helper()
 	conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"overlay-test","type":"overlay","network":"default","runDir":%q,`+
 		`"ipam":{"type":"overlay-ipam","dataDir":%q}}`, h.runDir, h.dataDir)
 	// The plugin runs in-process (to give it a broken stdout) and execs
 	// overlay-ipam, which reads the CNI_* variables like any delegate.
 	args := &skel.CmdArgs{ContainerID: "c1", Netns: c.path(), IfName: "eth0", Path: binDir, StdinData: []byte(conf)}
 	for k, v := range map[string]string{"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": c.path(), "CNI_IFNAME": "eth0", "CNI_PATH": binDir} {
-		t.Setenv(k, v)
+		h.t.Setenv(k, v)
 	}
-	var stderr strings.Builder
-	err := h.inHost(func(context.Context) error {
-		return plugin{stdout: failingWriter{}, stderr: &stderr}.add(args)
+	var log strings.Builder
+	err = h.inHost(func(context.Context) error {
+		return plugin{stdout: failingWriter{}, stderr: &log}.add(args)
 	})
+	return log.String(), err
+}
+
+// A retried ADD whose result is lost too must leave the attachment the
+// first ADD made alone: interface, address and reservation.
+func TestRetriedAddKeepsAttachmentWhenResultIsLost(t *testing.T) {
+	h := newTestHost(t)
+	c := newNS(t)
+	res, addr := h.mustAdd(h.confList("1.0.0", ""), rt("c1", c))
+	if _, err := h.addLostResult(c); err == nil {
+		t.Fatal("ADD with a broken stdout succeeded")
+	}
+	h.wantAttached("c1", c, addr, res.Interfaces[0].Name)
+}
+
+// An ADD that wired the container but could not deliver its result must
+// undo both: the runtime never learns of the interface or the address.
+func TestAddUndoesWiringWhenResultIsLost(t *testing.T) {
+	h := newTestHost(t)
+	c := newNS(t)
+	stderr, err := h.addLostResult(c)
 	if err == nil {
 		t.Fatal("ADD with a broken stdout succeeded")
 	}
-	if stderr.Len() != 0 {
-		t.Errorf("rollback reported: %s", stderr.String())
+	if stderr != "" {
+		t.Errorf("rollback reported: %s", stderr)
 	}
 	h.wantReleased("c1")
 	if got := linkNames(links(t, c.name)); slices.Contains(got, "eth0") {

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/netip"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
@@ -25,100 +25,29 @@ type plugin struct {
 	stderr io.Writer
 }
 
-func (p plugin) add(args *skel.CmdArgs) error {
-	conf, err := loadNetConf(args.StdinData)
-	if err != nil {
-		return err
-	}
-	if err := checkNetns(args.Netns); err != nil {
-		return err
-	}
-	hf, err := readHostFile(conf, types.ErrTryAgainLater)
-	if err != nil {
-		return err
-	}
-	gw := netip.PrefixFrom(hf.Gateway, hf.Subnet.Bits())
-	if err := datapath.EnsureBridge(datapath.BridgeSpec{Name: hf.Bridge, Gateway: gw, MTU: hf.MTU}); err != nil {
-		return fmt.Errorf("ensure bridge %s: %w", hf.Bridge, err)
-	}
-
-	// From here on a failure must hand the address back. The rollback is
-	// armed before IPAM runs, because IPAM may reserve an address and still
-	// fail (e.g. its result does not decode); releasing an attachment that
-	// holds nothing is a no-op. Once the container is wired, the rollback
-	// also removes its interface, as DEL would, before the address is freed.
-	success, attached := false, false
-	defer func() {
-		if !success {
-			p.rollbackAdd(conf, args, attached)
-		}
-	}()
-	res, err := p.attach(conf, args, hf)
-	if err != nil {
-		return err
-	}
-	attached = true
-	out, err := res.GetAsVersion(conf.CNIVersion)
-	if err != nil {
-		return fmt.Errorf("convert result to version %s: %w", conf.CNIVersion, err)
-	}
-	if err := out.PrintTo(p.stdout); err != nil {
-		return fmt.Errorf("write result: %w", err)
-	}
-	success = true
-	return nil
-}
-
-// attach gets an address from IPAM and wires the container with it.
-func (p plugin) attach(conf *NetConf, args *skel.CmdArgs, hf hostfile.HostFile) (*current.Result, error) {
-	r, err := invoke.DelegateAdd(context.TODO(), conf.IPAM.Type, args.StdinData, nil)
-	if err != nil {
-		return nil, fmt.Errorf("ipam plugin %s: %w", conf.IPAM.Type, err)
-	}
-	ipamRes, err := current.NewResultFromResult(r)
-	if err != nil {
-		return nil, fmt.Errorf("ipam plugin %s: convert result: %w", conf.IPAM.Type, err)
-	}
-	addr, err := ipamAddr(ipamRes, hf.Subnet)
-	if err != nil {
-		return nil, fmt.Errorf("ipam plugin %s: %w", conf.IPAM.Type, err)
-	}
-	link, err := datapath.AttachContainer(args.Netns, args.IfName, hf.Bridge, hf.MTU, addr, hf.Gateway)
-	if err != nil {
-		return nil, fmt.Errorf("attach container %s: %w", args.ContainerID, err)
-	}
-	a := attachment{link: link, ifName: args.IfName, netns: args.Netns, addr: addr, host: hf, dns: conf.DNS}
-	return a.result(), nil
-}
-
-func (p plugin) rollbackAdd(conf *NetConf, args *skel.CmdArgs, attached bool) {
-	if attached {
-		if err := datapath.DetachContainer(args.Netns, args.IfName); err != nil {
-			// The address stays reserved: handing it out again while the
-			// interface holds it would duplicate it.
-			fmt.Fprintf(p.stderr, "overlay: container %s interface %s: remove interface after failed ADD: %v\n",
-				args.ContainerID, args.IfName, err)
-			return
-		}
-	}
-	if err := invoke.DelegateDel(context.TODO(), conf.IPAM.Type, args.StdinData, nil); err != nil {
-		fmt.Fprintf(p.stderr, "overlay: container %s interface %s: release address after failed ADD: %v\n",
-			args.ContainerID, args.IfName, err)
-	}
-}
-
 // del removes the container's interface, then releases its address. The
 // order matters: releasing first would let a concurrent ADD receive an
 // address the old interface still holds. If detaching fails the address
 // stays reserved and the error asks the runtime to retry DEL. A missing
 // netns (or none given) counts as detached, so DEL still releases the
-// address after the container is gone.
+// address after the container is gone. While the netns exists DEL holds its
+// lock, so a DEL sent while an ADD still runs (a runtime giving up on a
+// slow ADD) waits for it instead of releasing an address the ADD is about
+// to put on an interface.
 func (p plugin) del(args *skel.CmdArgs) error {
 	conf, err := loadNetConf(args.StdinData)
 	if err != nil {
 		return err
 	}
 	if args.Netns != "" {
+		// A netns that cannot be opened has nothing left to race over;
+		// DetachContainer tells gone from broken.
+		if n, err := ns.GetNS(args.Netns); err == nil {
+			defer n.Close() // drops the lock
+			if err := lockNetns(n, args.Netns, netnsLockTimeout); err != nil {
+				return err
+			}
+		}
 		if err := datapath.DetachContainer(args.Netns, args.IfName); err != nil {
 			return fmt.Errorf("detach container %s interface %s (its address stays reserved until DEL succeeds): %w",
 				args.ContainerID, args.IfName, err)
@@ -154,8 +83,10 @@ func (p plugin) check(args *skel.CmdArgs) error {
 	return nil
 }
 
-// status answers 50 while overlayd has not published a usable host file,
-// then asks the IPAM plugin.
+// status answers 50 while overlayd has not published a usable host file or
+// has not renewed its ready stamp in time (it is not running, or cannot
+// reconcile), then asks the IPAM plugin. ADD never looks at the stamp, so
+// containers still start while overlayd restarts.
 func (p plugin) status(args *skel.CmdArgs) error {
 	conf, err := loadNetConf(args.StdinData)
 	if err != nil {
@@ -163,6 +94,10 @@ func (p plugin) status(args *skel.CmdArgs) error {
 	}
 	if _, err := readHostFile(conf, types.ErrPluginNotAvailable); err != nil {
 		return err
+	}
+	ready := hostfile.ReadyPath(conf.RunDir, conf.Network)
+	if err := hostfile.CheckReady(ready, time.Now()); err != nil {
+		return cnierr.NotReady(ready, err)
 	}
 	if err := invoke.DelegateStatus(context.TODO(), conf.IPAM.Type, args.StdinData, nil); err != nil {
 		return fmt.Errorf("ipam plugin %s: %w", conf.IPAM.Type, err)
@@ -191,16 +126,6 @@ func readHostFile(conf *NetConf, code uint) (hostfile.HostFile, error) {
 		return hostfile.HostFile{}, cnierr.HostFile(code, path, conf.Network, err)
 	}
 	return hf, nil
-}
-
-// checkNetns rejects a CNI_NETNS that is not a network namespace before any
-// address is reserved for it.
-func checkNetns(path string) error {
-	n, err := ns.GetNS(path)
-	if err != nil {
-		return cnierr.BadArgs("CNI_NETNS", fmt.Sprintf("%v; the runtime must pass the path of the container's network namespace", err))
-	}
-	return n.Close()
 }
 
 // prevResult decodes the cached result the runtime passes to CHECK.

@@ -21,6 +21,7 @@ type attachment struct {
 	ifName string
 	netns  string
 	addr   netip.Prefix
+	mtu    int
 	host   hostfile.HostFile
 	dns    types.DNS
 }
@@ -34,7 +35,7 @@ func (a attachment) result() *current.Result {
 		CNIVersion: current.ImplementedSpecVersion,
 		Interfaces: []*current.Interface{
 			{Name: a.link.HostVeth, Mac: a.link.HostMAC.String()},
-			{Name: a.ifName, Mac: a.link.ContainerMAC.String(), Mtu: a.host.MTU, Sandbox: a.netns},
+			{Name: a.ifName, Mac: a.link.ContainerMAC.String(), Mtu: a.mtu, Sandbox: a.netns},
 		},
 		IPs: []*current.IPConfig{{
 			Interface: current.Int(1),

@@ -1,0 +1,263 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/overlaynet/overlay/pkg/cnierr"
+	"github.com/overlaynet/overlay/pkg/datapath"
+	"github.com/overlaynet/overlay/pkg/hostfile"
+)
+
+// add wires the container, or, when CNI_IFNAME already exists in it (a
+// runtime retrying ADD, or sending it twice), answers for what is there
+// without touching it. It holds the container's netns lock throughout, so
+// identical ADDs run one after the other and each sees what the earlier
+// ones left.
+func (p plugin) add(args *skel.CmdArgs) error {
+	conf, err := loadNetConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	n, err := openNetns(args.Netns)
+	if err != nil {
+		return err
+	}
+	defer n.Close() // drops the lock
+	if err := lockNetns(n, args.Netns, netnsLockTimeout); err != nil {
+		return err
+	}
+	hf, err := readHostFile(conf, types.ErrTryAgainLater)
+	if err != nil {
+		return err
+	}
+	if err := checkBridge(hf); err != nil {
+		return err
+	}
+	existing, err := datapath.InspectContainer(args.Netns, args.IfName, hf.Bridge)
+	var foreign *datapath.ForeignIfError
+	switch {
+	case errors.Is(err, datapath.ErrNoContainerIf):
+		return p.addNew(conf, args, hf)
+	case errors.As(err, &foreign):
+		return ifNameTaken(args, foreign.Reason)
+	case err != nil:
+		return bridgeError(fmt.Errorf("container %s: %w", args.ContainerID, err))
+	}
+	return p.addExisting(conf, args, hf, existing)
+}
+
+// addNew gets an address from IPAM and wires the container with it. The
+// container had no CNI_IFNAME when this ADD started (and the netns lock
+// keeps it so), so whatever IPAM gave is on no interface of ours: a failure
+// from here on hands it back. The rollback is armed before IPAM runs,
+// because IPAM may reserve an address and still fail (e.g. its result does
+// not decode); releasing an attachment that holds nothing is a no-op. Once
+// the container is wired, the rollback also removes its interface, as DEL
+// would, before the address is freed.
+func (p plugin) addNew(conf *NetConf, args *skel.CmdArgs, hf hostfile.HostFile) error {
+	var addr netip.Prefix
+	success, attached := false, false
+	defer func() {
+		if !success {
+			p.rollbackAdd(conf, args, attached, addr.Addr())
+		}
+	}()
+	var err error
+	addr, err = p.ipamAdd(conf, args, hf)
+	if err != nil {
+		return err
+	}
+	link, err := datapath.AttachContainer(args.Netns, args.IfName, hf.Bridge, hf.MTU, addr, hf.Gateway)
+	if err != nil {
+		// The bridge may have gone since checkBridge (overlayd teardown).
+		return bridgeError(fmt.Errorf("attach container %s: %w", args.ContainerID, err))
+	}
+	attached = true
+	a := attachment{link: link, ifName: args.IfName, netns: args.Netns, addr: addr, mtu: hf.MTU, host: hf, dns: conf.DNS}
+	if err := p.printResult(conf, a); err != nil {
+		return err
+	}
+	success = true
+	return nil
+}
+
+// addExisting answers an ADD for a CNI_IFNAME that is already our veth on
+// the bridge. When the interface holds one address of this host's subnet
+// and IPAM, asked again for this attachment, gives that same address (as
+// overlay-ipam does for an attachment it holds), the ADD succeeds with the
+// same result as the first. Otherwise it fails with code 4. Either way the
+// interface stays as it is and its address stays reserved: it may be a live
+// container's.
+func (p plugin) addExisting(conf *NetConf, args *skel.CmdArgs, hf hostfile.HostFile, ex datapath.ExistingAttachment) error {
+	have, err := attachedAddr(ex.Addrs, hf.Subnet)
+	if err != nil {
+		return ifNameTaken(args, err.Error())
+	}
+	got, err := p.ipamAdd(conf, args, hf)
+	if err != nil {
+		return existingIPAMError(conf, args, have, err)
+	}
+	if got != have {
+		// IPAM holds another address for this attachment: the interface is
+		// not this attachment's. The other address is on no interface here
+		// (releaseUnused checks), so it goes back.
+		p.releaseUnused(conf, args, got.Addr(), "ADD found the interface taken")
+		return ifNameTaken(args, fmt.Sprintf("it holds %s, but ipam plugin %s gives attachment %s/%s the address %s, so the interface is another attachment's",
+			have, conf.IPAM.Type, args.ContainerID, args.IfName, got))
+	}
+	// Nothing to undo if the result cannot be written: all of it predates
+	// this ADD, and the runtime's DEL removes it.
+	a := attachment{link: ex.ContainerLink, ifName: args.IfName, netns: args.Netns, addr: have, mtu: ex.MTU, host: hf, dns: conf.DNS}
+	return p.printResult(conf, a)
+}
+
+// attachedAddr returns the one address of the host's subnet, with its
+// prefix length, that an existing container interface holds.
+func attachedAddr(addrs []netip.Prefix, subnet netip.Prefix) (netip.Prefix, error) {
+	var in []netip.Prefix
+	for _, a := range addrs {
+		if subnet.Contains(a.Addr()) && a.Bits() == subnet.Bits() {
+			in = append(in, a)
+		}
+	}
+	if len(in) != 1 {
+		return netip.Prefix{}, fmt.Errorf("it should hold one address of this host's subnet %s, and it holds %v", subnet, addrs)
+	}
+	return in[0], nil
+}
+
+// ipamAdd asks IPAM for the attachment's address and checks it fits the
+// host's subnet.
+func (p plugin) ipamAdd(conf *NetConf, args *skel.CmdArgs, hf hostfile.HostFile) (netip.Prefix, error) {
+	r, err := invoke.DelegateAdd(context.TODO(), conf.IPAM.Type, args.StdinData, nil)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("ipam plugin %s: %w", conf.IPAM.Type, err)
+	}
+	res, err := current.NewResultFromResult(r)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("ipam plugin %s: convert result: %w", conf.IPAM.Type, err)
+	}
+	addr, err := ipamAddr(res, hf.Subnet)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("ipam plugin %s: %w", conf.IPAM.Type, err)
+	}
+	return addr, nil
+}
+
+func (p plugin) printResult(conf *NetConf, a attachment) error {
+	out, err := a.result().GetAsVersion(conf.CNIVersion)
+	if err != nil {
+		return fmt.Errorf("convert result to version %s: %w", conf.CNIVersion, err)
+	}
+	if err := out.PrintTo(p.stdout); err != nil {
+		return fmt.Errorf("write result: %w", err)
+	}
+	return nil
+}
+
+// rollbackAdd undoes what addNew did: the interface it made, then the
+// address IPAM gave it (addr, or the zero Addr if IPAM failed first).
+func (p plugin) rollbackAdd(conf *NetConf, args *skel.CmdArgs, attached bool, addr netip.Addr) {
+	if attached {
+		if err := datapath.DetachContainer(args.Netns, args.IfName); err != nil {
+			// The address stays reserved: handing it out again while the
+			// interface holds it would duplicate it.
+			p.logf(args, "remove interface after failed ADD: %v", err)
+			return
+		}
+	}
+	p.releaseUnused(conf, args, addr, "failed ADD")
+}
+
+// releaseUnused hands the attachment's address back to IPAM, unless an
+// interface in the container holds addr. IPAM releases by attachment, not
+// by address, so this is the last look before an address could be given to
+// a second container while a first one uses it. When the look fails the
+// address stays reserved: a leak that DEL or GC repairs beats a duplicate.
+func (p plugin) releaseUnused(conf *NetConf, args *skel.CmdArgs, addr netip.Addr, after string) {
+	if addr.IsValid() {
+		held, err := datapath.ContainerHolds(args.Netns, addr)
+		if err != nil || held {
+			p.logf(args, "keep %s reserved after %s: an interface in the container holds it or it cannot be told (%v)", addr, after, err)
+			return
+		}
+	}
+	if err := invoke.DelegateDel(context.TODO(), conf.IPAM.Type, args.StdinData, nil); err != nil {
+		p.logf(args, "release address after %s: %v", after, err)
+	}
+}
+
+func (p plugin) logf(args *skel.CmdArgs, format string, a ...any) {
+	fmt.Fprintf(p.stderr, "overlay: container %s interface %s: %s\n", args.ContainerID, args.IfName, fmt.Sprintf(format, a...))
+}
+
+// openNetns opens CNI_NETNS, rejecting a path that is not a network
+// namespace before any address is reserved for it.
+func openNetns(path string) (ns.NetNS, error) {
+	n, err := ns.GetNS(path)
+	if err != nil {
+		return nil, cnierr.BadArgs("CNI_NETNS", fmt.Sprintf("%v; the runtime must pass the path of the container's network namespace", err))
+	}
+	return n, nil
+}
+
+// ifNameTaken (code 4) reports a CNI_IFNAME that exists in the container
+// but is not this attachment, saying why (reason) and that nothing changed.
+func ifNameTaken(args *skel.CmdArgs, reason string) error {
+	return cnierr.BadArgs("CNI_IFNAME", fmt.Sprintf(
+		"interface %q already exists in the container (netns %s) and is not attachment %s/%s: %s; nothing was changed or released. "+
+			"If it is left over from this container, DEL the attachment and ADD again; otherwise pass a free CNI_IFNAME",
+		args.IfName, args.Netns, args.ContainerID, args.IfName, reason))
+}
+
+// existingIPAMError reports an IPAM failure while confirming an existing
+// interface. A code IPAM chose (e.g. 11, store busy) passes through; a bare
+// refusal (code 999, e.g. host-local's "duplicate allocation") becomes
+// code 4, since the interface cannot be confirmed as this attachment's.
+// Nothing is released either way: the interface holds its address.
+func existingIPAMError(conf *NetConf, args *skel.CmdArgs, have netip.Prefix, err error) error {
+	var ce *types.Error
+	if errors.As(err, &ce) && ce.Code != types.ErrInternal {
+		return err
+	}
+	return ifNameTaken(args, fmt.Sprintf("it holds %s, and ipam plugin %s did not confirm that address for this attachment: %v",
+		have, conf.IPAM.Type, err))
+}
+
+// checkBridge answers 11 (try again later) until the bridge is as overlayd
+// leaves it for the host file's subnet. The plugin never creates or repairs
+// the bridge: overlayd is its only writer, and a plugin working from an
+// older host file would put an old gateway back after a subnet change.
+func checkBridge(hf hostfile.HostFile) error {
+	gw := netip.PrefixFrom(hf.Gateway, hf.Subnet.Bits())
+	if err := datapath.CheckBridge(hf.Bridge, gw); err != nil {
+		return bridgeError(fmt.Errorf("check bridge: %w", err))
+	}
+	return nil
+}
+
+// bridgeError gives the bridge states that overlayd resolves on its own
+// code 11, with what to look at if they persist; other errors pass through.
+func bridgeError(err error) error {
+	var missing *datapath.BridgeMissingError
+	var noGateway *datapath.BridgeGatewayError
+	switch {
+	case errors.As(err, &missing):
+		return cnierr.TryAgain(missing.Error(),
+			"overlayd creates it once it holds a subnet; check overlayd is running (systemctl status overlayd)")
+	case errors.As(err, &noGateway):
+		return cnierr.TryAgain(noGateway.Error(),
+			"overlayd has not finished applying a subnet change (the host file and the bridge disagree); "+
+				"retry, and if this persists check overlayd's log (journalctl -u overlayd)")
+	}
+	return err
+}
