@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -67,6 +68,9 @@ func (g *globals) connect(ctx context.Context) (*subnet.Client, error) {
 		Endpoints: subnet.ParseEndpoints(g.endpoints), Prefix: g.prefix, DialTimeout: g.timeout,
 		CAFile: g.caFile, CertFile: g.certFile, KeyFile: g.keyFile,
 	})
+	if errors.Is(err, subnet.ErrTLS) {
+		return nil, err // it already names the file or endpoint and what to change
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w; check --etcd-endpoints and that etcd is running", err)
 	}

@@ -3,14 +3,21 @@ package subnet
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"log/slog"
+	"net"
 	"net/netip"
+	"net/url"
+	"os"
 	"strings"
+	"sync"
 	"time"
 
-	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -85,26 +92,306 @@ func Connect(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	}
 	probe, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
+	// On a TLS problem the etcd client only times out. Meanwhile find the
+	// reason with handshakes of our own, and stop waiting as soon as every
+	// TLS endpoint has failed for good.
+	var verdict <-chan error
+	if needsTLSProbe(cfg.Endpoints, tlsCfg) {
+		ch := make(chan error, 1)
+		verdict = ch
+		go func() {
+			all, err := probeTLS(probe, cfg, tlsCfg)
+			if all {
+				cancel()
+			}
+			ch <- err
+		}()
+	}
 	if _, err := cli.Get(probe, cfg.Prefix+"/", clientv3.WithCountOnly(), clientv3.WithPrefix()); err != nil {
 		cli.Close()
+		if verdict != nil {
+			if terr := <-verdict; terr != nil {
+				return nil, terr
+			}
+		}
 		return nil, fmt.Errorf("cannot reach etcd at %s within %s: %w", strings.Join(cfg.Endpoints, ","), cfg.DialTimeout, err)
 	}
 	return &Client{cli: cli, keys: Keys{Prefix: cfg.Prefix}, log: cfg.Logger}, nil
 }
 
+// ErrTLS marks a TLS problem between this host and etcd: a certificate or key
+// file, or etcd refusing (or failing) the handshake. The error's message
+// already names the file or the endpoint and says what to do, so callers
+// should not add a "check that etcd is running" hint to it.
+var ErrTLS = errors.New("etcd TLS")
+
+type tlsError struct{ msg string }
+
+func (e *tlsError) Error() string        { return "etcd TLS: " + e.msg }
+func (e *tlsError) Is(target error) bool { return target == ErrTLS }
+
+func tlsErrorf(format string, args ...any) error {
+	return &tlsError{msg: fmt.Sprintf(format, args...)}
+}
+
+// tlsConfig reads the CA, certificate and key files, checking each on its
+// own so that a mistake is reported with the file and the flag it came
+// from. It returns nil when no TLS flag is given.
 func tlsConfig(cfg ClientConfig) (*tls.Config, error) {
 	if cfg.CAFile == "" && cfg.CertFile == "" && cfg.KeyFile == "" {
 		return nil, nil
 	}
-	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
-		return nil, errors.New("etcd TLS: give both --etcd-certfile and --etcd-keyfile, or neither")
+	for _, ep := range cfg.Endpoints {
+		if u, err := url.Parse(ep); err == nil && (u.Scheme == "http" || u.Scheme == "unix") {
+			return nil, tlsErrorf("endpoint %s is plain %s but --etcd-cafile/--etcd-certfile/--etcd-keyfile are given; write the endpoint as %ss://%s, or drop the TLS flags", ep, u.Scheme, u.Scheme, strings.TrimPrefix(ep, u.Scheme+"://"))
+		}
 	}
-	info := transport.TLSInfo{TrustedCAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile}
-	t, err := info.ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("etcd TLS config: %w", err)
+	switch {
+	case cfg.CertFile != "" && cfg.KeyFile == "":
+		return nil, tlsErrorf("--etcd-certfile %s is given without --etcd-keyfile; give both the client certificate and its private key, or neither", cfg.CertFile)
+	case cfg.KeyFile != "" && cfg.CertFile == "":
+		return nil, tlsErrorf("--etcd-keyfile %s is given without --etcd-certfile; give both the client certificate and its private key, or neither", cfg.KeyFile)
+	}
+	t := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.CAFile != "" {
+		const what = "the CA certificate (PEM) that signed etcd's server certificate"
+		data, err := readTLSFile("--etcd-cafile", cfg.CAFile, what)
+		if err != nil {
+			return nil, err
+		}
+		blocks := pemBlocks(data)
+		if !hasBlock(blocks, "CERTIFICATE") {
+			return nil, tlsErrorf("--etcd-cafile %s holds no PEM certificate (-----BEGIN CERTIFICATE-----); give %s", cfg.CAFile, what)
+		}
+		t.RootCAs = x509.NewCertPool()
+		if !t.RootCAs.AppendCertsFromPEM(data) {
+			return nil, tlsErrorf("--etcd-cafile %s holds no certificate that parses; give %s", cfg.CAFile, what)
+		}
+	}
+	if cfg.CertFile != "" {
+		certPEM, err := readTLSFile("--etcd-certfile", cfg.CertFile, "the client certificate (PEM) for etcd")
+		if err != nil {
+			return nil, err
+		}
+		keyPEM, err := readTLSFile("--etcd-keyfile", cfg.KeyFile, "the private key (PEM) of the client certificate")
+		if err != nil {
+			return nil, err
+		}
+		if !hasBlock(pemBlocks(certPEM), "CERTIFICATE") {
+			return nil, tlsErrorf("--etcd-certfile %s holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the client certificate (PEM) for etcd", cfg.CertFile)
+		}
+		keyBlocks := pemBlocks(keyPEM)
+		if !hasBlock(keyBlocks, "PRIVATE KEY") {
+			hint := ""
+			if hasBlock(keyBlocks, "CERTIFICATE") {
+				hint = " (it holds a certificate: are --etcd-certfile and --etcd-keyfile swapped?)"
+			}
+			return nil, tlsErrorf("--etcd-keyfile %s holds no PEM private key%s; give the private key (PEM) of the client certificate", cfg.KeyFile, hint)
+		}
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			if strings.Contains(err.Error(), "does not match") {
+				return nil, tlsErrorf("--etcd-keyfile %s is not the private key of the certificate in --etcd-certfile %s; give the key that belongs to that certificate", cfg.KeyFile, cfg.CertFile)
+			}
+			return nil, tlsErrorf("--etcd-certfile %s with --etcd-keyfile %s: %v; give a client certificate and its private key, both PEM", cfg.CertFile, cfg.KeyFile, err)
+		}
+		// Always present the certificate, even when it is not signed by a CA
+		// etcd names in its request: then etcd says why it rejects it,
+		// rather than a missing certificate.
+		t.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &pair, nil }
 	}
 	return t, nil
+}
+
+func readTLSFile(flag, path, what string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		return data, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, tlsErrorf("%s %s does not exist; give %s", flag, path, what)
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return nil, tlsErrorf("%s %s cannot be read (%v); give %s", flag, path, err, what)
+}
+
+// pemBlocks returns the types of the PEM blocks in data.
+func pemBlocks(data []byte) []string {
+	var types []string
+	for {
+		var b *pem.Block
+		if b, data = pem.Decode(data); b == nil {
+			return types
+		}
+		types = append(types, b.Type)
+	}
+}
+
+// hasBlock reports whether a block type ends with suffix ("PRIVATE KEY"
+// covers PKCS#8, "EC PRIVATE KEY" and "RSA PRIVATE KEY").
+func hasBlock(types []string, suffix string) bool {
+	for _, t := range types {
+		if strings.HasSuffix(t, suffix) {
+			return true
+		}
+	}
+	return false
+}
+
+// needsTLSProbe reports whether the client will speak TLS to some endpoint:
+// https:// always (with the system's CAs when no --etcd-cafile is given),
+// a scheme-less host:port when TLS flags are given.
+func needsTLSProbe(endpoints []string, tlsCfg *tls.Config) bool {
+	for _, ep := range endpoints {
+		if _, _, ok := tlsTarget(ep, tlsCfg); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func tlsTarget(ep string, tlsCfg *tls.Config) (hostport, host string, ok bool) {
+	hostport = ep
+	if strings.Contains(ep, "://") {
+		u, err := url.Parse(ep)
+		if err != nil || u.Scheme != "https" {
+			return "", "", false
+		}
+		hostport = u.Host
+	} else if tlsCfg == nil {
+		return "", "", false
+	}
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return "", "", false
+	}
+	return hostport, host, true
+}
+
+// probeTLS handshakes with every TLS endpoint at once, as the etcd client
+// would. It reports whether every TLS endpoint failed for good, and the first
+// endpoint's (in the given order) definite TLS failure, if any. An
+// endpoint that does not answer or handshakes fine is no failure: the etcd
+// client's own attempt decides then.
+func probeTLS(ctx context.Context, cfg ClientConfig, tlsCfg *tls.Config) (bool, error) {
+	type target struct{ ep, hostport, host string }
+	var targets []target
+	for _, ep := range cfg.Endpoints {
+		if hp, h, ok := tlsTarget(ep, tlsCfg); ok {
+			targets = append(targets, target{ep, hp, h})
+		}
+	}
+	errs := make([]error, len(targets))
+	var wg sync.WaitGroup
+	for i, tg := range targets {
+		wg.Go(func() { errs[i] = probeEndpoint(ctx, cfg, tlsCfg, tg.ep, tg.hostport, tg.host) })
+	}
+	wg.Wait()
+	var first error
+	all := len(targets) > 0
+	for _, err := range errs {
+		if err == nil {
+			all = false
+		} else if first == nil {
+			first = err
+		}
+	}
+	return all, first
+}
+
+// probeEndpoint returns a definite TLS failure of one endpoint, or nil.
+func probeEndpoint(ctx context.Context, cfg ClientConfig, tlsCfg *tls.Config, ep, hostport, host string) error {
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if tlsCfg != nil {
+		c = tlsCfg.Clone()
+	}
+	c.ServerName = host
+	d := tls.Dialer{Config: c}
+	conn, err := d.DialContext(ctx, "tcp", hostport)
+	if err != nil {
+		// A plain-HTTP etcd hangs up on a ClientHello without a word.
+		if errors.Is(err, io.EOF) && speaksPlainHTTP(ctx, hostport) {
+			return tlsErrorf("%s: etcd does not speak TLS on this port; write the endpoint as http://%s, or enable TLS on etcd", ep, hostport)
+		}
+		return classifyTLS(cfg, ep, host, err)
+	}
+	defer conn.Close()
+	defer context.AfterFunc(ctx, func() { conn.Close() })()
+	// With TLS 1.3 the client's handshake ends before the server has checked
+	// the client's certificate: its verdict comes with the first answer.
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	fmt.Fprintf(conn, "GET /version HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", hostport)
+	if _, err := conn.Read(make([]byte, 1)); err != nil {
+		return classifyTLS(cfg, ep, host, err)
+	}
+	return nil
+}
+
+// speaksPlainHTTP reports whether hostport answers a plain HTTP request.
+func speaksPlainHTTP(ctx context.Context, hostport string) bool {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", hostport)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	defer context.AfterFunc(ctx, func() { conn.Close() })()
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	fmt.Fprintf(conn, "GET /version HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", hostport)
+	buf := make([]byte, 5)
+	_, err = io.ReadFull(conn, buf)
+	return err == nil && string(buf) == "HTTP/"
+}
+
+// classifyTLS turns a handshake error into a one-line ErrTLS that says what
+// to change, or nil when err says nothing definite about TLS (refused,
+// unreachable, timed out).
+func classifyTLS(cfg ClientConfig, ep, host string, err error) error {
+	var (
+		unknownCA x509.UnknownAuthorityError
+		hostErr   x509.HostnameError
+		invalid   x509.CertificateInvalidError
+		record    tls.RecordHeaderError
+		op        *net.OpError
+	)
+	switch {
+	case errors.As(err, &unknownCA):
+		if cfg.CAFile == "" {
+			return tlsErrorf("%s: etcd's certificate is not signed by a CA this host trusts; give --etcd-cafile the CA that signed etcd's server certificate", ep)
+		}
+		return tlsErrorf("%s: etcd's certificate is not signed by the CA in %s; give --etcd-cafile the CA that signed etcd's server certificate", ep, cfg.CAFile)
+	case errors.As(err, &hostErr):
+		names := append([]string{}, hostErr.Certificate.DNSNames...)
+		for _, ip := range hostErr.Certificate.IPAddresses {
+			names = append(names, ip.String())
+		}
+		if len(names) == 0 {
+			names = []string{"no host"}
+		}
+		return tlsErrorf("%s: etcd's certificate is not valid for %s (it names %s); use an endpoint the certificate names, or reissue etcd's certificate for %s", ep, host, strings.Join(names, ", "), host)
+	case errors.As(err, &invalid):
+		return tlsErrorf("%s: etcd's certificate is not valid (%s); renew etcd's server certificate, or check this host's clock", ep, strings.TrimPrefix(invalid.Error(), "x509: "))
+	case errors.As(err, &record):
+		return tlsErrorf("%s: etcd does not speak TLS on this port (%v); check the endpoint's port, or enable TLS on etcd", ep, err)
+	case errors.As(err, &op) && op.Op == "remote error":
+		// etcd sent a TLS alert: it refused our certificate, or our lack of one.
+		if cfg.CertFile == "" {
+			return tlsErrorf("%s: etcd requires a client certificate (%v); give --etcd-certfile and --etcd-keyfile, a certificate and key signed by a CA etcd trusts", ep, op.Err)
+		}
+		return tlsErrorf("%s: etcd rejected the client certificate in %s (%v); give --etcd-certfile a certificate signed by the CA etcd trusts for clients (etcd's --trusted-ca-file)", ep, cfg.CertFile, op.Err)
+	}
+	var verr *tls.CertificateVerificationError
+	if errors.As(err, &verr) {
+		return tlsErrorf("%s: etcd's certificate does not verify (%v); give --etcd-cafile the CA that signed etcd's server certificate", ep, verr.Err)
+	}
+	return nil
 }
 
 // Close releases the connection. It does not revoke held leases.
