@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -31,6 +32,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Endpoints: cfg.EtcdEndpoints, Prefix: cfg.EtcdPrefix, DialTimeout: cfg.EtcdTimeout,
 		CAFile: cfg.EtcdCAFile, CertFile: cfg.EtcdCertFile, KeyFile: cfg.EtcdKeyFile, Logger: log.With("component", "subnet"),
 	})
+	if errors.Is(err, subnet.ErrTLS) {
+		return err // already names the file or flag to fix
+	}
 	if err != nil {
 		return fmt.Errorf("%w; check --etcd-endpoints and that etcd is running", err)
 	}

@@ -3,9 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"net/netip"
-	"os"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -79,11 +77,6 @@ func TestDaemonCrashRestart(t *testing.T) {
 	a.mustReach(t, b.IP)
 
 	before := h2.HostFile()
-	st, err := os.Stat(h2.HostFilePath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	oldInode := st.Sys().(*syscall.Stat_t).Ino
 
 	h2.Daemon.Kill()
 	if err := a.Ping(b.IP, 3); err != nil {
@@ -93,15 +86,9 @@ func TestDaemonCrashRestart(t *testing.T) {
 	d := h2.Attach("d")
 
 	h2.Start()
-	// The restarted daemon rewrites the host file (atomically: a new inode)
-	// once it holds its lease again.
-	waitFor(t, readyTimeout, "the restarted overlayd on h2 to rewrite its host file", func() bool {
-		if h2.Daemon.Exited() {
-			t.Fatalf("restarted overlayd exited:\n%s", h2.Daemon.Output())
-		}
-		st, err := os.Stat(h2.HostFilePath())
-		return err == nil && st.Sys().(*syscall.Stat_t).Ino != oldInode
-	})
+	// The restarted daemon vouches for the host file again (its ready
+	// stamp names it) once it holds its lease again.
+	h2.WaitStampedBy(h2.Daemon)
 	after := h2.HostFile()
 	if after.Subnet != before.Subnet {
 		t.Fatalf("h2's subnet changed across restart: %s -> %s (containers would lose their addresses)", before.Subnet, after.Subnet)

@@ -343,9 +343,25 @@ func (h *Host) WaitReady() hostfile.HostFile {
 			t.Fatalf("overlayd on h%d exited before it was ready:\n%s", h.N, h.Daemon.Output())
 		}
 		_, err := os.Stat(h.HostFilePath())
-		return err == nil
+		// Ready means the stamp too: STATUS answers 50 until it is written.
+		return err == nil && hostfile.CheckReady(hostfile.ReadyPath(h.RunDir, networkName), time.Now()) == nil
 	})
 	return h.HostFile()
+}
+
+// WaitStampedBy waits until the ready stamp on h was written by p: that
+// overlayd holds the lease and has programmed the datapath.
+func (h *Host) WaitStampedBy(p *Proc) {
+	t := h.c.t
+	t.Helper()
+	path := hostfile.ReadyPath(h.RunDir, networkName)
+	waitFor(t, readyTimeout, fmt.Sprintf("%s to write its ready stamp %s", p.Name, path), func() bool {
+		if p.Exited() {
+			t.Fatalf("%s exited:\n%s", p.Name, p.Output())
+		}
+		r, err := hostfile.ReadReady(path)
+		return err == nil && r.PID == p.cmd.Process.Pid
+	})
 }
 
 // HostFile reads and validates h's host file.
