@@ -207,7 +207,21 @@ type Cluster struct {
 	Dir    string
 	Fabric string
 	Etcd   *Proc
-	Hosts  []*Host
+	// Members are the etcd processes of a multi-member cluster (see
+	// newClusterEtcd); Etcd is then the first of them.
+	Members []*EtcdMember
+	// Endpoints is what overlayd and overlayctl are given.
+	Endpoints string
+	Hosts     []*Host
+	etcdStarts int
+}
+
+// EtcdMember is one devetcd process of a multi-member cluster.
+type EtcdMember struct {
+	Name string
+	IP   string
+	URL  string
+	Proc *Proc
 }
 
 // Host is one simulated machine.
@@ -228,8 +242,15 @@ type Host struct {
 // started (see Host.Start). The network config is not written (see SetNetwork).
 func newCluster(t *testing.T, n int) *Cluster {
 	t.Helper()
+	return newClusterEtcd(t, n, 1)
+}
+
+// newClusterEtcd is newCluster with an etcd of members members (on
+// 198.18.0.1, .2, ... of the fabric).
+func newClusterEtcd(t *testing.T, n, members int) *Cluster {
+	t.Helper()
 	requireRoot(t)
-	c := &Cluster{t: t, Bin: binDir(t), Prefix: fmt.Sprintf("%s%d-%s", nsPrefix, os.Getpid(), randHex(3)), Dir: t.TempDir()}
+	c := &Cluster{t: t, Bin: binDir(t), Prefix: fmt.Sprintf("%s%d-%s", nsPrefix, os.Getpid(), randHex(3)), Dir: t.TempDir(), Endpoints: etcdURL}
 	c.Fabric = c.Prefix + "-fab"
 	addNetns(t, c.Fabric)
 	run(t, "ip", "-n", c.Fabric, "link", "add", "fabric0", "type", "bridge")
@@ -238,7 +259,11 @@ func newCluster(t *testing.T, n int) *Cluster {
 	for i := 1; i <= n; i++ {
 		c.addHost(i)
 	}
-	c.startEtcd()
+	if members > 1 {
+		c.startEtcdCluster(members)
+	} else {
+		c.startEtcd()
+	}
 	// Registered last, so it runs first: logs are still there to show.
 	t.Cleanup(c.dumpLogsOnFailure)
 	return c
@@ -278,10 +303,12 @@ func (c *Cluster) addHost(n int) {
 	c.Hosts = append(c.Hosts, h)
 }
 
+// startEtcd starts (or restarts, on the same data dir) the single devetcd.
 func (c *Cluster) startEtcd() {
 	t := c.t
 	t.Helper()
-	c.Etcd = startProc(t, "devetcd", c.Fabric, filepath.Join(c.Dir, "devetcd.log"),
+	c.etcdStarts++
+	c.Etcd = startProc(t, "devetcd", c.Fabric, filepath.Join(c.Dir, fmt.Sprintf("devetcd-%d.log", c.etcdStarts)),
 		filepath.Join(c.Bin, "devetcd"), "--data-dir", filepath.Join(c.Dir, "etcd"),
 		"--listen-client", etcdURL, "--listen-peer", "http://198.18.0.1:2380")
 	waitFor(t, 30*time.Second, "devetcd to serve (log "+c.Etcd.Log+")", func() bool {
@@ -292,9 +319,69 @@ func (c *Cluster) startEtcd() {
 	})
 }
 
+// startEtcdCluster starts members devetcd processes forming one cluster,
+// member i on 198.18.0.i of the fabric.
+func (c *Cluster) startEtcdCluster(members int) {
+	t := c.t
+	t.Helper()
+	var initial, endpoints []string
+	for i := 1; i <= members; i++ {
+		m := &EtcdMember{Name: fmt.Sprintf("m%d", i), IP: fmt.Sprintf("198.18.0.%d", i)}
+		m.URL = "http://" + m.IP + ":2379"
+		if i > 1 {
+			run(t, "ip", "-n", c.Fabric, "addr", "add", m.IP+"/24", "dev", "fabric0")
+		}
+		initial = append(initial, m.Name+"=http://"+m.IP+":2380")
+		endpoints = append(endpoints, m.URL)
+		c.Members = append(c.Members, m)
+	}
+	for _, m := range c.Members {
+		m.Proc = startProc(t, "devetcd "+m.Name, c.Fabric, filepath.Join(c.Dir, "devetcd-"+m.Name+".log"),
+			filepath.Join(c.Bin, "devetcd"), "--name", m.Name, "--data-dir", filepath.Join(c.Dir, "etcd-"+m.Name),
+			"--listen-client", m.URL, "--listen-peer", "http://"+m.IP+":2380", "--initial-cluster", strings.Join(initial, ","))
+	}
+	for _, m := range c.Members {
+		waitFor(t, 30*time.Second, "devetcd "+m.Name+" to serve", func() bool {
+			if m.Proc.Exited() {
+				t.Fatalf("devetcd %s exited:\n%s", m.Name, m.Proc.Output())
+			}
+			return strings.Contains(m.Proc.Output(), "devetcd: ready on")
+		})
+	}
+	c.Etcd = c.Members[0].Proc
+	c.Endpoints = strings.Join(endpoints, ",")
+}
+
+// Leader returns the member every running member names as leader (from
+// devetcd's "leader is NAME" lines), or nil while they disagree.
+func (c *Cluster) Leader() *EtcdMember {
+	var leader string
+	for _, m := range c.Members {
+		if m.Proc.Exited() {
+			continue
+		}
+		out := m.Proc.Output()
+		i := strings.LastIndex(out, "devetcd: leader is ")
+		if i < 0 {
+			return nil
+		}
+		name := strings.Fields(out[i+len("devetcd: leader is "):])[0]
+		if leader != "" && name != leader {
+			return nil
+		}
+		leader = name
+	}
+	for _, m := range c.Members {
+		if m.Name == leader && !m.Proc.Exited() {
+			return m
+		}
+	}
+	return nil
+}
+
 // Ctl runs overlayctl in the fabric, where etcd is reachable.
 func (c *Cluster) Ctl(args ...string) (string, error) {
-	argv := append([]string{filepath.Join(c.Bin, "overlayctl"), "--etcd-endpoints", etcdURL}, args...)
+	argv := append([]string{filepath.Join(c.Bin, "overlayctl"), "--etcd-endpoints", c.Endpoints}, args...)
 	out, err := nsCmd(c.Fabric, argv...).CombinedOutput()
 	return string(out), err
 }
@@ -321,9 +408,15 @@ func (c *Cluster) EtcdPut(key, value string) {
 // Start launches overlayd on h (again, if it ran before) with extra flags.
 func (h *Host) Start(extra ...string) *Proc {
 	h.c.t.Helper()
+	return h.StartBinary(filepath.Join(h.c.Bin, "overlayd"), extra...)
+}
+
+// StartBinary is Start with another overlayd binary (an upgrade).
+func (h *Host) StartBinary(bin string, extra ...string) *Proc {
+	h.c.t.Helper()
 	h.starts++
-	argv := []string{filepath.Join(h.c.Bin, "overlayd"),
-		"--etcd-endpoints", etcdURL, "--network", networkName, "--iface", "eth0",
+	argv := []string{bin,
+		"--etcd-endpoints", h.c.Endpoints, "--network", networkName, "--iface", "eth0",
 		"--run-dir", h.RunDir, "--state-dir", h.StateDir, "--hostname", fmt.Sprintf("h%d", h.N)}
 	argv = append(argv, extra...)
 	log := filepath.Join(h.c.Dir, fmt.Sprintf("overlayd-h%d-%d.log", h.N, h.starts))
