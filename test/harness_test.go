@@ -386,6 +386,15 @@ func (c *Cluster) Ctl(args ...string) (string, error) {
 	return string(out), err
 }
 
+// Ctl runs overlayctl on host h (its namespace and run dir), as an
+// operator on that machine would.
+func (h *Host) Ctl(args ...string) (string, error) {
+	argv := append([]string{filepath.Join(h.c.Bin, "overlayctl"), "--etcd-endpoints", h.c.Endpoints,
+		"--network", networkName, "--run-dir", h.RunDir}, args...)
+	out, err := nsCmd(h.NS, argv...).CombinedOutput()
+	return string(out), err
+}
+
 // SetNetwork writes the network config with overlayctl, e.g. SetNetwork()
 // or SetNetwork("--subnet-len", "30").
 func (c *Cluster) SetNetwork(extra ...string) {

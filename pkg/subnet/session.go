@@ -49,6 +49,12 @@ type Session struct {
 // within one TTL; a live duplicate keeps renewing it.
 func conflictWait(ttl time.Duration) time.Duration { return ttl + 2*time.Second }
 
+// reacquireMaxInterval caps the wait between attempts to lease again after
+// a loss (jittered ±50%): short enough that a host holds its lease again
+// within a few seconds of etcd's return, long enough that a large cluster
+// retrying together does not swamp an etcd that is just coming back.
+const reacquireMaxInterval = 4 * time.Second
+
 // NewSession prepares a session; nothing is leased before Start.
 func (c *Client) NewSession(req AcquireRequest, log *slog.Logger) *Session {
 	if log == nil {
@@ -226,7 +232,7 @@ func (s *Session) onOwnKey(ctx context.Context, h *HeldLease, ev ownKeyEvent) st
 
 // reacquire leases again until it succeeds or ctx ends, preferring prev.
 func (s *Session) reacquire(ctx context.Context, prev netip.Prefix) bool {
-	b := newBackoff(200*time.Millisecond, 10*time.Second)
+	b := newBackoff(200*time.Millisecond, reacquireMaxInterval)
 	for ctx.Err() == nil {
 		h, err := s.c.Acquire(ctx, s.request())
 		if err == nil {
