@@ -15,12 +15,8 @@ import (
 // file follows. Then `overlayctl teardown` finds what overlayd made by what
 // it owns, not by the host file's name for it.
 func TestConfigChangeLiveAndTeardown(t *testing.T) {
-	c := newCluster(t, 2)
-	c.SetNetwork()
-	c.startAll()
-	h1, h2 := c.Hosts[0], c.Hosts[1]
-	a, b := h1.Attach("a"), h2.Attach("b")
-	a.mustReach(t, b.IP)
+	c, a, b := connectedPair(t, 1)
+	h1 := c.Hosts[0]
 
 	c.SetNetwork("--vni", "2", "--mtu", "1400")
 	for _, h := range c.Hosts {

@@ -20,12 +20,8 @@ const repairWithin = 2 * time.Second
 // These are the failures flannel users report (routes lost after a network
 // restart).
 func TestDriftRepaired(t *testing.T) {
-	c := newCluster(t, 2)
-	c.SetNetwork()
-	c.startAll()
+	c, a, b := connectedPair(t, 1)
 	h1, h2 := c.Hosts[0], c.Hosts[1]
-	a, b := h1.Attach("a"), h2.Attach("b")
-	a.mustReach(t, b.IP)
 	peer := h2.HostFile().Subnet.String()
 	dev := "overlay.1"
 	hasRoute := func() bool { return slices.Contains(h1.vxlanRoutes(), peer) }

@@ -69,12 +69,8 @@ func TestCrossHostPing(t *testing.T) {
 // working, the plugins keep attaching containers while it is down, and the
 // restarted daemon (same state dir) reclaims the same subnet.
 func TestDaemonCrashRestart(t *testing.T) {
-	c := newCluster(t, 2)
-	c.SetNetwork()
-	c.startAll()
-	h1, h2 := c.Hosts[0], c.Hosts[1]
-	a, b := h1.Attach("a"), h2.Attach("b")
-	a.mustReach(t, b.IP)
+	c, a, b := connectedPair(t, 1)
+	h2 := c.Hosts[1]
 
 	before := h2.HostFile()
 
@@ -232,12 +228,8 @@ func TestBadInput(t *testing.T) {
 // when the host comes back with the same state dir it republishes the same
 // subnet and traffic flows again.
 func TestLeaseDeletedRemovesPeer(t *testing.T) {
-	c := newCluster(t, 2)
-	c.SetNetwork()
-	c.startAll()
+	c, a, b := connectedPair(t, 1)
 	h1, h2 := c.Hosts[0], c.Hosts[1]
-	a, b := h1.Attach("a"), h2.Attach("b")
-	a.mustReach(t, b.IP)
 	subnet2 := h2.HostFile().Subnet.String()
 	hasRoute := func() bool {
 		for _, d := range h1.vxlanRoutes() {

@@ -98,12 +98,8 @@ func logCount(p *Proc, s string) int { return strings.Count(p.Output(), s) }
 // restarting overlayd.
 func TestFaultEtcdOutage(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, 2)
-	c.SetNetwork()
-	c.startAll()
+	c, a, b := connectedPair(t, 1)
 	h1, h2 := c.Hosts[0], c.Hosts[1]
-	a, b := h1.Attach("a"), h2.Attach("b")
-	a.mustReach(t, b.IP)
 	before := c.subnets()
 	daemons := []*Proc{h1.Daemon, h2.Daemon}
 
@@ -142,12 +138,8 @@ func TestFaultEtcdOutage(t *testing.T) {
 // TestFaultEtcdLeaderKilled: the leader of a 3-member etcd killed under
 // traffic: nothing is lost, no lease is lost, no subnet changes hands.
 func TestFaultEtcdLeaderKilled(t *testing.T) {
-	c := newClusterEtcd(t, 2, 3)
-	c.SetNetwork()
-	c.startAll()
-	h1, h2 := c.Hosts[0], c.Hosts[1]
-	a, b := h1.Attach("a"), h2.Attach("b")
-	a.mustReach(t, b.IP)
+	c, a, b := connectedPair(t, 3)
+	h2 := c.Hosts[1]
 	before := c.subnets()
 
 	var leader *EtcdMember
@@ -178,12 +170,7 @@ func TestFaultEtcdLeaderKilled(t *testing.T) {
 // nothing is lost and the subnet stays.
 func TestFaultDaemonRestarts(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, 2)
-	c.SetNetwork()
-	c.startAll()
-	h1, h2 := c.Hosts[0], c.Hosts[1]
-	a, b := h1.Attach("a"), h2.Attach("b")
-	a.mustReach(t, b.IP)
+	c, a, b := connectedPair(t, 1)
 	before := c.subnets()
 	// The upgrade binary: a copy of overlayd at another path, as a package
 	// upgrade replaces the file the unit starts.

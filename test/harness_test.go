@@ -211,8 +211,8 @@ type Cluster struct {
 	// newClusterEtcd); Etcd is then the first of them.
 	Members []*EtcdMember
 	// Endpoints is what overlayd and overlayctl are given.
-	Endpoints string
-	Hosts     []*Host
+	Endpoints  string
+	Hosts      []*Host
 	etcdStarts int
 }
 
@@ -474,6 +474,18 @@ func (h *Host) HostFile() hostfile.HostFile {
 		h.c.t.Fatal(err)
 	}
 	return hf
+}
+
+// connectedPair builds a cluster of two running hosts (etcd of members
+// members) with container a on h1 and b on h2 that reach each other.
+func connectedPair(t *testing.T, members int) (c *Cluster, a, b *Container) {
+	t.Helper()
+	c = newClusterEtcd(t, 2, members)
+	c.SetNetwork()
+	c.startAll()
+	a, b = c.Hosts[0].Attach("a"), c.Hosts[1].Attach("b")
+	a.mustReach(t, b.IP)
+	return c, a, b
 }
 
 // startAll starts overlayd on every host and waits until all are ready.
