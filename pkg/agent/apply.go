@@ -41,15 +41,17 @@ func (a *Agent) applyAll(w Wanted) error {
 		return err
 	}
 	var errs []error
-	plan, err := a.deps.Datapath.SyncPeers(w.VXLAN.Name, w.Peers)
-	a.notePlan(plan)
-	errs = append(errs, wrap("sync peers on "+w.VXLAN.Name, err))
+	// Orphans first: the device of an earlier VNI still holds routes to
+	// every peer, and the kernel would refuse the same routes on ours.
 	removed, err := a.deps.Datapath.RemoveOrphans(a.cfg.Network, w.VXLAN.Name, w.Network)
 	if len(removed) > 0 {
 		a.m.repaired.WithLabelValues("orphan").Add(float64(len(removed)))
 		a.log.Warn("removed what an earlier configuration left", "removed", removed)
 	}
 	errs = append(errs, wrap("remove orphans", err))
+	plan, err := a.deps.Datapath.SyncPeers(w.VXLAN.Name, w.Peers)
+	a.notePlan(plan)
+	errs = append(errs, wrap("sync peers on "+w.VXLAN.Name, err))
 	errs = append(errs, a.deps.Datapath.EnableIPv4Forwarding())
 	// The host file depends only on the local devices, which are ready: a
 	// peer that cannot be programmed must not keep the plugins on a stale

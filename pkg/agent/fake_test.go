@@ -71,6 +71,15 @@ func (f *fakeDatapath) SyncPeers(device string, peers []datapath.Peer) (datapath
 	if _, ok := f.vxlan[device]; !ok {
 		return datapath.Plan{}, fmt.Errorf("look up device %q: not found", device)
 	}
+	// Like the kernel: a route to a subnet another device already routes
+	// cannot be added (the agent must remove an old device first).
+	for other, ps := range f.peers {
+		for _, p := range ps {
+			if other != device && slices.ContainsFunc(peers, func(q datapath.Peer) bool { return q.Subnet == p.Subnet }) {
+				return datapath.Plan{}, fmt.Errorf("add route %s on %s: a route exists on %s: file exists", p.Subnet, device, other)
+			}
+		}
+	}
 	var plan datapath.Plan
 	if !slices.EqualFunc(f.peers[device], peers, func(a, b datapath.Peer) bool { return a.Subnet == b.Subnet && a.PublicIP == b.PublicIP }) {
 		f.record("peers %s %v", device, peerSubnets(peers))
