@@ -20,6 +20,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 
 	"github.com/overlaynet/overlay/pkg/netconf"
 )
@@ -58,6 +60,17 @@ func ParseEndpoints(list string) []string {
 	return eps
 }
 
+// reconnectParams bound gRPC's wait between attempts to reach an etcd
+// member that went away. gRPC's default grows to two minutes, so after a
+// long etcd outage a host would notice etcd's return only tens of seconds
+// late; every lease renewal, watch and re-lease waits on that connection.
+func reconnectParams() grpc.ConnectParams {
+	return grpc.ConnectParams{
+		Backoff:           grpcbackoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+		MinConnectTimeout: 2 * time.Second,
+	}
+}
+
 // ErrNoConfig means the network has no config in etcd yet.
 var ErrNoConfig = errors.New("network config not found")
 
@@ -86,6 +99,7 @@ func Connect(ctx context.Context, cfg ClientConfig) (*Client, error) {
 		TLS:         tlsCfg,
 		Logger:      zap.NewNop(),
 		Context:     ctx,
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(reconnectParams())},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create etcd client for %s: %w", strings.Join(cfg.Endpoints, ","), err)
