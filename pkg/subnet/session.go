@@ -136,7 +136,14 @@ func (s *Session) Run(ctx context.Context) {
 // keep holds h until it is lost and says why; it puts a deleted key back
 // and gives the lease up when another host's key replaced ours.
 func (s *Session) keep(ctx context.Context, h *HeldLease) string {
-	events := s.watchOwnKey(ctx, h)
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer func() { stopWatch() }()
+	events := s.watchOwnKey(wctx, h)
+	rewatch := func() {
+		stopWatch()
+		wctx, stopWatch = context.WithCancel(ctx)
+		events = s.watchOwnKey(wctx, h)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -153,11 +160,15 @@ func (s *Session) keep(ctx context.Context, h *HeldLease) string {
 			}
 		case ev, ok := <-events:
 			if !ok {
-				events = s.watchOwnKey(ctx, h) // watch failed: start again (it re-checks the key first)
+				rewatch() // watch failed: start again (it re-checks the key first)
 				continue
 			}
-			if lost := s.onOwnKey(ctx, h, ev); lost != "" {
+			lost, retry := s.onOwnKey(ctx, h, ev)
+			if lost != "" {
 				return lost
+			}
+			if retry { // the put-back failed (etcd unreachable?): look again
+				rewatch()
 			}
 		}
 	}
@@ -208,26 +219,27 @@ func (s *Session) watchOwnKey(ctx context.Context, h *HeldLease) <-chan ownKeyEv
 }
 
 // onOwnKey reacts to a change of this host's key and returns why the lease
-// is lost, or "" if it is still held.
-func (s *Session) onOwnKey(ctx context.Context, h *HeldLease, ev ownKeyEvent) string {
+// is lost ("" if it is still held), and whether to look at the key again
+// because putting it back failed for a reason that may pass.
+func (s *Session) onOwnKey(ctx context.Context, h *HeldLease, ev ownKeyEvent) (string, bool) {
 	if !ev.deleted && ev.lease == h.EtcdLease() {
-		return ""
+		return "", false
 	}
 	if ev.deleted {
 		err := h.Reassert(ctx)
 		switch {
 		case err == nil:
 			s.log.Warn("this host's lease key was deleted; put it back", "subnet", h.Subnet)
-			return ""
+			return "", false
 		case !errors.Is(err, ErrSubnetTaken):
 			s.log.Warn("could not put back this host's lease key; will retry", "subnet", h.Subnet, "err", err)
-			return ""
+			return "", true
 		}
 	}
 	// Another lease wrote our key: never overwrite it. Stop renewing ours
 	// (it guards nothing now) and lease anew.
 	h.Stop()
-	return fmt.Sprintf("subnet %s was taken by another host (etcd lease %x); not overwriting it", h.Subnet, ev.lease)
+	return fmt.Sprintf("subnet %s was taken by another host (etcd lease %x); not overwriting it", h.Subnet, ev.lease), false
 }
 
 // reacquire leases again until it succeeds or ctx ends, preferring prev.
