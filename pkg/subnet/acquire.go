@@ -79,6 +79,8 @@ type HeldLease struct {
 	c        *Client
 	key      string
 	value    string
+	resKey   string
+	resValue string
 	id       clientv3.LeaseID
 	resID    clientv3.LeaseID // 0 without quarantine
 	cancel   context.CancelFunc
@@ -192,7 +194,7 @@ func (c *Client) claim(ctx context.Context, req AcquireRequest, value string, s 
 		c.revokeIfNew(resID, clientv3.LeaseID(snap.reservations[s].Lease))
 		return nil, err
 	}
-	return c.hold(req.Network, s, value, id, resID, rev)
+	return c.hold(req.Network, s, value, encodeReservation(req.Record.HostID), id, resID, rev)
 }
 
 // leaseFor returns adopt when that etcd lease is still alive, else a new
@@ -351,14 +353,15 @@ func (c *Client) revoke(id clientv3.LeaseID) {
 
 // hold starts keeping the leases alive, bound to the client, not to the
 // acquire call: they are renewed until Stop.
-func (c *Client) hold(network string, s netip.Prefix, value string, id, resID clientv3.LeaseID, rev int64) (*HeldLease, error) {
+func (c *Client) hold(network string, s netip.Prefix, value, resValue string, id, resID clientv3.LeaseID, rev int64) (*HeldLease, error) {
 	kctx, cancel := context.WithCancel(context.Background())
 	ch, err := c.cli.KeepAlive(kctx, id)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("keep etcd lease %x alive: %w", int64(id), err)
 	}
-	h := &HeldLease{Subnet: s, Revision: rev, c: c, key: c.keys.Subnet(network, s), value: value, id: id, resID: resID, cancel: cancel, done: make(chan struct{})}
+	h := &HeldLease{Subnet: s, Revision: rev, c: c, key: c.keys.Subnet(network, s), value: value,
+		resKey: c.keys.Reservation(network, s), resValue: resValue, id: id, resID: resID, cancel: cancel, done: make(chan struct{})}
 	if resID != 0 {
 		resCh, err := c.cli.KeepAlive(kctx, resID)
 		if err != nil {
@@ -415,13 +418,17 @@ func (h *HeldLease) Withdraw(ctx context.Context) error {
 	return nil
 }
 
-// Reassert recreates the lease key if someone deleted it while this host
-// still runs containers in the subnet. It returns ErrSubnetTaken if another
-// host wrote the key meanwhile.
+// Reassert recreates the lease key (and the subnet's reservation) if
+// someone deleted it while this host still runs containers in the subnet.
+// It returns ErrSubnetTaken if another host wrote the key meanwhile.
 func (h *HeldLease) Reassert(ctx context.Context) error {
+	then := []clientv3.Op{clientv3.OpPut(h.key, h.value, clientv3.WithLease(h.id))}
+	if h.resID != 0 {
+		then = append(then, clientv3.OpPut(h.resKey, h.resValue, clientv3.WithLease(h.resID)))
+	}
 	resp, err := h.c.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.Version(h.key), "=", 0)).
-		Then(clientv3.OpPut(h.key, h.value, clientv3.WithLease(h.id))).
+		Then(then...).
 		Else(clientv3.OpGet(h.key)).
 		Commit()
 	if err != nil {

@@ -531,9 +531,12 @@ func (c *Client) parseLease(network string, key, value []byte) (Lease, error) {
 // whether the key existed.
 func (c *Client) DeleteLease(ctx context.Context, network string, s netip.Prefix) (bool, error) {
 	key := c.keys.Subnet(network, s)
-	resp, err := c.cli.Delete(ctx, key)
+	// The reservation goes too: evicting is the operator saying the host is
+	// gone for good, so its subnet must not stay quarantined. A live host
+	// puts both back.
+	resp, err := c.cli.Txn(ctx).Then(clientv3.OpDelete(key), clientv3.OpDelete(c.keys.Reservation(network, s))).Commit()
 	if err != nil {
 		return false, fmt.Errorf("delete %s: %w", key, err)
 	}
-	return resp.Deleted > 0, nil
+	return resp.Responses[0].GetResponseDeleteRange().Deleted > 0, nil
 }

@@ -206,3 +206,24 @@ func TestListAndFollowBacksOffWhenWatchKeepsFailing(t *testing.T) {
 }
 
 func withLease(id clientv3.LeaseID) clientv3.OpOption { return clientv3.WithLease(id) }
+
+// Evicting a lease (overlayctl leases delete) frees the subnet from its
+// quarantine: the operator says the host is gone for good.
+func TestDeleteLeaseEndsQuarantine(t *testing.T) {
+	srv := etcdtest.New(t)
+	c := connect(t, srv)
+	small := netconf.Config{Network: netip.MustParsePrefix("10.244.0.0/24"), SubnetLen: 25, VNI: 1, Port: 8472}
+	s1 := c.NewSession(sessionReq(hostRecord(1), small), nil)
+	st1, err := s1.Start(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1.Stop()
+	startSession(t, c, sessionReq(hostRecord(2), small)) // takes the other subnet
+	if _, err := c.DeleteLease(t.Context(), "default", st1.Subnet); err != nil {
+		t.Fatal(err)
+	}
+	if _, st := startSession(t, c, sessionReq(hostRecord(3), small)); st.Subnet != st1.Subnet {
+		t.Fatalf("host 3 got %s, want the evicted %s", st.Subnet, st1.Subnet)
+	}
+}
