@@ -341,7 +341,9 @@ func TestFaultDuplicateDaemons(t *testing.T) {
 	c := newCluster(t, 2)
 	c.SetNetwork()
 	h1, h2 := c.Hosts[0], c.Hosts[1]
-	h1.Start()
+	// A short TTL: a clone is refused once the key it collides with has
+	// been renewed for longer than a TTL (a dead holder's would expire).
+	h1.Start("--lease-ttl", "4s")
 	h1.WaitReady()
 	first := h1.Daemon
 	a := h1.Attach("a")
@@ -360,7 +362,7 @@ func TestFaultDuplicateDaemons(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(h2.StateDir, "host-id"), id, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	clone := h2.Start()
+	clone := h2.Start("--lease-ttl", "4s")
 	code, ok = clone.WaitExit(30 * time.Second)
 	line := lastLine(clone.Output())
 	if !ok || code == 0 || !strings.Contains(line, "cloned") || !strings.Contains(line, filepath.Join(h2.StateDir, "host-id")) {

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -170,7 +171,11 @@ func (a *Agent) start(ctx context.Context) error {
 		return err
 	}
 	w := a.current()
-	a.log.Info("ready", "subnet", a.local.Subnet, "vtep", w.VXLAN.Name, "vtep_mac", a.local.VTEPMAC.String(),
+	msg := "ready"
+	if !a.ready.Load() {
+		msg = "started; not ready yet (the last pass failed in part), retrying"
+	}
+	a.log.Info(msg, "subnet", a.local.Subnet, "vtep", w.VXLAN.Name, "vtep_mac", a.local.VTEPMAC.String(),
 		"public_ip", a.local.PublicIP, "underlay", a.local.Underlay.Name, "mtu", w.HostFile.MTU, "peers", len(w.Peers),
 		"host_file", hostfile.Path(a.cfg.RunDir, a.cfg.Network))
 	return nil
@@ -266,7 +271,8 @@ func (a *Agent) firstPass(ctx context.Context) error {
 	w := a.publish()
 	if err := a.apply(ctx, w); err != nil {
 		if !a.devicesReady {
-			return fmt.Errorf("program datapath: %w", err)
+			return fmt.Errorf("program datapath: %s; overlayd needs CAP_NET_ADMIN (run it as root) and the vxlan and bridge kernel features",
+				strings.ReplaceAll(err.Error(), "\n", "; "))
 		}
 		a.log.Error("some of the datapath could not be programmed; retrying", "err", err)
 	}

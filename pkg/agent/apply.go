@@ -28,7 +28,7 @@ func (a *Agent) apply(_ context.Context, w Wanted) error {
 	}()
 	a.m.reconciles.Inc()
 	err := a.applyAll(w)
-	a.setReady(w.Held && err == nil)
+	a.setReady(w.Held, err == nil)
 	if err != nil {
 		a.m.reconcileErrors.Inc()
 	}
@@ -144,16 +144,11 @@ func (a *Agent) ensureForward(network netip.Prefix) error {
 // setReady records readiness and keeps the ready stamp: renewed after
 // successful passes while the lease is held, removed once the lease is
 // lost. A failing pass only stops renewing it, so STATUS turns to 50 after
-// stampLife intervals of failure, not on one bad peer.
-func (a *Agent) setReady(ok bool) {
-	a.ready.Store(ok)
-	if ok {
-		a.m.ready.Set(1)
-	} else {
-		a.m.ready.Set(0)
-	}
+// stampLife intervals of failure, not on one bad peer. held is the pass's
+// own wanted state, not a newer one published meanwhile.
+func (a *Agent) setReady(held, passed bool) {
+	ok := held && passed
 	path := hostfile.ReadyPath(a.cfg.RunDir, a.cfg.Network)
-	held := a.wantHeld.Load()
 	switch {
 	case !held:
 		if err := hostfile.RemoveReady(path); err != nil {
@@ -164,10 +159,17 @@ func (a *Agent) setReady(ok bool) {
 		now := time.Now()
 		r := hostfile.Ready{PID: os.Getpid(), Written: now, Until: now.Add(stampLife * a.cfg.ResyncInterval)}
 		if err := hostfile.WriteReady(path, r); err != nil {
-			a.log.Warn("cannot write the ready stamp", "err", err)
-			return
+			a.log.Warn("cannot write the ready stamp; STATUS will answer 50", "err", err)
+			ok = false // /readyz must not say yes while STATUS says no
+		} else {
+			a.stampAt = now
 		}
-		a.stampAt = now
+	}
+	a.ready.Store(ok)
+	if ok {
+		a.m.ready.Set(1)
+	} else {
+		a.m.ready.Set(0)
 	}
 }
 

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"net/netip"
@@ -94,7 +95,9 @@ func buildWanted(l local, leases []subnet.Lease) (Wanted, []Rejection) {
 // record keeps it).
 func acceptedPeers(l local, leases []subnet.Lease) ([]datapath.Peer, []Rejection) {
 	ordered := slices.Clone(leases)
-	slices.SortStableFunc(ordered, func(a, b subnet.Lease) int { return int(a.ModRevision - b.ModRevision) })
+	// The key created first keeps a contested public IP: creation, unlike
+	// the last write, does not change when its owner restarts.
+	slices.SortStableFunc(ordered, func(a, b subnet.Lease) int { return cmp.Compare(a.CreateRevision, b.CreateRevision) })
 	owner := map[netip.Addr]string{l.PublicIP: l.VTEPMAC.String()}
 	var peers []datapath.Peer
 	var rejected []Rejection

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 )
@@ -23,13 +24,19 @@ const resubscribeDelay = 200 * time.Millisecond
 // kernel drops is reopened, and changed is called then too, since events
 // may have been lost.
 func Watch(ctx context.Context, watched func() []string, changed func(reason string)) {
+	wait := backoff.NewExponentialBackOff()
+	wait.InitialInterval, wait.MaxInterval = resubscribeDelay, 30*time.Second
 	for ctx.Err() == nil {
+		began := time.Now()
 		if err := watchOnce(ctx, watched, changed); err != nil {
 			changed(err.Error())
 		}
+		if time.Since(began) > time.Minute {
+			wait.Reset() // it ran well; a new failure starts the backoff again
+		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(resubscribeDelay):
+		case <-time.After(wait.NextBackOff()):
 		}
 	}
 }
@@ -37,7 +44,6 @@ func Watch(ctx context.Context, watched func() []string, changed func(reason str
 // watchOnce runs one set of subscriptions until ctx ends or one fails.
 func watchOnce(ctx context.Context, watched func() []string, changed func(string)) error {
 	done := make(chan struct{})
-	defer close(done)
 	failed := make(chan error, 4)
 	onErr := func(err error) {
 		select {
@@ -49,6 +55,15 @@ func watchOnce(ctx context.Context, watched func() []string, changed func(string
 	addrs := make(chan netlink.AddrUpdate, 64)
 	routes := make(chan netlink.RouteUpdate, 256)
 	neighs := make(chan netlink.NeighUpdate, 256)
+	// netlink's receive goroutines send blocking: after done is closed they
+	// must be drained until they close their channels, or they leak.
+	defer func() {
+		close(done)
+		go drain(links)
+		go drain(addrs)
+		go drain(routes)
+		go drain(neighs)
+	}()
 	if err := subscribe(links, addrs, routes, neighs, done, onErr); err != nil {
 		return err
 	}
@@ -107,6 +122,22 @@ func subscribe(links chan netlink.LinkUpdate, addrs chan netlink.AddrUpdate, rou
 		return fmt.Errorf("subscribe to neighbour events: %w", err)
 	}
 	return nil
+}
+
+// drain reads ch until netlink closes it after done, giving up after a
+// while for a subscription that never started (and so never closes).
+func drain[T any](ch <-chan T) {
+	give := time.After(10 * time.Second)
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+		case <-give:
+			return
+		}
+	}
 }
 
 func contains(names []string, name string) bool {

@@ -509,7 +509,7 @@ func (c *Client) Leases(ctx context.Context, network string) ([]Lease, int64, er
 			c.log.Warn("skipping invalid lease", "key", string(kv.Key), "err", err)
 			continue
 		}
-		l.ModRevision, l.EtcdLease = kv.ModRevision, kv.Lease
+		l.ModRevision, l.CreateRevision, l.EtcdLease = kv.ModRevision, kv.CreateRevision, kv.Lease
 		leases = append(leases, l)
 	}
 	return leases, resp.Header.Revision, nil

@@ -40,6 +40,9 @@ type Lease struct {
 	Record
 	// ModRevision is the etcd revision that last wrote the key.
 	ModRevision int64
+	// CreateRevision is the etcd revision that created the key; it stays
+	// while its owner rewrites the key (restarts, put-backs).
+	CreateRevision int64
 	// EtcdLease is the ID of the etcd lease the key is bound to.
 	EtcdLease int64
 }

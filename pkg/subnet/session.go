@@ -74,7 +74,11 @@ func (s *Session) Start(ctx context.Context) (Status, error) {
 	for {
 		h, err := s.c.Acquire(ctx, s.request())
 		var conflict *HostConflictError
-		if errors.As(err, &conflict) && !conflict.Cloned && time.Now().Before(deadline) {
+		// A conflict may be this host's own previous run (its lease not yet
+		// expired; after an address change its key names the old IP): wait
+		// up to a TTL for the key to expire. A key still renewed after that
+		// belongs to a live process elsewhere.
+		if errors.As(err, &conflict) && time.Now().Before(deadline) {
 			s.log.Warn("this host's key is held under another etcd lease; waiting for it to expire", "subnet", conflict.Subnet, "lease", fmt.Sprintf("%x", conflict.Lease))
 			if !sleepCtx(ctx, time.Second) {
 				return Status{}, ctx.Err()
@@ -122,8 +126,8 @@ func (s *Session) Run(ctx context.Context) {
 		h := s.held
 		s.mu.Unlock()
 		reason := s.keep(ctx, h)
+		h.Stop() // also ends the reservation's keep-alive of a lost lease
 		if ctx.Err() != nil {
-			h.Stop()
 			return
 		}
 		s.report(Status{Held: false, Subnet: h.Subnet, Lease: h.EtcdLease(), Reason: reason})
@@ -155,7 +159,9 @@ func (s *Session) keep(ctx context.Context, h *HeldLease) string {
 			s.req.Config = cfg
 			s.mu.Unlock()
 			if !cfg.Contains(h.Subnet) {
-				_ = h.Release(context.WithoutCancel(ctx))
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				_ = h.Release(rctx)
+				cancel()
 				return fmt.Sprintf("subnet %s is not part of the network %s any more", h.Subnet, cfg.Network)
 			}
 		case ev, ok := <-events:

@@ -227,3 +227,25 @@ func TestDeleteLeaseEndsQuarantine(t *testing.T) {
 		t.Fatalf("host 3 got %s, want the evicted %s", st.Subnet, st1.Subnet)
 	}
 }
+
+// Review finding: a host restarted after its underlay address changed finds
+// its key under its old IP and its remembered lease. That is not a clone:
+// once the old lease expires it gets its subnet back.
+func TestSessionAddressChangeIsNotAClone(t *testing.T) {
+	srv := etcdtest.New(t)
+	c := connect(t, srv)
+	req := sessionReq(hostRecord(1), testNet)
+	s := c.NewSession(req, nil)
+	first, err := s.Start(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Stop() // the old process is gone; its lease runs out
+	moved := req
+	moved.Record.PublicIP = netip.MustParseAddr("198.18.7.7")
+	moved.Previous, moved.PreviousLease = first.Subnet, first.Lease
+	_, st := startSession(t, c, moved)
+	if st.Subnet != first.Subnet {
+		t.Fatalf("after an address change the host got %s, want its %s", st.Subnet, first.Subnet)
+	}
+}

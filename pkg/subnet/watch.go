@@ -96,7 +96,7 @@ func (c *Client) apply(network string, set map[netip.Prefix]Lease, ev *clientv3.
 		delete(set, s) // an invalid record must not keep an old route alive
 		return had
 	}
-	l.ModRevision, l.EtcdLease = ev.Kv.ModRevision, ev.Kv.Lease
+	l.ModRevision, l.CreateRevision, l.EtcdLease = ev.Kv.ModRevision, ev.Kv.CreateRevision, ev.Kv.Lease
 	set[s] = l
 	return true
 }
