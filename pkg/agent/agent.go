@@ -85,8 +85,8 @@ type Agent struct {
 	// Owned by the reconcile goroutine (and Start before it runs).
 	devicesReady bool
 	stampAt      time.Time
-	forwardFor   netip.Prefix
-	forwardAt    time.Time
+	forwardCheck throttle
+	orphanCheck  throttle
 
 	// Shared between goroutines.
 	watched  atomic.Pointer[[]string]

@@ -43,12 +43,7 @@ func (a *Agent) applyAll(w Wanted) error {
 	var errs []error
 	// Orphans first: the device of an earlier VNI still holds routes to
 	// every peer, and the kernel would refuse the same routes on ours.
-	removed, err := a.deps.Datapath.RemoveOrphans(a.cfg.Network, w.VXLAN.Name, w.Network)
-	if len(removed) > 0 {
-		a.m.repaired.WithLabelValues("orphan").Add(float64(len(removed)))
-		a.log.Warn("removed what an earlier configuration left", "removed", removed)
-	}
-	errs = append(errs, wrap("remove orphans", err))
+	errs = append(errs, wrap("remove orphans", a.removeOrphans(w)))
 	plan, err := a.deps.Datapath.SyncPeers(w.VXLAN.Name, w.Peers)
 	a.notePlan(plan)
 	errs = append(errs, wrap("sync peers on "+w.VXLAN.Name, err))
@@ -58,7 +53,7 @@ func (a *Agent) applyAll(w Wanted) error {
 	// subnet after this host took a new one.
 	hfErr := a.ensureHostFile(w.HostFile)
 	a.devicesReady = hfErr == nil
-	errs = append(errs, hfErr, wrap("forward rules", a.ensureForward(w.Network)))
+	errs = append(errs, hfErr, wrap("forward rules", a.ensureForward(w.HostFile.Network)))
 	return errors.Join(errs...)
 }
 
@@ -126,18 +121,54 @@ func (a *Agent) ensureHostFile(want hostfile.HostFile) error {
 	return nil
 }
 
-// ensureForward checks the FORWARD rules at most once per resync interval:
-// each check starts several iptables processes (tens of ms), which must not
-// slow the passes that lease and kernel events trigger.
+// throttle spaces out a check that has no kernel events to trigger it
+// and costs more than a pass should (an iptables run, a dump of every link
+// and route): it is due when what it checks for changed, or once per
+// interval.
+type throttle struct {
+	key string
+	at  time.Time
+}
+
+func (t *throttle) due(key string, interval time.Duration) bool {
+	return key != t.key || time.Since(t.at) >= interval
+}
+
+func (t *throttle) done(key string) { t.key, t.at = key, time.Now() }
+
+// removeOrphans removes devices of an earlier config of this network and
+// our routes inside it on other devices: at once when the wanted device
+// changes (a VNI or port change), else once per resync interval, so the
+// passes that container starts trigger do not dump every link and route.
+func (a *Agent) removeOrphans(w Wanted) error {
+	key := w.VXLAN.Name + " " + w.HostFile.Network.String()
+	if !a.orphanCheck.due(key, a.cfg.ResyncInterval) {
+		return nil
+	}
+	removed, err := a.deps.Datapath.RemoveOrphans(a.cfg.Network, w.VXLAN.Name, w.HostFile.Network)
+	if len(removed) > 0 {
+		a.m.repaired.WithLabelValues("orphan").Add(float64(len(removed)))
+		a.log.Warn("removed what an earlier configuration left", "removed", removed)
+	}
+	if err != nil {
+		return err
+	}
+	a.orphanCheck.done(key)
+	return nil
+}
+
+// ensureForward checks the FORWARD rules when the network changes, else
+// once per resync interval: each check starts several iptables processes
+// (tens of ms), which must not slow the passes that events trigger.
 func (a *Agent) ensureForward(network netip.Prefix) error {
 	fw := a.deps.Firewall
-	if fw == nil || (network == a.forwardFor && time.Since(a.forwardAt) < a.cfg.ResyncInterval) {
+	if fw == nil || !a.forwardCheck.due(network.String(), a.cfg.ResyncInterval) {
 		return nil
 	}
 	if err := fw.Ensure(network); err != nil {
 		return err
 	}
-	a.forwardFor, a.forwardAt = network, time.Now()
+	a.forwardCheck.done(network.String())
 	return nil
 }
 

@@ -40,8 +40,6 @@ type Wanted struct {
 	// Held is false while the lease is lost: the datapath stays, the ready
 	// stamp goes, so STATUS tells runtimes the host is not ready.
 	Held bool
-	// Network is the overlay range: FORWARD rules and stray-route cleanup use it.
-	Network netip.Prefix
 }
 
 // Rejection is a lease record that is not programmed, and why.
@@ -80,8 +78,7 @@ func buildWanted(l local, leases []subnet.Lease) (Wanted, []Rejection) {
 			Network: l.Config.Network, Subnet: l.Subnet, Gateway: gateway,
 			MTU: mtu, Bridge: l.Bridge, VNI: l.Config.VNI,
 		},
-		Held:    l.Held,
-		Network: l.Config.Network,
+		Held: l.Held,
 	}
 	peers, rejected := acceptedPeers(l, leases)
 	w.Peers = peers

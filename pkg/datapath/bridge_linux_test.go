@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -221,7 +222,9 @@ func TestEnableIPv4Forwarding(t *testing.T) {
 	}
 }
 
-func TestRemoveNetwork(t *testing.T) {
+// TeardownNetwork by name (devices of releases that set no alias): removes
+// them, is idempotent, and refuses a link of another type.
+func TestTeardownNetworkByName(t *testing.T) {
 	host, spec := hostWithVXLAN(t)
 	var errAgain, errWrongType error
 	var left []string
@@ -229,11 +232,12 @@ func TestRemoveNetwork(t *testing.T) {
 		if err = EnsureBridge(BridgeSpec{Name: "overlay0", Gateway: mustPrefix("10.244.1.1/24"), MTU: 1450}); err != nil {
 			return err
 		}
-		if err = RemoveNetwork(spec.Name, "overlay0"); err != nil {
+		named := []OwnedLink{{Name: spec.Name, Type: "vxlan"}, {Name: "overlay0", Type: "bridge"}}
+		if _, err = TeardownNetwork("default", netip.Prefix{}, named...); err != nil {
 			return err
 		}
-		errAgain = RemoveNetwork(spec.Name, "overlay0")
-		errWrongType = RemoveNetwork("ul0", "overlay0")
+		_, errAgain = TeardownNetwork("default", netip.Prefix{}, named...)
+		_, errWrongType = TeardownNetwork("default", netip.Prefix{}, OwnedLink{Name: "ul0", Type: "vxlan"})
 		links, err := netlinksafe.LinkList()
 		for _, l := range links {
 			left = append(left, l.Attrs().Name)

@@ -3,7 +3,7 @@ package datapath
 import (
 	"context"
 	"fmt"
-	"sync"
+	"slices"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -79,7 +79,7 @@ func watchOnce(ctx context.Context, watched func() []string, changed func(string
 				return fmt.Errorf("link subscription closed")
 			}
 			idx.invalidate()
-			if contains(watched(), u.Attrs().Name) {
+			if slices.Contains(watched(), u.Attrs().Name) {
 				changed("link " + u.Attrs().Name)
 			}
 		case u, ok := <-addrs:
@@ -140,36 +140,21 @@ func drain[T any](ch <-chan T) {
 	}
 }
 
-func contains(names []string, name string) bool {
-	for _, n := range names {
-		if n == name {
-			return true
-		}
-	}
-	return false
-}
-
 // indexCache maps the watched devices' names to their link indices; it is
-// rebuilt after any link event or when the watched names change.
+// rebuilt after any link event or when the watched names change. Only the
+// watching goroutine uses it.
 type indexCache struct {
-	mu    sync.Mutex
 	names []string
 	byIdx map[int]bool // index -> is a VXLAN device
 }
 
-func (c *indexCache) invalidate() {
-	c.mu.Lock()
-	c.byIdx = nil
-	c.mu.Unlock()
-}
+func (c *indexCache) invalidate() { c.byIdx = nil }
 
 // lookup reports whether index is one of the watched devices and whether
 // that device is a VXLAN device.
 func (c *indexCache) lookup(names []string, index int) (vxlan, ok bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.byIdx == nil || !equalNames(c.names, names) {
-		c.names = append(c.names[:0], names...)
+	if c.byIdx == nil || !slices.Equal(c.names, names) {
+		c.names = slices.Clone(names)
 		c.byIdx = make(map[int]bool, len(names))
 		for _, n := range names {
 			if l, err := netlinksafe.LinkByName(n); err == nil {
@@ -179,16 +164,4 @@ func (c *indexCache) lookup(names []string, index int) (vxlan, ok bool) {
 	}
 	vxlan, ok = c.byIdx[index]
 	return vxlan, ok
-}
-
-func equalNames(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

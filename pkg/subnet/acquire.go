@@ -73,8 +73,6 @@ const raceRetries = 10
 // renewals, which closes Done.
 type HeldLease struct {
 	Subnet netip.Prefix
-	// Revision is the etcd revision that wrote the key.
-	Revision int64
 
 	c        *Client
 	key      string
@@ -188,13 +186,13 @@ func (c *Client) claim(ctx context.Context, req AcquireRequest, value string, s 
 			return nil, fmt.Errorf("remember subnet %s: %w", s, err)
 		}
 	}
-	rev, won, err := c.claimTxn(ctx, req, value, s, snap, id, resID)
+	won, err := c.claimTxn(ctx, req, value, s, snap, id, resID)
 	if err != nil || !won {
 		c.revokeIfNew(id, adopt)
 		c.revokeIfNew(resID, clientv3.LeaseID(snap.reservations[s].Lease))
 		return nil, err
 	}
-	return c.hold(req.Network, s, value, encodeReservation(req.Record.HostID), id, resID, rev)
+	return c.hold(req.Network, s, value, encodeReservation(req.Record.HostID), id, resID)
 }
 
 // leaseFor returns adopt when that etcd lease is still alive, else a new
@@ -219,7 +217,7 @@ func (c *Client) revokeIfNew(id, adopted clientv3.LeaseID) {
 }
 
 // claimTxn writes key and reservation if neither changed since snap.
-func (c *Client) claimTxn(ctx context.Context, req AcquireRequest, value string, s netip.Prefix, snap mapSnapshot, id, resID clientv3.LeaseID) (int64, bool, error) {
+func (c *Client) claimTxn(ctx context.Context, req AcquireRequest, value string, s netip.Prefix, snap mapSnapshot, id, resID clientv3.LeaseID) (bool, error) {
 	key := c.keys.Subnet(req.Network, s)
 	resKey := c.keys.Reservation(req.Network, s)
 	cmps := []clientv3.Cmp{
@@ -232,9 +230,9 @@ func (c *Client) claimTxn(ctx context.Context, req AcquireRequest, value string,
 	}
 	resp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
-		return 0, false, fmt.Errorf("write lease %s: %w", key, err)
+		return false, fmt.Errorf("write lease %s: %w", key, err)
 	}
-	return resp.Header.Revision, resp.Succeeded, nil
+	return resp.Succeeded, nil
 }
 
 func (c *Client) snapshotMap(ctx context.Context, network string) (mapSnapshot, error) {
@@ -353,14 +351,14 @@ func (c *Client) revoke(id clientv3.LeaseID) {
 
 // hold starts keeping the leases alive, bound to the client, not to the
 // acquire call: they are renewed until Stop.
-func (c *Client) hold(network string, s netip.Prefix, value, resValue string, id, resID clientv3.LeaseID, rev int64) (*HeldLease, error) {
+func (c *Client) hold(network string, s netip.Prefix, value, resValue string, id, resID clientv3.LeaseID) (*HeldLease, error) {
 	kctx, cancel := context.WithCancel(context.Background())
 	ch, err := c.cli.KeepAlive(kctx, id)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("keep etcd lease %x alive: %w", int64(id), err)
 	}
-	h := &HeldLease{Subnet: s, Revision: rev, c: c, key: c.keys.Subnet(network, s), value: value,
+	h := &HeldLease{Subnet: s, c: c, key: c.keys.Subnet(network, s), value: value,
 		resKey: c.keys.Reservation(network, s), resValue: resValue, id: id, resID: resID, cancel: cancel, done: make(chan struct{})}
 	if resID != 0 {
 		resCh, err := c.cli.KeepAlive(kctx, resID)
