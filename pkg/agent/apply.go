@@ -44,7 +44,7 @@ func (a *Agent) applyAll(w Wanted) error {
 	// Orphans first: the device of an earlier VNI still holds routes to
 	// every peer, and the kernel would refuse the same routes on ours.
 	errs = append(errs, wrap("remove orphans", a.removeOrphans(w)))
-	plan, err := a.deps.Datapath.SyncPeers(w.VXLAN.Name, w.Peers)
+	plan, err := a.deps.Datapath.SyncPeers(w.VXLAN.Name, w.Src, w.Peers)
 	a.notePlan(plan)
 	errs = append(errs, wrap("sync peers on "+w.VXLAN.Name, err))
 	errs = append(errs, a.deps.Datapath.EnableIPv4Forwarding())

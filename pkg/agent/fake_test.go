@@ -65,7 +65,7 @@ func (f *fakeDatapath) EnsureBridge(spec datapath.BridgeSpec) error {
 	return nil
 }
 
-func (f *fakeDatapath) SyncPeers(device string, peers []datapath.Peer) (datapath.Plan, error) {
+func (f *fakeDatapath) SyncPeers(device string, src netip.Addr, peers []datapath.Peer) (datapath.Plan, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.vxlan[device]; !ok {

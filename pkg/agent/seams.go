@@ -14,7 +14,9 @@ type Datapath interface {
 	FindUnderlay(ifaceOrIP string) (datapath.Underlay, error)
 	EnsureVXLAN(spec datapath.VXLANSpec) (datapath.VXLANResult, error)
 	EnsureBridge(spec datapath.BridgeSpec) error
-	SyncPeers(device string, peers []datapath.Peer) (datapath.Plan, error)
+	// SyncPeers programs the peers on device; src, when valid, is the
+	// preferred source address of the routes (an edge host's address).
+	SyncPeers(device string, src netip.Addr, peers []datapath.Peer) (datapath.Plan, error)
 	// RemoveOrphans removes the network's devices other than keep and our
 	// routes inside cidr that are not on keep; it says what it removed.
 	RemoveOrphans(network, keep string, cidr netip.Prefix) ([]string, error)

@@ -33,9 +33,12 @@ type local struct {
 // owns and the files it writes. It is rebuilt whole on every change and
 // applied as a unit by the reconcile loop, the only writer of any of it.
 type Wanted struct {
-	VXLAN    datapath.VXLANSpec
-	Bridge   datapath.BridgeSpec
-	Peers    []datapath.Peer
+	VXLAN  datapath.VXLANSpec
+	Bridge datapath.BridgeSpec
+	Peers  []datapath.Peer
+	// Src is the preferred source address of the peers' routes: an edge
+	// host's overlay address; invalid on a container host.
+	Src      netip.Addr
 	HostFile hostfile.HostFile
 	// Held is false while the lease is lost: the datapath stays, the ready
 	// stamp goes, so STATUS tells runtimes the host is not ready.

@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"bytes"
+	"net/netip"
 	"slices"
 )
 
@@ -25,7 +26,13 @@ import (
 // the smallest value wins, so the result does not depend on peer order.
 // The plan is sorted and holds no duplicates.
 func Diff(wanted []Peer, installed Installed) Plan {
-	wr, wn, wf := wantedEntries(wanted)
+	return DiffFrom(netip.Addr{}, wanted, installed)
+}
+
+// DiffFrom is Diff for routes that carry src as their preferred source
+// address (an edge host's routes; invalid src: none).
+func DiffFrom(src netip.Addr, wanted []Peer, installed Installed) Plan {
+	wr, wn, wf := wantedEntries(src, wanted)
 	var p Plan
 	p.AddRoutes, p.DelRoutes = routeTable.diff(wr, installed.Routes)
 	p.AddNeighs, p.DelNeighs = neighTable.diff(wn, installed.Neighs)
@@ -33,7 +40,7 @@ func Diff(wanted []Peer, installed Installed) Plan {
 	return p
 }
 
-func wantedEntries(peers []Peer) ([]Route, []Neigh, []FDBEntry) {
+func wantedEntries(src netip.Addr, peers []Peer) ([]Route, []Neigh, []FDBEntry) {
 	routes := make([]Route, 0, len(peers))
 	neighs := make([]Neigh, 0, len(peers))
 	fdb := make([]FDBEntry, 0, len(peers))
@@ -41,7 +48,10 @@ func wantedEntries(peers []Peer) ([]Route, []Neigh, []FDBEntry) {
 		if ValidatePeer(p) != nil {
 			continue
 		}
-		routes = append(routes, Route{Dst: p.Subnet.Masked(), Via: p.VTEPIP})
+		routes = append(routes, Route{Dst: p.Subnet.Masked(), Via: p.VTEPIP, Src: src})
+		for _, r := range p.Routes {
+			routes = append(routes, Route{Dst: r.Masked(), Via: p.VTEPIP, Src: src})
+		}
 		neighs = append(neighs, Neigh{IP: p.VTEPIP, MAC: p.VTEPMAC})
 		fdb = append(fdb, FDBEntry{MAC: p.VTEPMAC, Dst: p.PublicIP})
 	}
@@ -60,7 +70,12 @@ type table[E any] struct {
 var (
 	routeTable = table[Route]{
 		key:   func(a, b Route) int { return a.Dst.Compare(b.Dst) },
-		value: func(a, b Route) int { return a.Via.Compare(b.Via) },
+		value: func(a, b Route) int {
+			if c := a.Via.Compare(b.Via); c != 0 {
+				return c
+			}
+			return a.Src.Compare(b.Src)
+		},
 		multi: true,
 	}
 	neighTable = table[Neigh]{

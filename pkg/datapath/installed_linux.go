@@ -48,7 +48,7 @@ func listRoutes(linkIndex int) ([]Route, error) {
 		if r.Protocol == unix.RTPROT_KERNEL {
 			continue
 		}
-		out = append(out, Route{Dst: fromIPNet(r.Dst), Via: fromIP(r.Gw)})
+		out = append(out, Route{Dst: fromIPNet(r.Dst), Via: fromIP(r.Gw), Src: fromIP(r.Src)})
 	}
 	return out, nil
 }

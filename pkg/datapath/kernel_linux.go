@@ -15,7 +15,9 @@ func (Kernel) EnsureVXLAN(spec VXLANSpec) (VXLANResult, error) { return Reconcil
 
 func (Kernel) EnsureBridge(spec BridgeSpec) error { return EnsureBridge(spec) }
 
-func (Kernel) SyncPeers(device string, peers []Peer) (Plan, error) { return SyncPeers(device, peers) }
+func (Kernel) SyncPeers(device string, src netip.Addr, peers []Peer) (Plan, error) {
+	return SyncPeersFrom(device, src, peers)
+}
 
 func (Kernel) RemoveOrphans(network, keep string, cidr netip.Prefix) ([]string, error) {
 	return RemoveOrphans(network, keep, cidr)

@@ -23,6 +23,13 @@ import (
 // device, and a route to the same subnet on a device we do not own must
 // cause an error, not be taken over.
 func SyncPeers(device string, wanted []Peer) (Plan, error) {
+	return SyncPeersFrom(device, netip.Addr{}, wanted)
+}
+
+// SyncPeersFrom is SyncPeers for routes whose preferred source is src (an
+// edge host's overlay address, so what it sends carries that address; an
+// invalid src sets none).
+func SyncPeersFrom(device string, src netip.Addr, wanted []Peer) (Plan, error) {
 	var errs []error
 	for _, p := range wanted {
 		if err := ValidatePeer(p); err != nil {
@@ -38,7 +45,7 @@ func SyncPeers(device string, wanted []Peer) (Plan, error) {
 	if err != nil {
 		return Plan{}, errors.Join(append(errs, err)...)
 	}
-	plan := Diff(wanted, installed)
+	plan := DiffFrom(src, wanted, installed)
 	errs = append(errs, applyPlan(idx, device, plan, installed.Routes)...)
 	return plan, errors.Join(errs...)
 }
@@ -131,6 +138,7 @@ func addRoute(idx int, dev string, r Route, replace bool) error {
 		LinkIndex: idx,
 		Dst:       toIPNet(r.Dst),
 		Gw:        toIP(r.Via),
+		Src:       toIP(r.Src),
 		Flags:     int(netlink.FLAG_ONLINK),
 		Protocol:  RouteProtocol,
 		Table:     unix.RT_TABLE_MAIN,

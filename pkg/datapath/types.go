@@ -17,12 +17,18 @@ type Peer struct {
 	VTEPMAC net.HardwareAddr
 	// PublicIP is the remote host's underlay address, where VXLAN packets go.
 	PublicIP netip.Addr
+	// Routes are further destinations behind the peer (the LANs a gateway
+	// edge host advertises), routed via VTEPIP like Subnet.
+	Routes []netip.Prefix
 }
 
 // Route is an installed route on our VXLAN device.
 type Route struct {
 	Dst netip.Prefix
 	Via netip.Addr
+	// Src, when valid, is the preferred source address of traffic this host
+	// sends along the route (an edge host's overlay address).
+	Src netip.Addr
 }
 
 // Neigh is an installed (permanent) neighbour entry on our VXLAN device.

@@ -20,8 +20,17 @@ import (
 // DefaultRunDir is where overlayd writes host files unless told otherwise.
 const DefaultRunDir = "/run/overlay"
 
+// KindEdge marks the host file of an edge host (overlayd --mode edge): a
+// machine with an overlay address but no container subnet. Its file has
+// Kind, Network, Address, MTU and VNI; the container fields stay empty.
+const KindEdge = "edge"
+
 // HostFile is this host's view of one network, as the CNI plugins need it.
 type HostFile struct {
+	// Kind is "" on a container host, KindEdge on an edge host.
+	Kind string `json:"kind,omitempty"`
+	// Address is an edge host's overlay address (edge hosts only).
+	Address netip.Addr `json:"address,omitzero"`
 	// Network is the whole overlay range (all hosts).
 	Network netip.Prefix `json:"network"`
 	// Subnet is the range leased to this host; containers get addresses from it.
@@ -37,6 +46,10 @@ type HostFile struct {
 	// IPMasq says whether overlayd masquerades traffic leaving the network.
 	IPMasq bool `json:"ipMasq"`
 }
+
+// ErrEdgeHost is returned by ReadContainerHost for an edge host's file:
+// the machine is on the overlay but has no subnet for containers.
+var ErrEdgeHost = errors.New("this machine is an edge host of the network: it has an overlay address but no container subnet")
 
 // ErrNotExist is returned by Read when no host file exists yet, which means
 // overlayd has not (yet) leased a subnet for the network on this host.
@@ -63,6 +76,13 @@ func ValidateLocation(network, runDir string) (field string, err error) {
 
 // Validate checks the fields a plugin relies on.
 func (h HostFile) Validate() error {
+	switch h.Kind {
+	case "":
+	case KindEdge:
+		return h.validateEdge()
+	default:
+		return fmt.Errorf(`field "kind" %q is unknown; this release knows "" (container host) and %q`, h.Kind, KindEdge)
+	}
 	switch {
 	case !h.Network.IsValid() || !h.Network.Addr().Is4():
 		return fmt.Errorf(`field "network" is missing or not an IPv4 CIDR`)
@@ -76,6 +96,31 @@ func (h HostFile) Validate() error {
 		return fmt.Errorf(`field "bridge" %q must be an interface name of 1-15 bytes`, h.Bridge)
 	}
 	return nil
+}
+
+func (h HostFile) validateEdge() error {
+	switch {
+	case !h.Network.IsValid() || !h.Network.Addr().Is4():
+		return fmt.Errorf(`field "network" is missing or not an IPv4 CIDR`)
+	case !h.Network.Contains(h.Address):
+		return fmt.Errorf(`field "address" %s is missing or outside network %s`, h.Address, h.Network)
+	case h.MTU < 576 || h.MTU > 65535:
+		return fmt.Errorf(`field "mtu" %d is out of range 576-65535`, h.MTU)
+	case h.Subnet.IsValid() || h.Gateway.IsValid() || h.Bridge != "":
+		return fmt.Errorf(`an edge host's file must not have "subnet", "gateway" or "bridge"`)
+	}
+	return nil
+}
+
+// ReadContainerHost is Read for the CNI plugins: an edge host's file is an
+// error wrapping ErrEdgeHost that names its address, since no container
+// can be wired on that machine.
+func ReadContainerHost(path string) (HostFile, error) {
+	h, err := Read(path)
+	if err == nil && h.Kind == KindEdge {
+		return HostFile{}, fmt.Errorf("host file %s: %w (address %s)", path, ErrEdgeHost, h.Address)
+	}
+	return h, err
 }
 
 // Read loads and validates the host file at path. A missing file yields an

@@ -41,6 +41,11 @@ type Config struct {
 	// containers) that hosts otherwise derive from their underlay MTU minus
 	// the encapsulation overhead. 0 means derive it.
 	MTU int `json:"mtu,omitempty"`
+	// EdgeCIDR, when set, is the range edge hosts (machines without
+	// containers, overlayd --mode edge) take one address each from. It is
+	// whole container subnets taken out of Network: containers get every
+	// other subnet. Unset, the network has no edge hosts.
+	EdgeCIDR netip.Prefix `json:"edgeCIDR,omitzero"`
 }
 
 // MTU bounds of the override: IPv4's minimum datagram size every host must
@@ -58,6 +63,7 @@ type wireConfig struct {
 	VNI       *int64 `json:"vni"`
 	Port      *int64 `json:"port"`
 	MTU       *int64 `json:"mtu,omitempty"`
+	EdgeCIDR  string `json:"edgeCIDR,omitempty"`
 }
 
 // Parse decodes a network config, applies defaults and validates it.
@@ -98,6 +104,11 @@ func Parse(data []byte) (Config, error) {
 		}
 		c.MTU = int(*w.MTU)
 	}
+	if w.EdgeCIDR != "" {
+		if c.EdgeCIDR, err = netip.ParsePrefix(w.EdgeCIDR); err != nil {
+			return Config{}, fmt.Errorf(`network config: field "edgeCIDR" %q is not a CIDR: %w`, w.EdgeCIDR, err)
+		}
+	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
@@ -128,6 +139,30 @@ func (c Config) Validate() error {
 	if c.MTU != 0 && (c.MTU < MinMTU || c.MTU > MaxMTU) {
 		return fmt.Errorf(`network config: field "mtu" %d is out of range; use %d-%d, or 0 to derive it from each host's underlay`, c.MTU, MinMTU, MaxMTU)
 	}
+	return c.validateEdgeCIDR()
+}
+
+// validateEdgeCIDR checks that the edge range is whole container subnets
+// inside the network, leaving at least one subnet for containers: then no
+// edge address can ever fall inside a subnet a host leases.
+func (c Config) validateEdgeCIDR() error {
+	e := c.EdgeCIDR
+	example := netip.PrefixFrom(lastAddr(c.Network), c.SubnetLen).Masked()
+	switch {
+	case !e.IsValid():
+		return nil
+	case !e.Addr().Is4():
+		return fmt.Errorf(`network config: field "edgeCIDR" %s is not IPv4`, e)
+	case e.Masked() != e:
+		return fmt.Errorf(`network config: field "edgeCIDR" %s has host bits set; did you mean %s?`, e, e.Masked())
+	case !c.Network.Contains(e.Addr()) || e.Bits() < c.Network.Bits():
+		return fmt.Errorf(`network config: field "edgeCIDR" %s lies outside network %s; pick a range inside it, e.g. its last subnet %s`, e, c.Network, example)
+	case e.Bits() == c.Network.Bits():
+		return fmt.Errorf(`network config: field "edgeCIDR" %s is the whole network, leaving no subnet for containers; pick a part of it, e.g. %s`, e, example)
+	case e.Bits() > c.SubnetLen:
+		return fmt.Errorf(`network config: field "edgeCIDR" %s overlaps container subnet %s (subnetLen %d); the edge range must be whole container subnets, /%d or larger, e.g. %s`,
+			e, netip.PrefixFrom(e.Addr(), c.SubnetLen).Masked(), c.SubnetLen, c.SubnetLen, netip.PrefixFrom(e.Addr(), c.SubnetLen).Masked())
+	}
 	return nil
 }
 
@@ -139,31 +174,15 @@ func (c Config) Marshal() ([]byte, error) {
 		VNI:       ptr(int64(c.VNI)),
 		Port:      ptr(int64(c.Port)),
 		MTU:       mtuField(c.MTU),
+		EdgeCIDR:  prefixField(c.EdgeCIDR),
 	})
 }
 
-// SubnetCount is how many host subnets the network holds.
-func (c Config) SubnetCount() int {
-	shift := c.SubnetLen - c.Network.Bits()
-	if shift >= 31 {
-		return 1 << 31
-	}
-	return 1 << shift
-}
+// Contains reports whether s is one of the network's container subnets.
+func (c Config) Contains(s netip.Prefix) bool { return c.HostPool().Contains(s) }
 
-// SubnetAt returns the i-th host subnet of the network (0-based).
-func (c Config) SubnetAt(i int) netip.Prefix {
-	base := c.Network.Addr().As4()
-	n := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(base[3])
-	n += uint32(i) << (32 - c.SubnetLen)
-	a := netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
-	return netip.PrefixFrom(a, c.SubnetLen)
-}
-
-// Contains reports whether s is one of the network's host subnets.
-func (c Config) Contains(s netip.Prefix) bool {
-	return s.Bits() == c.SubnetLen && s.Masked() == s && c.Network.Contains(s.Addr())
-}
+// ContainsEdge reports whether s is one of the network's edge addresses (a /32).
+func (c Config) ContainsEdge(s netip.Prefix) bool { return c.EdgePool().Contains(s) }
 
 func ptr[T any](v T) *T { return &v }
 
@@ -172,6 +191,21 @@ func mtuField(mtu int) *int64 {
 		return nil
 	}
 	return ptr(int64(mtu))
+}
+
+// lastAddr is the highest address of an IPv4 prefix.
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	n := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	n |= uint32(1)<<(32-p.Bits()) - 1
+	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
+}
+
+func prefixField(p netip.Prefix) string {
+	if !p.IsValid() {
+		return ""
+	}
+	return p.String()
 }
 
 var namePattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)

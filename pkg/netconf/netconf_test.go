@@ -60,14 +60,15 @@ func TestMarshalRoundTrip(t *testing.T) {
 
 func TestSubnets(t *testing.T) {
 	c := Config{Network: netip.MustParsePrefix("10.244.0.0/16"), SubnetLen: 24, VNI: 1, Port: 8472}
-	if n := c.SubnetCount(); n != 256 {
-		t.Fatalf("SubnetCount = %d", n)
+	hp := c.HostPool()
+	if n := hp.Count(); n != 256 {
+		t.Fatalf("HostPool().Count() = %d", n)
 	}
-	if s := c.SubnetAt(3); s != netip.MustParsePrefix("10.244.3.0/24") {
-		t.Fatalf("SubnetAt(3) = %v", s)
+	if s := hp.At(3); s != netip.MustParsePrefix("10.244.3.0/24") {
+		t.Fatalf("At(3) = %v", s)
 	}
-	if s := c.SubnetAt(255); s != netip.MustParsePrefix("10.244.255.0/24") {
-		t.Fatalf("SubnetAt(255) = %v", s)
+	if s := hp.At(255); s != netip.MustParsePrefix("10.244.255.0/24") {
+		t.Fatalf("At(255) = %v", s)
 	}
 	for _, tc := range []struct {
 		s    string
@@ -103,7 +104,7 @@ func FuzzParse(f *testing.F) {
 		if err := c.Validate(); err != nil {
 			t.Fatalf("Parse accepted %s but Validate says %v", data, err)
 		}
-		if c.SubnetCount() < 2 && c.SubnetLen != c.Network.Bits()+1 {
+		if c.HostPool().Count() < 2 && c.SubnetLen != c.Network.Bits()+1 {
 			t.Fatalf("odd subnet count for %+v", c)
 		}
 	})

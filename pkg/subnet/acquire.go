@@ -42,6 +42,10 @@ type AcquireRequest struct {
 // ErrNetworkFull means every subnet of the network is leased or reserved.
 var ErrNetworkFull = errors.New("no free subnet")
 
+// ErrNoEdgeRange means an edge host asked for an address in a network
+// whose config has no edgeCIDR.
+var ErrNoEdgeRange = errors.New("no edge range")
+
 // ErrSubnetTaken means another host now holds the subnet this host had.
 var ErrSubnetTaken = errors.New("subnet taken by another host")
 
@@ -266,13 +270,29 @@ func (c *Client) snapshotMap(ctx context.Context, network string) (mapSnapshot, 
 	return snap, nil
 }
 
-// ownLease finds this host's existing lease, preferring its previous subnet.
+// pool is where this request's lease comes from: the container subnets
+// for a host, the edge range for an edge host.
+func (req AcquireRequest) pool() netconf.Pool { return req.kind().Pool(req.Config) }
+
+func (req AcquireRequest) kind() Kind {
+	if req.Record.Kind == "" {
+		return KindHost
+	}
+	return req.Record.Kind
+}
+
+// ownLease finds this host's existing lease of the kind it asks for,
+// preferring its previous subnet.
 func ownLease(taken map[netip.Prefix]occupiedLease, req AcquireRequest) (occupiedLease, bool) {
-	if o, ok := taken[req.Previous]; ok && o.Record.HostID == req.Record.HostID && req.Config.Contains(o.Subnet) {
+	pool := req.pool()
+	mine := func(o occupiedLease) bool {
+		return o.Record.HostID == req.Record.HostID && o.Record.Kind == req.kind() && pool.Contains(o.Subnet)
+	}
+	if o, ok := taken[req.Previous]; ok && mine(o) {
 		return o, true
 	}
 	for _, o := range taken {
-		if o.Record.HostID == req.Record.HostID && req.Config.Contains(o.Subnet) {
+		if mine(o) {
 			return o, true
 		}
 	}
@@ -286,15 +306,23 @@ func ownLease(taken map[netip.Prefix]occupiedLease, req AcquireRequest) (occupie
 // a config with another subnetLen), so a config change can never hand out
 // addresses a running host still uses.
 func pickFree(req AcquireRequest, snap mapSnapshot) (netip.Prefix, error) {
+	pool := req.pool()
 	var foreign []netip.Prefix
 	for s := range snap.subnets {
-		if !req.Config.Contains(s) {
+		// The other kind's slots never overlap this pool: only keys that
+		// are no slot at all (an earlier config) can block one.
+		if !req.Config.Contains(s) && !req.Config.ContainsEdge(s) {
 			foreign = append(foreign, s)
 		}
 	}
-	reserved := 0
+	leased, reserved := 0, 0
+	for s := range snap.subnets {
+		if pool.Contains(s) {
+			leased++
+		}
+	}
 	for s, r := range snap.reservations {
-		if _, leased := snap.subnets[s]; !leased && r.HostID != req.Record.HostID && req.Config.Contains(s) {
+		if _, taken := snap.subnets[s]; !taken && r.HostID != req.Record.HostID && pool.Contains(s) {
 			reserved++
 		}
 	}
@@ -307,29 +335,28 @@ func pickFree(req AcquireRequest, snap mapSnapshot) (netip.Prefix, error) {
 		}
 		return slices.ContainsFunc(foreign, s.Overlaps)
 	}
-	if req.Previous.IsValid() && req.Config.Contains(req.Previous) && !busy(req.Previous) {
+	if req.Previous.IsValid() && pool.Contains(req.Previous) && !busy(req.Previous) {
 		return req.Previous, nil
 	}
-	// Pick the k-th free subnet: a walk over n subnets, cheap next to an etcd
+	// Pick the k-th free slot: a walk over n slots, cheap next to an etcd
 	// round trip. Only foreign keys or reservations make counting the free
 	// ones take a walk.
-	n := req.Config.SubnetCount()
-	free := n - len(snap.subnets)
+	n := pool.Count()
+	free := n - leased
 	if len(foreign) > 0 || reserved > 0 {
 		free = 0
 		for i := range n {
-			if !busy(req.Config.SubnetAt(i)) {
+			if !busy(pool.At(i)) {
 				free++
 			}
 		}
 	}
 	if free <= 0 {
-		return netip.Prefix{}, fmt.Errorf("network %s: all %d subnets of /%d are leased or quarantined (%d reserved for hosts that went away recently): %w",
-			req.Config.Network, n, req.Config.SubnetLen, reserved, ErrNetworkFull)
+		return netip.Prefix{}, fullError(req, n, reserved)
 	}
 	k := rand.IntN(free)
 	for i := range n {
-		s := req.Config.SubnetAt(i)
+		s := pool.At(i)
 		if busy(s) {
 			continue
 		}
@@ -339,6 +366,19 @@ func pickFree(req AcquireRequest, snap mapSnapshot) (netip.Prefix, error) {
 		k--
 	}
 	return netip.Prefix{}, fmt.Errorf("network %s: %w", req.Config.Network, ErrNetworkFull)
+}
+
+// fullError says which range ran out.
+func fullError(req AcquireRequest, n, reserved int) error {
+	if req.kind() == KindEdge {
+		if n == 0 {
+			return fmt.Errorf("network %s has no edge range (edgeCIDR): %w", req.Config.Network, ErrNoEdgeRange)
+		}
+		return fmt.Errorf("edge range %s: all %d addresses are leased or quarantined (%d reserved for edge hosts that went away recently): %w",
+			req.Config.EdgeCIDR, n, reserved, ErrNetworkFull)
+	}
+	return fmt.Errorf("network %s: all %d subnets of /%d are leased or quarantined (%d reserved for hosts that went away recently): %w",
+		req.Config.Network, n, req.Config.SubnetLen, reserved, ErrNetworkFull)
 }
 
 func (c *Client) revoke(id clientv3.LeaseID) {

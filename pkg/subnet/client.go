@@ -488,10 +488,25 @@ func (c *Client) SetNetworkConfig(ctx context.Context, network string, cfg netco
 		return fmt.Errorf("encode network config: %w", err)
 	}
 	key := c.keys.Config(network)
-	if _, err := c.cli.Put(ctx, key, string(data)); err != nil {
-		return fmt.Errorf("write %s: %w", key, err)
+	for range raceRetries {
+		leases, rev, err := c.Leases(ctx, network)
+		if err != nil {
+			return err
+		}
+		if err := StrandedBy(cfg, leases); err != nil {
+			return fmt.Errorf("network %s: %w", network, err)
+		}
+		// Written only if no lease changed since the check.
+		unchanged := clientv3.Compare(clientv3.ModRevision(c.keys.Subnets(network)), "<", rev+1).WithPrefix()
+		resp, err := c.cli.Txn(ctx).If(unchanged).Then(clientv3.OpPut(key, string(data))).Commit()
+		if err != nil {
+			return fmt.Errorf("write %s: %w", key, err)
+		}
+		if resp.Succeeded {
+			return nil
+		}
 	}
-	return nil
+	return fmt.Errorf("write %s: leases kept changing while checking them; retry", key)
 }
 
 // Leases lists a network's valid leases and the revision of the read. Invalid

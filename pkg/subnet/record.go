@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+
+	"github.com/overlaynet/overlay/pkg/netconf"
 )
 
 // RecordVersion is the schema version of lease values written by this code.
@@ -13,12 +15,17 @@ import (
 // versions can add fields without breaking older daemons.
 const RecordVersion = 1
 
-// Kind tells what a lease is for. Only container hosts exist today; edge
-// hosts (no containers, one address) will be another kind.
+// Kind tells what a lease is for.
 type Kind string
 
-// KindHost is a container host: it leases a subnet for its containers.
-const KindHost Kind = "host"
+const (
+	// KindHost is a container host: it leases a subnet for its containers.
+	KindHost Kind = "host"
+	// KindEdge is a machine without containers (overlayd --mode edge): it
+	// leases one address from the network's edge range, and may advertise
+	// a legacy LAN behind it (a gateway). Its key's subnet is that /32.
+	KindEdge Kind = "edge"
+)
 
 // Record is the JSON value of a lease key.
 type Record struct {
@@ -32,6 +39,9 @@ type Record struct {
 	VTEPMAC  string     `json:"vtepMAC"`
 	// UnderlayMTU is the MTU of the host's underlay interface.
 	UnderlayMTU int `json:"underlayMTU,omitempty"`
+	// Advertise lists the LANs an edge host forwards for (a gateway):
+	// every other member routes them to its VTEP.
+	Advertise []netip.Prefix `json:"advertise,omitempty"`
 }
 
 // Lease is one host's claim on a subnet, as read from etcd.
@@ -53,8 +63,16 @@ func (r Record) Validate() error {
 	if r.Version < 1 {
 		return fmt.Errorf("version %d: want ≥ 1", r.Version)
 	}
-	if r.Kind != KindHost {
-		return fmt.Errorf("kind %q: this overlayd knows only %q", r.Kind, KindHost)
+	if r.Kind != KindHost && r.Kind != KindEdge {
+		return fmt.Errorf("kind %q: this overlayd knows only %q and %q (written by a newer release?)", r.Kind, KindHost, KindEdge)
+	}
+	if len(r.Advertise) > 0 && r.Kind != KindEdge {
+		return fmt.Errorf("advertise is set on a %q lease; only edge hosts advertise", r.Kind)
+	}
+	for _, p := range r.Advertise {
+		if err := ValidateAdvertised(p); err != nil {
+			return err
+		}
 	}
 	if r.HostID == "" {
 		return fmt.Errorf("hostID is empty")
@@ -66,6 +84,29 @@ func (r Record) Validate() error {
 		return err
 	}
 	return nil
+}
+
+// ValidateAdvertised checks one prefix a gateway advertises, on its own:
+// an IPv4 prefix without host bits, and not the default route (a route to
+// 0.0.0.0/0 through a gateway would replace every member's default route).
+func ValidateAdvertised(p netip.Prefix) error {
+	switch {
+	case !p.IsValid() || !p.Addr().Is4():
+		return fmt.Errorf("advertised %v is not an IPv4 prefix", p)
+	case p.Masked() != p:
+		return fmt.Errorf("advertised %s has host bits set; did you mean %s?", p, p.Masked())
+	case p.Bits() == 0:
+		return fmt.Errorf("advertised %s is the default route; a gateway advertises the LANs behind it, not everything", p)
+	}
+	return nil
+}
+
+// Pool is the part of the network config a lease of this kind is taken from.
+func (k Kind) Pool(cfg netconf.Config) netconf.Pool {
+	if k == KindEdge {
+		return cfg.EdgePool()
+	}
+	return cfg.HostPool()
 }
 
 // MAC parses VTEPMAC. It must be a unicast Ethernet address other than

@@ -158,7 +158,7 @@ func (s *Session) keep(ctx context.Context, h *HeldLease) string {
 			s.mu.Lock()
 			s.req.Config = cfg
 			s.mu.Unlock()
-			if !cfg.Contains(h.Subnet) {
+			if !s.request().pool().Contains(h.Subnet) {
 				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 				_ = h.Release(rctx)
 				cancel()

@@ -1,0 +1,78 @@
+package subnet
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/overlaynet/overlay/pkg/netconf"
+)
+
+// Describe names a lease's holder for messages: hostname, address and
+// public IP.
+func (l Lease) Describe() string {
+	name := l.Hostname
+	if name == "" {
+		name = "host " + l.HostID
+	}
+	addr := l.Subnet.String()
+	if l.Kind == KindEdge {
+		addr = l.Subnet.Addr().String()
+	}
+	return fmt.Sprintf("%s %s (%s, public IP %s)", l.Kind, name, addr, l.PublicIP)
+}
+
+// StrandedBy reports the first live lease that cfg would leave outside its
+// kind's range because of the edge range: a container subnet inside the
+// new edge range, or an edge address outside it. nil means cfg fits.
+func StrandedBy(cfg netconf.Config, leases []Lease) error {
+	for _, l := range leases {
+		switch {
+		case l.Kind == KindHost && cfg.EdgeCIDR.IsValid() && l.Subnet.Overlaps(cfg.EdgeCIDR):
+			return fmt.Errorf(`edgeCIDR %s overlaps container subnet %s, leased by %s: pick an edge range no host holds (see overlayctl leases), or move that host off it first`,
+				cfg.EdgeCIDR, l.Subnet, l.Describe())
+		case l.Kind == KindEdge && !cfg.ContainsEdge(l.Subnet):
+			return fmt.Errorf(`edge address %s of %s would lie outside the edge range %s: stop that edge host first (its lease then ends after its TTL), or keep an edge range that holds it`,
+				l.Subnet.Addr(), l.Describe(), edgeRangeName(cfg))
+		}
+	}
+	return nil
+}
+
+func edgeRangeName(cfg netconf.Config) string {
+	if !cfg.EdgeCIDR.IsValid() {
+		return "(none: edgeCIDR is unset)"
+	}
+	return cfg.EdgeCIDR.String()
+}
+
+// AdvertiseConflict checks the LANs a gateway wants to advertise against
+// the network and the other gateways' live leases: a LAN overlapping the
+// overlay, or one another gateway already advertises, would send traffic
+// two ways. The error names both prefixes and the other gateway.
+func AdvertiseConflict(cfg netconf.Config, hostID string, advertise []netip.Prefix, leases []Lease) error {
+	for i, p := range advertise {
+		if err := ValidateAdvertised(p); err != nil {
+			return err
+		}
+		if p.Overlaps(cfg.Network) {
+			return fmt.Errorf("advertised %s overlaps the overlay network %s; advertise only the legacy LAN behind this gateway", p, cfg.Network)
+		}
+		for _, q := range advertise[:i] {
+			if p.Overlaps(q) {
+				return fmt.Errorf("advertised %s overlaps %s, advertised too; give each LAN once", p, q)
+			}
+		}
+		for _, l := range leases {
+			if l.HostID == hostID {
+				continue
+			}
+			for _, q := range l.Advertise {
+				if p.Overlaps(q) {
+					return fmt.Errorf("advertised %s overlaps %s, already advertised by gateway %s; each LAN must be advertised by one gateway",
+						p, q, l.Describe())
+				}
+			}
+		}
+	}
+	return nil
+}
