@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -14,6 +15,8 @@ import (
 
 // leaseView is one lease as overlayctl prints it (also its JSON form).
 type leaseView struct {
+	// Kind is host (a container subnet) or edge (one address, no containers).
+	Kind        string `json:"kind"`
 	Subnet      string `json:"subnet"`
 	Hostname    string `json:"hostname"`
 	HostID      string `json:"hostID"`
@@ -22,13 +25,15 @@ type leaseView struct {
 	VTEPMAC     string `json:"vtepMAC"`
 	UnderlayMTU int    `json:"underlayMTU,omitempty"`
 	EtcdLease   string `json:"etcdLease"`
+	// Advertise lists the LANs a gateway edge host routes for.
+	Advertise []string `json:"advertise,omitempty"`
 }
 
 func newLeasesCmd(g *globals) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "leases",
-		Short: "List every host's lease in the network",
+		Short: "List every member's lease in the network (container hosts and edge hosts)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := g.connect(cmd.Context())
@@ -58,8 +63,11 @@ func newLeasesCmd(g *globals) *cobra.Command {
 
 func viewLease(l subnet.Lease, vni uint32) leaseView {
 	v := leaseView{
-		Subnet: l.Subnet.String(), Hostname: l.Hostname, HostID: l.HostID, PublicIP: l.PublicIP.String(),
+		Kind: string(l.Kind), Subnet: l.Subnet.String(), Hostname: l.Hostname, HostID: l.HostID, PublicIP: l.PublicIP.String(),
 		VTEPMAC: l.VTEPMAC, UnderlayMTU: l.UnderlayMTU, EtcdLease: fmt.Sprintf("%x", l.EtcdLease),
+	}
+	for _, p := range l.Advertise {
+		v.Advertise = append(v.Advertise, p.String())
 	}
 	if vni != 0 {
 		v.VTEP = datapath.DeviceName(vni) + " " + l.Subnet.Addr().String()
@@ -76,9 +84,13 @@ func printLeases(cmd *cobra.Command, views []leaseView, output string) error {
 		return enc.Encode(views)
 	case "table":
 		w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "SUBNET\tHOSTNAME\tPUBLIC IP\tVTEP MAC\tETCD LEASE")
+		fmt.Fprintln(w, "KIND\tSUBNET\tHOSTNAME\tPUBLIC IP\tVTEP MAC\tETCD LEASE\tADVERTISES")
 		for _, v := range views {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", v.Subnet, v.Hostname, v.PublicIP, v.VTEPMAC, v.EtcdLease)
+			adv := strings.Join(v.Advertise, ",")
+			if adv == "" {
+				adv = "-"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Kind, v.Subnet, v.Hostname, v.PublicIP, v.VTEPMAC, v.EtcdLease, adv)
 		}
 		return w.Flush()
 	default:
@@ -89,7 +101,7 @@ func printLeases(cmd *cobra.Command, views []leaseView, output string) error {
 func newLeasesDeleteCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "delete SUBNET",
-		Short: "Delete a host's lease key (evict it; a running overlayd puts its key back)",
+		Short: "Delete a member's lease key (evict it; a running overlayd puts its key back); an edge host's is ADDRESS/32",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := netip.ParsePrefix(args[0])

@@ -22,9 +22,10 @@ func newNetworkSetCmd(g *globals) *cobra.Command {
 		vni       uint32
 		port      uint16
 		mtu       int
+		edgeCIDR  string
 	)
 	cmd := &cobra.Command{
-		Use:   "set NAME --cidr CIDR [--subnet-len N] [--vni N] [--port N] [--mtu N]",
+		Use:   "set NAME --cidr CIDR [--subnet-len N] [--vni N] [--port N] [--mtu N] [--edge-cidr CIDR]",
 		Short: "Write (create or replace) a network's config",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -37,6 +38,11 @@ func newNetworkSetCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("--cidr %q is not a CIDR such as 10.244.0.0/16", cidr)
 			}
 			cfg := netconf.Config{Network: prefix, SubnetLen: subnetLen, VNI: vni, Port: port, MTU: mtu}
+			if edgeCIDR != "" {
+				if cfg.EdgeCIDR, err = netip.ParsePrefix(edgeCIDR); err != nil {
+					return fmt.Errorf("--edge-cidr %q is not a CIDR such as 10.244.255.0/24", edgeCIDR)
+				}
+			}
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
@@ -58,6 +64,7 @@ func newNetworkSetCmd(g *globals) *cobra.Command {
 	cmd.Flags().Uint32Var(&vni, "vni", netconf.DefaultVNI, "VXLAN network identifier (1-16777215)")
 	cmd.Flags().Uint16Var(&port, "port", netconf.DefaultPort, "VXLAN UDP port")
 	cmd.Flags().IntVar(&mtu, "mtu", 0, "overlay MTU for every host (0: each host derives it from its underlay MTU minus 50)")
+	cmd.Flags().StringVar(&edgeCIDR, "edge-cidr", "", "range inside --cidr, whole subnets of --subnet-len, that edge hosts (overlayd --mode edge, machines without containers) take one address each from; containers get the rest (e.g. 10.244.255.0/24)")
 	cmd.MarkFlagRequired("cidr")
 	return cmd
 }

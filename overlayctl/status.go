@@ -35,7 +35,13 @@ func newStatusCmd(g *globals) *cobra.Command {
 			}
 			dev := datapath.DeviceName(hf.VNI)
 			fmt.Fprintf(out, "network %s (host file %s)\n", g.network, path)
-			fmt.Fprintf(out, "  subnet %s  gateway %s  mtu %d  bridge %s  vni %d  device %s\n", hf.Subnet, hf.Gateway, hf.MTU, hf.Bridge, hf.VNI, dev)
+			own, src := hf.Subnet, netip.Addr{}
+			if hf.Kind == hostfile.KindEdge {
+				own, src = netip.PrefixFrom(hf.Address, 32), hf.Address
+				fmt.Fprintf(out, "  edge host (no containers)  address %s  mtu %d  vni %d  device %s\n", hf.Address, hf.MTU, hf.VNI, dev)
+			} else {
+				fmt.Fprintf(out, "  subnet %s  gateway %s  mtu %d  bridge %s  vni %d  device %s\n", hf.Subnet, hf.Gateway, hf.MTU, hf.Bridge, hf.VNI, dev)
+			}
 			installed, err := datapath.ListInstalled(dev)
 			if err != nil {
 				return fmt.Errorf("read kernel state of %s: %w", dev, err)
@@ -44,8 +50,8 @@ func newStatusCmd(g *globals) *cobra.Command {
 			if etcdErr != nil {
 				fmt.Fprintf(out, "  etcd: %v (showing kernel state only)\n", etcdErr)
 			}
-			printSelf(out, hf.Subnet, leases, etcdErr == nil)
-			printPeers(out, hf.Subnet, leases, installed, etcdErr == nil)
+			printSelf(out, own, leases, etcdErr == nil)
+			printPeers(out, own, src, leases, installed, etcdErr == nil)
 			return nil
 		},
 	}
@@ -67,7 +73,10 @@ func printSelf(out io.Writer, own netip.Prefix, leases []subnet.Lease, haveEtcd 
 	}
 	for _, l := range leases {
 		if l.Subnet == own {
-			fmt.Fprintf(out, "  lease  %s held by %s (public IP %s, VTEP MAC %s, etcd lease %x)\n", own, l.Hostname, l.PublicIP, l.VTEPMAC, l.EtcdLease)
+			fmt.Fprintf(out, "  lease  %s %s held by %s (public IP %s, VTEP MAC %s, etcd lease %x)\n", l.Kind, own, l.Hostname, l.PublicIP, l.VTEPMAC, l.EtcdLease)
+			if len(l.Advertise) > 0 {
+				fmt.Fprintf(out, "  advertises %v (a gateway: members route these LANs to this host)\n", l.Advertise)
+			}
 			return
 		}
 	}
@@ -75,7 +84,9 @@ func printSelf(out io.Writer, own netip.Prefix, leases []subnet.Lease, haveEtcd 
 }
 
 // printPeers lists peers wanted by etcd and whether the kernel has them.
-func printPeers(out io.Writer, own netip.Prefix, leases []subnet.Lease, installed datapath.Installed, haveEtcd bool) {
+// An edge host's routes carry src, its overlay address. A gateway's
+// advertised LANs are listed as their own rows, via the gateway.
+func printPeers(out io.Writer, own netip.Prefix, src netip.Addr, leases []subnet.Lease, installed datapath.Installed, haveEtcd bool) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	defer w.Flush()
 	fmt.Fprintln(w, "PEER SUBNET\tVIA\tVTEP MAC\tPUBLIC IP\tSTATE")
@@ -91,11 +102,14 @@ func printPeers(out io.Writer, own netip.Prefix, leases []subnet.Lease, installe
 		if l.Subnet == own || err != nil {
 			continue
 		}
-		wanted = append(wanted, datapath.Peer{Subnet: l.Subnet, VTEPIP: l.Subnet.Addr(), VTEPMAC: mac, PublicIP: l.PublicIP})
+		wanted = append(wanted, datapath.Peer{Subnet: l.Subnet, VTEPIP: l.Subnet.Addr(), VTEPMAC: mac, PublicIP: l.PublicIP, Routes: l.Advertise})
 	}
-	plan := datapath.Diff(wanted, installed)
+	plan := datapath.DiffFrom(src, wanted, installed)
 	for _, p := range wanted {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", p.Subnet, p.VTEPIP, p.VTEPMAC, p.PublicIP, peerState(p, plan))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", p.Subnet, p.VTEPIP, p.VTEPMAC, p.PublicIP, peerState(p, p.Subnet, plan))
+		for _, lan := range p.Routes {
+			fmt.Fprintf(w, "%s\t%s\t\t\t%s\n", lan, p.VTEPIP, peerState(p, lan, plan))
+		}
 	}
 	for _, r := range plan.DelRoutes {
 		fmt.Fprintf(w, "%s\t%s\t\t\tstale (no lease; overlayd removes it on its next pass)\n", r.Dst, r.Via)
@@ -105,9 +119,10 @@ func printPeers(out io.Writer, own netip.Prefix, leases []subnet.Lease, installe
 	}
 }
 
-func peerState(p datapath.Peer, plan datapath.Plan) string {
+// peerState says what the kernel lacks for the route to dst through p.
+func peerState(p datapath.Peer, dst netip.Prefix, plan datapath.Plan) string {
 	var missing []string
-	if slices.ContainsFunc(plan.AddRoutes, func(r datapath.Route) bool { return r.Dst == p.Subnet }) {
+	if slices.ContainsFunc(plan.AddRoutes, func(r datapath.Route) bool { return r.Dst == dst }) {
 		missing = append(missing, "route")
 	}
 	if slices.ContainsFunc(plan.AddNeighs, func(n datapath.Neigh) bool { return n.IP == p.VTEPIP }) {
@@ -137,7 +152,10 @@ removed too, for devices made by releases that set no alias.`,
 			var also []datapath.OwnedLink
 			var cidr netip.Prefix
 			if hf, err := hostfile.Read(path); err == nil {
-				also = []datapath.OwnedLink{{Name: datapath.DeviceName(hf.VNI), Type: "vxlan"}, {Name: hf.Bridge, Type: "bridge"}}
+				also = []datapath.OwnedLink{{Name: datapath.DeviceName(hf.VNI), Type: "vxlan"}}
+				if hf.Bridge != "" { // an edge host has none
+					also = append(also, datapath.OwnedLink{Name: hf.Bridge, Type: "bridge"})
+				}
 				cidr = hf.Network
 			}
 			removed, err := datapath.TeardownNetwork(g.network, cidr, also...)

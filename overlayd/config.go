@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/overlaynet/overlay/pkg/agent"
@@ -31,6 +32,12 @@ type Config struct {
 	Hostname string
 	Bridge   string
 
+	// Mode is what this machine is in the network: a container host or an
+	// edge host (no containers, one overlay address); Advertise the LANs
+	// an edge host forwards for (a gateway).
+	Mode      subnet.Kind
+	Advertise []netip.Prefix
+
 	RunDir   string
 	StateDir string
 
@@ -48,6 +55,7 @@ type Config struct {
 func (c Config) agentConfig() agent.Config {
 	return agent.Config{
 		Network: c.Network, Iface: c.Iface, PublicIP: c.PublicIP, Hostname: c.Hostname, Bridge: c.Bridge,
+		Kind: c.Mode, Advertise: c.Advertise,
 		RunDir: c.RunDir, StateDir: c.StateDir,
 		LeaseTTL: c.LeaseTTL, ResyncInterval: c.ResyncInterval, Quarantine: c.Quarantine,
 	}
@@ -60,6 +68,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	var (
 		c                             Config
 		endpoints, publicIP, logLevel string
+		mode, advertise               string
 		defaultHost, _                = os.Hostname()
 	)
 	fs.StringVar(&endpoints, "etcd-endpoints", subnet.DefaultEndpoints, "comma-separated etcd client URLs")
@@ -73,6 +82,8 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&publicIP, "public-ip", "", "underlay IP to advertise to peers (default: the interface's IP)")
 	fs.StringVar(&c.Hostname, "hostname", defaultHost, "name to publish in this host's lease")
 	fs.StringVar(&c.Bridge, "bridge", "overlay0", "name of the bridge containers attach to")
+	fs.StringVar(&mode, "mode", string(subnet.KindHost), "host: run containers on a leased subnet; edge: a machine without containers that leases one address of the network's edgeCIDR and reaches containers directly")
+	fs.StringVar(&advertise, "advertise", "", "edge mode: comma-separated LANs behind this machine to route to from the overlay (a gateway), e.g. 192.168.10.0/24")
 	fs.StringVar(&c.RunDir, "run-dir", hostfile.DefaultRunDir, "directory for the host file read by the CNI plugins")
 	fs.StringVar(&c.StateDir, "state-dir", state.DefaultDir, "directory for state kept across restarts")
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", 30*time.Second, "TTL of this host's etcd lease; peers drop a dead host after this")
@@ -104,6 +115,10 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	if c.Bridge == "" || len(c.Bridge) > 15 {
 		return Config{}, fmt.Errorf("--bridge %q must be an interface name of 1-15 bytes", c.Bridge)
 	}
+	var err error
+	if c.Mode, c.Advertise, err = parseMode(mode, advertise); err != nil {
+		return Config{}, err
+	}
 	if c.LeaseTTL < 2*time.Second {
 		return Config{}, fmt.Errorf("--lease-ttl %s is too short; use at least 2s", c.LeaseTTL)
 	}
@@ -117,4 +132,30 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 		return Config{}, fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)
 	}
 	return c, nil
+}
+
+// parseMode reads --mode and --advertise.
+func parseMode(mode, advertise string) (subnet.Kind, []netip.Prefix, error) {
+	k := subnet.Kind(mode)
+	if k != subnet.KindHost && k != subnet.KindEdge {
+		return "", nil, fmt.Errorf("--mode %q: use host (runs containers) or edge (a machine without containers)", mode)
+	}
+	var lans []netip.Prefix
+	for _, f := range strings.Split(advertise, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return "", nil, fmt.Errorf("--advertise %q is not a CIDR such as 192.168.10.0/24", f)
+		}
+		if err := subnet.ValidateAdvertised(p); err != nil {
+			return "", nil, fmt.Errorf("--advertise: %w", err)
+		}
+		lans = append(lans, p)
+	}
+	if len(lans) > 0 && k != subnet.KindEdge {
+		return "", nil, fmt.Errorf("--advertise needs --mode edge: a gateway for a legacy LAN is an edge host")
+	}
+	return k, lans, nil
 }

@@ -40,6 +40,14 @@ type Config struct {
 	RunDir   string
 	StateDir string
 
+	// Kind is what this machine is: subnet.KindHost (the default) runs
+	// containers on a leased subnet; subnet.KindEdge runs none and leases
+	// one address of the network's edge range.
+	Kind subnet.Kind
+	// Advertise lists the legacy LANs an edge host forwards for (a
+	// gateway); every other member routes them through it.
+	Advertise []netip.Prefix
+
 	LeaseTTL       time.Duration
 	ResyncInterval time.Duration
 	// Quarantine is how long a subnet stays reserved for this host after its
@@ -77,7 +85,7 @@ type Agent struct {
 	// Owned by the control goroutine (and Start before it runs).
 	local    local
 	leases   []subnet.Lease
-	rejected map[netip.Prefix]Rejection
+	rejected map[Rejection]bool
 
 	snapshots chan []subnet.Lease
 	configs   chan netconf.Config
@@ -92,8 +100,25 @@ type Agent struct {
 	watched  atomic.Pointer[[]string]
 	wantFile atomic.Pointer[hostfile.HostFile]
 	wantHeld atomic.Bool
-	ready    atomic.Bool
-	passAt   atomic.Int64 // unix nanos of the last finished pass
+	// wantForward: this host routes (a container host or a gateway).
+	wantForward atomic.Bool
+	ready       atomic.Bool
+	passAt      atomic.Int64 // unix nanos of the last finished pass
+}
+
+func (c Config) checkKind() error {
+	switch {
+	case c.Kind != subnet.KindHost && c.Kind != subnet.KindEdge:
+		return fmt.Errorf("agent: kind %q is neither %q nor %q", c.Kind, subnet.KindHost, subnet.KindEdge)
+	case len(c.Advertise) > 0 && c.Kind != subnet.KindEdge:
+		return errors.New("only an edge host advertises LANs: add --mode edge, or drop --advertise")
+	}
+	for _, p := range c.Advertise {
+		if err := subnet.ValidateAdvertised(p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // New checks cfg and prepares an agent; nothing is touched before Start.
@@ -104,6 +129,12 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if deps.Etcd == nil || deps.Datapath == nil {
 		return nil, errors.New("agent: Etcd and Datapath are required")
 	}
+	if cfg.Kind == "" {
+		cfg.Kind = subnet.KindHost
+	}
+	if err := cfg.checkKind(); err != nil {
+		return nil, err
+	}
 	if cfg.ResyncInterval <= 0 || cfg.LeaseTTL < 2*time.Second {
 		return nil, fmt.Errorf("agent: resync interval %s and lease TTL %s must be positive (TTL ≥ 2s)", cfg.ResyncInterval, cfg.LeaseTTL)
 	}
@@ -113,7 +144,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	log := deps.Log.With("network", cfg.Network)
 	return &Agent{
 		cfg: cfg, deps: deps, log: log, m: newMetrics(cfg.Network, deps.Registry),
-		state: state.Dir{Path: cfg.StateDir}, rejected: map[netip.Prefix]Rejection{},
+		state: state.Dir{Path: cfg.StateDir}, rejected: map[Rejection]bool{},
 		snapshots: make(chan []subnet.Lease), configs: make(chan netconf.Config),
 	}, nil
 }
@@ -159,6 +190,9 @@ func (a *Agent) start(ctx context.Context) error {
 		return err
 	}
 	a.local, a.vtepMAC = l, l.VTEPMAC.String()
+	if err := a.checkEdge(ctx); err != nil {
+		return err
+	}
 	if err := a.lease(ctx, previous); err != nil {
 		return err
 	}
@@ -175,7 +209,7 @@ func (a *Agent) start(ctx context.Context) error {
 	if !a.ready.Load() {
 		msg = "started; not ready yet (the last pass failed in part), retrying"
 	}
-	a.log.Info(msg, "subnet", a.local.Subnet, "vtep", w.VXLAN.Name, "vtep_mac", a.local.VTEPMAC.String(),
+	a.log.Info(msg, "kind", a.local.Kind, "subnet", a.local.Subnet, "vtep", w.VXLAN.Name, "vtep_mac", a.local.VTEPMAC.String(),
 		"public_ip", a.local.PublicIP, "underlay", a.local.Underlay.Name, "mtu", w.HostFile.MTU, "peers", len(w.Peers),
 		"host_file", hostfile.Path(a.cfg.RunDir, a.cfg.Network))
 	return nil
@@ -203,7 +237,12 @@ func (a *Agent) identify() (local, state.Network, error) {
 	if a.cfg.PublicIP.IsValid() {
 		publicIP = a.cfg.PublicIP
 	}
-	return local{Network: a.cfg.Network, HostID: hostID, Underlay: underlay, PublicIP: publicIP, VTEPMAC: mac, Bridge: a.cfg.Bridge}, saved, nil
+	l := local{Network: a.cfg.Network, Kind: a.cfg.Kind, Advertise: a.cfg.Advertise, HostID: hostID,
+		Underlay: underlay, PublicIP: publicIP, VTEPMAC: mac, Bridge: a.cfg.Bridge}
+	if l.Kind == subnet.KindEdge {
+		l.Bridge = "" // an edge host has no containers to bridge
+	}
+	return l, saved, nil
 }
 
 func (a *Agent) waitConfig(ctx context.Context) (netconf.Config, error) {
@@ -220,10 +259,11 @@ func (a *Agent) waitConfig(ctx context.Context) (netconf.Config, error) {
 // lease starts the lease session and takes the first lease.
 func (a *Agent) lease(ctx context.Context, saved state.Network) error {
 	l := &a.local
-	if saved.Subnet.IsValid() && !l.Config.Contains(saved.Subnet) {
-		a.log.Warn("previous subnet is not part of the network any more; taking a new one", "previous", saved.Subnet, "network", l.Config.Network)
+	if saved.Subnet.IsValid() && !l.Kind.Pool(l.Config).Contains(saved.Subnet) {
+		a.log.Warn("previous lease is not part of the network's "+string(l.Kind)+" range any more; taking a new one", "previous", saved.Subnet, "network", l.Config.Network)
 	}
-	rec := subnet.Record{HostID: l.HostID, Hostname: a.cfg.Hostname, PublicIP: l.PublicIP, VTEPMAC: l.VTEPMAC.String(), UnderlayMTU: l.Underlay.MTU}
+	rec := subnet.Record{Kind: l.Kind, HostID: l.HostID, Hostname: a.cfg.Hostname, PublicIP: l.PublicIP, VTEPMAC: l.VTEPMAC.String(),
+		UnderlayMTU: l.Underlay.MTU, Advertise: l.Advertise}
 	a.session = a.deps.Etcd.NewSession(subnet.AcquireRequest{
 		Network: a.cfg.Network, Config: l.Config, Record: rec,
 		Previous: saved.Subnet, PreviousLease: saved.Lease,
@@ -246,6 +286,8 @@ func (a *Agent) leaseError(err error) error {
 		return fmt.Errorf("%w. Two machines must not share a host ID: on this machine (the one that should change), stop overlayd, delete %s and start it again; it will get a new ID and subnet", err, a.state.HostIDPath())
 	case errors.As(err, &conflict):
 		return fmt.Errorf("%w. Stop the other overlayd (same --state-dir contents, e.g. a copied %s) before starting this one", err, a.state.HostIDPath())
+	case errors.Is(err, subnet.ErrNetworkFull) && a.local.Kind == subnet.KindEdge:
+		return fmt.Errorf("lease an edge address in network %s: %w; delete leases of edge hosts that are gone (overlayctl leases, overlayctl leases delete ADDRESS/32) or give the network a larger --edge-cidr", a.cfg.Network, err)
 	case errors.Is(err, subnet.ErrNetworkFull):
 		return fmt.Errorf("lease a subnet in network %s: %w; delete leases of hosts that are gone (overlayctl leases, overlayctl leases delete SUBNET) or give the network a larger --cidr", a.cfg.Network, err)
 	}

@@ -47,13 +47,18 @@ func (a *Agent) applyAll(w Wanted) error {
 	plan, err := a.deps.Datapath.SyncPeers(w.VXLAN.Name, w.Src, w.Peers)
 	a.notePlan(plan)
 	errs = append(errs, wrap("sync peers on "+w.VXLAN.Name, err))
-	errs = append(errs, a.deps.Datapath.EnableIPv4Forwarding())
+	if w.Forward {
+		errs = append(errs, a.deps.Datapath.EnableIPv4Forwarding())
+	}
 	// The host file depends only on the local devices, which are ready: a
 	// peer that cannot be programmed must not keep the plugins on a stale
 	// subnet after this host took a new one.
 	hfErr := a.ensureHostFile(w.HostFile)
 	a.devicesReady = hfErr == nil
-	errs = append(errs, hfErr, wrap("forward rules", a.ensureForward(w.HostFile.Network)))
+	if w.Forward {
+		errs = append(errs, wrap("forward rules", a.ensureForward(w.HostFile.Network)))
+	}
+	errs = append(errs, hfErr)
 	return errors.Join(errs...)
 }
 
@@ -78,6 +83,9 @@ func (a *Agent) ensureDevices(w Wanted) error {
 	case vx.Created:
 		a.m.repaired.WithLabelValues("device").Inc()
 		a.log.Info("vxlan device created", "device", w.VXLAN.Name)
+	}
+	if w.Bridge.Name == "" {
+		return nil // an edge host has none
 	}
 	if err := a.deps.Datapath.EnsureBridge(w.Bridge); err != nil {
 		return fmt.Errorf("ensure bridge %s: %w", w.Bridge.Name, err)
@@ -116,6 +124,10 @@ func (a *Agent) ensureHostFile(want hostfile.HostFile) error {
 	}
 	if err := hostfile.Write(path, want); err != nil {
 		return err
+	}
+	if want.Kind == hostfile.KindEdge {
+		a.log.Info("host file written", "path", path, "kind", want.Kind, "address", want.Address, "mtu", want.MTU)
+		return nil
 	}
 	a.log.Info("host file written", "path", path, "subnet", want.Subnet, "mtu", want.MTU)
 	return nil

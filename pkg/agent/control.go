@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"net/netip"
 	"time"
 
 	"github.com/overlaynet/overlay/pkg/netconf"
@@ -43,11 +42,15 @@ func (a *Agent) control(ctx context.Context) {
 func (a *Agent) publish() Wanted {
 	w, rejected := buildWanted(a.local, a.leases)
 	a.noteRejections(rejected)
-	names := []string{w.VXLAN.Name, w.Bridge.Name}
+	names := []string{w.VXLAN.Name}
+	if w.Bridge.Name != "" {
+		names = append(names, w.Bridge.Name)
+	}
 	a.watched.Store(&names)
 	wf := w.HostFile
 	a.wantFile.Store(&wf)
 	a.wantHeld.Store(w.Held)
+	a.wantForward.Store(w.Forward)
 	a.m.peers.Set(float64(len(w.Peers)))
 	a.loop.Set(w)
 	return w
@@ -56,10 +59,10 @@ func (a *Agent) publish() Wanted {
 // noteRejections logs and counts each rejected record once, when it first
 // appears (snapshots repeat them on every change).
 func (a *Agent) noteRejections(rs []Rejection) {
-	now := make(map[netip.Prefix]Rejection, len(rs))
+	now := make(map[Rejection]bool, len(rs))
 	for _, r := range rs {
-		now[r.Subnet] = r
-		if old, seen := a.rejected[r.Subnet]; seen && old == r {
+		now[r] = true
+		if a.rejected[r] {
 			continue
 		}
 		a.m.rejected.WithLabelValues(r.Kind).Inc()

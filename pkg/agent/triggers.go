@@ -26,7 +26,7 @@ func (a *Agent) kernelChanged(reason string) {
 
 // checkFiles triggers a pass when what no kernel event reports has drifted:
 // the host file is missing or differs, the ready stamp is missing while the
-// lease is held, or ip_forward was turned off.
+// lease is held, or ip_forward was turned off where this host forwards.
 func (a *Agent) checkFiles(ctx context.Context) {
 	t := time.NewTicker(fileCheckInterval)
 	defer t.Stop()
@@ -52,6 +52,9 @@ func (a *Agent) fileDrift() string {
 	}
 	if a.wantHeld.Load() && a.ready.Load() && !fileExists(hostfile.ReadyPath(a.cfg.RunDir, a.cfg.Network)) {
 		return "ready stamp"
+	}
+	if !a.wantForward.Load() {
+		return ""
 	}
 	if on, err := a.deps.Datapath.IPv4Forwarding(); err == nil && !on {
 		return "ip_forward"

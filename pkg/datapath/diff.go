@@ -69,7 +69,7 @@ type table[E any] struct {
 
 var (
 	routeTable = table[Route]{
-		key:   func(a, b Route) int { return a.Dst.Compare(b.Dst) },
+		key: func(a, b Route) int { return a.Dst.Compare(b.Dst) },
 		value: func(a, b Route) int {
 			if c := a.Via.Compare(b.Via); c != 0 {
 				return c

@@ -2,7 +2,6 @@ package subnet
 
 import (
 	"fmt"
-	"net/netip"
 
 	"github.com/overlaynet/overlay/pkg/netconf"
 )
@@ -49,7 +48,8 @@ func edgeRangeName(cfg netconf.Config) string {
 // the network and the other gateways' live leases: a LAN overlapping the
 // overlay, or one another gateway already advertises, would send traffic
 // two ways. The error names both prefixes and the other gateway.
-func AdvertiseConflict(cfg netconf.Config, hostID string, advertise []netip.Prefix, leases []Lease) error {
+func AdvertiseConflict(cfg netconf.Config, self Record, leases []Lease) error {
+	advertise := self.Advertise
 	for i, p := range advertise {
 		if err := ValidateAdvertised(p); err != nil {
 			return err
@@ -62,9 +62,15 @@ func AdvertiseConflict(cfg netconf.Config, hostID string, advertise []netip.Pref
 				return fmt.Errorf("advertised %s overlaps %s, advertised too; give each LAN once", p, q)
 			}
 		}
+		if p.Contains(self.PublicIP) {
+			return fmt.Errorf("advertised %s holds this machine's own underlay address %s; advertise the LAN behind this gateway, not the one its VXLAN packets leave by", p, self.PublicIP)
+		}
 		for _, l := range leases {
-			if l.HostID == hostID {
+			if l.HostID == self.HostID {
 				continue
+			}
+			if p.Contains(l.PublicIP) {
+				return fmt.Errorf("advertised %s holds the underlay address %s of %s: VXLAN packets to it would be routed into the overlay", p, l.PublicIP, l.Describe())
 			}
 			for _, q := range l.Advertise {
 				if p.Overlaps(q) {
