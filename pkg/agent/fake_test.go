@@ -18,6 +18,7 @@ type fakeDatapath struct {
 	vxlan    map[string]datapath.VXLANSpec // device name -> spec
 	bridge   datapath.BridgeSpec
 	peers    map[string][]datapath.Peer // device -> peers
+	src      map[string]netip.Addr      // device -> routes' source address
 	forward  bool
 	failVX   error
 	underlay datapath.Underlay
@@ -26,7 +27,7 @@ type fakeDatapath struct {
 
 func newFakeDatapath() *fakeDatapath {
 	return &fakeDatapath{
-		vxlan: map[string]datapath.VXLANSpec{}, peers: map[string][]datapath.Peer{},
+		vxlan: map[string]datapath.VXLANSpec{}, peers: map[string][]datapath.Peer{}, src: map[string]netip.Addr{},
 		underlay: datapath.Underlay{Name: "eth0", Index: 2, IP: netip.MustParseAddr("198.18.0.11"), MTU: 1500},
 	}
 }
@@ -86,6 +87,7 @@ func (f *fakeDatapath) SyncPeers(device string, src netip.Addr, peers []datapath
 		plan.AddRoutes = []datapath.Route{{}}
 	}
 	f.peers[device] = slices.Clone(peers)
+	f.src[device] = src
 	return plan, nil
 }
 

@@ -24,6 +24,11 @@ func ValidatePeer(p Peer) error {
 	if !p.PublicIP.Is4() {
 		errs = append(errs, fmt.Errorf("public IP %q is not an IPv4 address", p.PublicIP))
 	}
+	for _, r := range p.Routes {
+		if !r.IsValid() || !r.Addr().Is4() || r.Bits() == 0 {
+			errs = append(errs, fmt.Errorf("route %q is not an IPv4 prefix other than the default route", r))
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("peer %s: %w", p.Subnet, err)
 	}

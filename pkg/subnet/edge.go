@@ -13,11 +13,11 @@ func (l Lease) Describe() string {
 	if name == "" {
 		name = "host " + l.HostID
 	}
-	addr := l.Subnet.String()
+	kind, addr := KindHost, l.Subnet.String()
 	if l.Kind == KindEdge {
-		addr = l.Subnet.Addr().String()
+		kind, addr = KindEdge, l.Subnet.Addr().String()
 	}
-	return fmt.Sprintf("%s %s (%s, public IP %s)", l.Kind, name, addr, l.PublicIP)
+	return fmt.Sprintf("%s %s (%s, public IP %s)", kind, name, addr, l.PublicIP)
 }
 
 // StrandedBy reports the first live lease that cfg would leave outside its

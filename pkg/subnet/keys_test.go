@@ -69,7 +69,13 @@ func TestRecordValidate(t *testing.T) {
 	}
 	cases := map[string]func(*Record){
 		"no version":   func(r *Record) { r.Version = 0 },
-		"unknown kind": func(r *Record) { r.Kind = "edge" },
+		"unknown kind": func(r *Record) { r.Kind = "router" },
+		"host advertises": func(r *Record) {
+			r.Advertise = []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")}
+		},
+		"edge advertises default": func(r *Record) {
+			r.Kind, r.Advertise = KindEdge, []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+		},
 		"no host id":   func(r *Record) { r.HostID = "" },
 		"no public ip": func(r *Record) { r.PublicIP = netip.Addr{} },
 		"ipv6 public":  func(r *Record) { r.PublicIP = netip.MustParseAddr("2001:db8::1") },
