@@ -58,7 +58,7 @@ func (p plugin) add(args *skel.CmdArgs) error {
 }
 
 // del releases the attachment's address. It needs neither the host file nor
-// the container, so it works after both are gone.
+// the container, so it works after both are gone, and on an edge host.
 func (p plugin) del(args *skel.CmdArgs) error {
 	_, s, err := loadStore(args)
 	if err != nil {
@@ -71,9 +71,17 @@ func (p plugin) del(args *skel.CmdArgs) error {
 }
 
 // check verifies the attachment still holds an address and, when the
-// runtime passes the result it cached, that it is the address in there.
+// runtime passes the result it cached, that it is the address in there. On
+// an edge host it answers as ADD does, before it touches the store.
 func (p plugin) check(args *skel.CmdArgs) error {
-	c, s, err := loadStore(args)
+	c, err := loadConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if err := refuseEdgeHost(c); err != nil {
+		return err
+	}
+	s, err := openStore(c)
 	if err != nil {
 		return err
 	}
@@ -159,10 +167,11 @@ func (p plugin) gc(args *skel.CmdArgs) error {
 }
 
 // readRange reads the host file and the address range it gives this host;
-// failures carry code (11 from ADD, 50 from STATUS).
+// failures carry code (11 from ADD, 50 from STATUS; an edge host's file is
+// 7 from ADD, see cnierr.EdgeHost).
 func readRange(c *config, code uint) (hostfile.HostFile, allocator.Range, error) {
 	path := c.hostFilePath()
-	hf, err := hostfile.Read(path)
+	hf, err := hostfile.ReadContainerHost(path)
 	if err != nil {
 		return hostfile.HostFile{}, allocator.Range{}, cnierr.HostFile(code, path, c.Network, err)
 	}
@@ -171,6 +180,18 @@ func readRange(c *config, code uint) (hostfile.HostFile, allocator.Range, error)
 		return hostfile.HostFile{}, allocator.Range{}, cnierr.HostFile(code, path, c.Network, err)
 	}
 	return hf, rng, nil
+}
+
+// refuseEdgeHost is ADD's error when the host file is an edge host's, nil
+// otherwise. CHECK uses it instead of readRange: it looks at a reservation,
+// which stays valid while the host file is briefly missing (overlayd
+// restarting), but on an edge host no container can have this network.
+func refuseEdgeHost(c *config) error {
+	path := c.hostFilePath()
+	if _, err := hostfile.ReadContainerHost(path); errors.Is(err, hostfile.ErrEdgeHost) {
+		return cnierr.EdgeHost(types.ErrInvalidNetworkConfig, path, c.Network, err)
+	}
+	return nil
 }
 
 func attachment(args *skel.CmdArgs) store.Attachment {

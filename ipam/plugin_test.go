@@ -386,3 +386,77 @@ func TestGCAttachmentLists(t *testing.T) {
 		})
 	}
 }
+
+// edgeHostFile is what overlayd --mode edge writes: an address, no subnet.
+var edgeHostFile = hostfile.HostFile{
+	Kind: hostfile.KindEdge, Network: netip.MustParsePrefix("10.244.0.0/16"),
+	Address: netip.MustParseAddr("10.244.255.3"), MTU: 1450, VNI: 1,
+}
+
+// wantEdgeError checks err is the edge host error with code, naming the
+// machine's address and what to do.
+func wantEdgeError(t *testing.T, err error, code uint) {
+	t.Helper()
+	var ce *types.Error
+	if !errors.As(err, &ce) || ce.Code != code {
+		t.Errorf("error = %v, want a CNI error with code %d", err, code)
+		return
+	}
+	if ce.Msg != `network "default": this machine is an edge host` {
+		t.Errorf("Msg = %q, want the edge host named", ce.Msg)
+	}
+	for _, want := range []string{"10.244.255.3", "--mode edge", "overlayctl --network default", "teardown"} {
+		if !strings.Contains(ce.Details, want) {
+			t.Errorf("Details %q lack %q", ce.Details, want)
+		}
+	}
+}
+
+// TestEdgeHost: on an edge host ADD and CHECK fail with 7 (retrying cannot
+// help) before the store is touched, STATUS answers 50 even with a fresh
+// ready stamp, and DEL and GC still clean up reservations made while the
+// machine was a container host.
+func TestEdgeHost(t *testing.T) {
+	e := newEnv(t, "10.244.7.0/24")
+	if _, err := add(t, "old", e.conf("1.1.0"), "1.1.0"); err != nil {
+		t.Fatalf("ADD on the container host: %v", err)
+	}
+	e.writeHostFile(t, edgeHostFile)
+	now := time.Now()
+	e.writeReady(t, hostfile.Ready{PID: 1, Written: now, Until: now.Add(time.Minute)})
+	conf := e.conf("1.1.0")
+
+	_, err := add(t, "c1", conf, "1.1.0")
+	wantEdgeError(t, err, types.ErrInvalidNetworkConfig)
+	if got := e.reservations(t); len(got) != 1 || got[0].Attachment.ContainerID != "old" {
+		t.Errorf("reservations after ADD on an edge host = %v, want only old's", got)
+	}
+	wantEdgeError(t, (plugin{}).check(cmdArgs("old", conf)), types.ErrInvalidNetworkConfig)
+	wantEdgeError(t, (plugin{}).status(cmdArgs("", conf)), types.ErrPluginNotAvailable)
+
+	for i := range 2 {
+		if err := (plugin{}).del(cmdArgs("old", conf)); err != nil {
+			t.Fatalf("DEL #%d on an edge host: %v", i+1, err)
+		}
+	}
+	if got := e.reservations(t); len(got) != 0 {
+		t.Errorf("reservations after DEL: %v", got)
+	}
+	if err := (plugin{}).del(cmdArgs("never-added", conf)); err != nil {
+		t.Errorf("DEL of an attachment never added, on an edge host: %v", err)
+	}
+}
+
+func TestGCOnEdgeHost(t *testing.T) {
+	e := newEnv(t, "10.244.7.0/24")
+	if _, err := add(t, "gone", e.conf("1.1.0"), "1.1.0"); err != nil {
+		t.Fatalf("ADD on the container host: %v", err)
+	}
+	e.writeHostFile(t, edgeHostFile)
+	if err := (plugin{}).gc(&skel.CmdArgs{StdinData: e.conf("1.1.0", `"cni.dev/valid-attachments":[]`)}); err != nil {
+		t.Fatalf("GC on an edge host: %v", err)
+	}
+	if got := e.reservations(t); len(got) != 0 {
+		t.Errorf("reservations after GC: %v", got)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 
 	"github.com/containernetworking/cni/pkg/types"
 
@@ -45,7 +46,12 @@ func Unavailable(msg, details string) *types.Error {
 // error carrying code: 11 (try again later) from ADD, 50 (not available) from
 // STATUS. Both a missing and an unreadable host file are the host's problem,
 // not the network config's: overlayd writes the file, so it is what to fix.
+// An edge host's file (err wraps hostfile.ErrEdgeHost) is the exception:
+// see EdgeHost.
 func HostFile(code uint, path, network string, err error) *types.Error {
+	if errors.Is(err, hostfile.ErrEdgeHost) {
+		return EdgeHost(code, path, network, err)
+	}
 	if errors.Is(err, hostfile.ErrNotExist) {
 		return types.NewError(code,
 			fmt.Sprintf("host file %s not found", path),
@@ -54,6 +60,35 @@ func HostFile(code uint, path, network string, err error) *types.Error {
 	return types.NewError(code,
 		fmt.Sprintf("host file %s is unusable", path),
 		fmt.Sprintf("%v; overlayd writes this file for network %q: restart overlayd so it rewrites it", err, network))
+}
+
+// EdgeHost reports that this machine serves network as an edge host
+// (overlayd --mode edge), which the host file at path says and err, from
+// hostfile.ReadContainerHost, explains with the machine's overlay address.
+// STATUS keeps its 50 (the network is not available here); any other code
+// becomes 7: the conflist names a network this machine has no container
+// subnet of, and that holds until someone reconfigures the machine, so 11
+// would only have the runtime retry in vain.
+func EdgeHost(code uint, path, network string, err error) *types.Error {
+	if code != types.ErrPluginNotAvailable {
+		code = types.ErrInvalidNetworkConfig
+	}
+	return types.NewError(code,
+		fmt.Sprintf("network %q: this machine is an edge host", network),
+		fmt.Sprintf("%v. overlayd runs here with --mode edge, so containers cannot be started on network %q on this machine. "+
+			"Start them on a container host of the network, or make this machine one: stop overlayd, run `%s`, "+
+			"and start overlayd without --mode edge", err, network, teardownCommand(path, network)))
+}
+
+// teardownCommand is the overlayctl command line that removes network's
+// state on this machine, given its host file's path; it names the run dir
+// only when it is not overlayctl's default, so it can be pasted as is.
+func teardownCommand(path, network string) string {
+	cmd := "overlayctl --network " + network
+	if dir := filepath.Dir(path); dir != hostfile.DefaultRunDir {
+		cmd += " --run-dir " + dir
+	}
+	return cmd + " teardown"
 }
 
 // NotReady (code 50) is STATUS's answer when overlayd's ready stamp at path

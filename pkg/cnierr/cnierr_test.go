@@ -84,3 +84,37 @@ func TestDecodeNamesField(t *testing.T) {
 		t.Errorf("Decode of a plain error = %+v", e)
 	}
 }
+
+// TestHostFileEdge: an edge host's file is the conflist's problem on this
+// machine, not a passing state, so only STATUS keeps its 50 and everything
+// else is 7, never 11; the message names the machine's address and says what
+// to do.
+func TestHostFileEdge(t *testing.T) {
+	edge := fmt.Errorf("host file /run/overlay/blue.json: %w (address 10.244.255.3)", hostfile.ErrEdgeHost)
+	tests := []struct {
+		name     string
+		asked    uint
+		want     uint
+		path     string
+		teardown string
+	}{
+		{"ADD", types.ErrTryAgainLater, types.ErrInvalidNetworkConfig, "/run/overlay/blue.json", "`overlayctl --network blue teardown`"},
+		{"CHECK", types.ErrInvalidNetworkConfig, types.ErrInvalidNetworkConfig, "/run/overlay/blue.json", "`overlayctl --network blue teardown`"},
+		{"STATUS", types.ErrPluginNotAvailable, types.ErrPluginNotAvailable, "/run/overlay/blue.json", "`overlayctl --network blue teardown`"},
+		{"other run dir", types.ErrTryAgainLater, types.ErrInvalidNetworkConfig, "/var/run/ov/blue.json", "`overlayctl --network blue --run-dir /var/run/ov teardown`"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := HostFile(tt.asked, tt.path, "blue", edge)
+			if e.Code != tt.want || e.Msg != `network "blue": this machine is an edge host` {
+				t.Errorf("got code %d msg %q, want code %d and the edge host named", e.Code, e.Msg, tt.want)
+			}
+			for _, want := range []string{"10.244.255.3", "no container subnet", "--mode edge", "cannot be started",
+				"container host", "stop overlayd", tt.teardown, "start overlayd without --mode edge"} {
+				if !strings.Contains(e.Details, want) {
+					t.Errorf("Details %q lack %q", e.Details, want)
+				}
+			}
+		})
+	}
+}

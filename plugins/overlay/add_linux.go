@@ -35,6 +35,8 @@ func (p plugin) add(args *skel.CmdArgs) error {
 	if err := lockNetns(n, args.Netns, netnsLockTimeout); err != nil {
 		return err
 	}
+	// Before anything is created or reserved: a machine that cannot take
+	// the container (no host file yet, or an edge host) is left as it was.
 	hf, err := readHostFile(conf, types.ErrTryAgainLater)
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -33,7 +34,8 @@ type plugin struct {
 // address after the container is gone. While the netns exists DEL holds its
 // lock, so a DEL sent while an ADD still runs (a runtime giving up on a
 // slow ADD) waits for it instead of releasing an address the ADD is about
-// to put on an interface.
+// to put on an interface. DEL never reads the host file, so it works
+// without one and on an edge host.
 func (p plugin) del(args *skel.CmdArgs) error {
 	conf, err := loadNetConf(args.StdinData)
 	if err != nil {
@@ -60,10 +62,14 @@ func (p plugin) del(args *skel.CmdArgs) error {
 }
 
 // check verifies the container still has the address the runtime's cached
-// result (prevResult) says it got, and that IPAM still holds it.
+// result (prevResult) says it got, and that IPAM still holds it. On an edge
+// host it answers as ADD does.
 func (p plugin) check(args *skel.CmdArgs) error {
 	conf, err := loadNetConf(args.StdinData)
 	if err != nil {
+		return err
+	}
+	if err := refuseEdgeHost(conf); err != nil {
 		return err
 	}
 	prev, err := prevResult(conf)
@@ -85,8 +91,10 @@ func (p plugin) check(args *skel.CmdArgs) error {
 
 // status answers 50 while overlayd has not published a usable host file or
 // has not renewed its ready stamp in time (it is not running, or cannot
-// reconcile), then asks the IPAM plugin. ADD never looks at the stamp, so
-// containers still start while overlayd restarts.
+// reconcile), then asks the IPAM plugin. The host file comes first: an edge
+// host's overlayd keeps its stamp fresh, yet no container can start here.
+// ADD never looks at the stamp, so containers still start while overlayd
+// restarts.
 func (p plugin) status(args *skel.CmdArgs) error {
 	conf, err := loadNetConf(args.StdinData)
 	if err != nil {
@@ -119,13 +127,29 @@ func (p plugin) gc(args *skel.CmdArgs) error {
 	return nil
 }
 
+// readHostFile reads this host's view of the network. Failures carry code
+// (11 from ADD, 50 from STATUS), except that an edge host's file is 7 from
+// ADD (see cnierr.EdgeHost): it has no subnet or bridge to wire a container to.
 func readHostFile(conf *NetConf, code uint) (hostfile.HostFile, error) {
 	path := conf.hostFilePath()
-	hf, err := hostfile.Read(path)
+	hf, err := hostfile.ReadContainerHost(path)
 	if err != nil {
 		return hostfile.HostFile{}, cnierr.HostFile(code, path, conf.Network, err)
 	}
 	return hf, nil
+}
+
+// refuseEdgeHost is ADD's error when the host file is an edge host's, nil
+// otherwise. CHECK uses it instead of readHostFile: it looks at the
+// container, which keeps working while the host file is briefly missing
+// (overlayd restarting), but on an edge host no container can have this
+// network.
+func refuseEdgeHost(conf *NetConf) error {
+	path := conf.hostFilePath()
+	if _, err := hostfile.ReadContainerHost(path); errors.Is(err, hostfile.ErrEdgeHost) {
+		return cnierr.EdgeHost(types.ErrInvalidNetworkConfig, path, conf.Network, err)
+	}
+	return nil
 }
 
 // prevResult decodes the cached result the runtime passes to CHECK.
