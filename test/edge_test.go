@@ -187,6 +187,7 @@ func TestEdgeRefusesContainers(t *testing.T) {
 	c := edgeCluster(t, 0, 1)
 	edge := c.Hosts[0]
 	addr := edge.edgeAddress()
+	before := inNS(t, edge.NS, "ip", "-o", "link", "show", "type", "veth")
 	_, err := edge.TryAttach("nope")
 	if err == nil {
 		t.Fatal("CNI ADD on an edge host succeeded")
@@ -197,8 +198,8 @@ func TestEdgeRefusesContainers(t *testing.T) {
 	if code := cniCode(err); code != 7 {
 		t.Fatalf("ADD error code %d, want 7: %v", code, err)
 	}
-	if links := strings.Fields(inNS(t, edge.NS, "ip", "-o", "link", "show", "type", "veth")); len(links) != 0 {
-		t.Fatalf("ADD left a veth on the edge host: %v", links)
+	if after := inNS(t, edge.NS, "ip", "-o", "link", "show", "type", "veth"); after != before {
+		t.Fatalf("ADD left a veth on the edge host:\nbefore %s\nafter %s", before, after)
 	}
 	entries, _ := os.ReadDir(filepath.Join(edge.DataDir, networkName))
 	for _, e := range entries {

@@ -34,13 +34,13 @@ type HostFile struct {
 	// Network is the whole overlay range (all hosts).
 	Network netip.Prefix `json:"network"`
 	// Subnet is the range leased to this host; containers get addresses from it.
-	Subnet netip.Prefix `json:"subnet"`
+	Subnet netip.Prefix `json:"subnet,omitzero"`
 	// Gateway is the bridge's address inside Subnet and the containers' default gateway.
-	Gateway netip.Addr `json:"gateway"`
+	Gateway netip.Addr `json:"gateway,omitzero"`
 	// MTU is the MTU containers must use so encapsulated packets fit the underlay.
 	MTU int `json:"mtu"`
 	// Bridge is the name of the per-host bridge containers attach to.
-	Bridge string `json:"bridge"`
+	Bridge string `json:"bridge,omitempty"`
 	// VNI is the network's VXLAN identifier.
 	VNI uint32 `json:"vni"`
 	// IPMasq says whether overlayd masquerades traffic leaving the network.
