@@ -2,7 +2,8 @@
 #
 #   make build          all binaries into bin/
 #   make test           deps + build, go vet, unit tests (-race), end-to-end tests
-#   make demo           3-host cluster in network namespaces, ping matrix, iperf3
+#   make demo           3-host cluster in network namespaces, ping matrix, iperf3,
+#                       edge hosts (a legacy VM and a gateway for a legacy LAN)
 #   make demo KEEP=1    ... and keep the cluster up (prints how to remove it)
 #   make demo-down STATE=/tmp/ovl-cluster.XXXXXX
 #
@@ -27,6 +28,7 @@ BINARIES := \
 	overlay:./plugins/overlay \
 	overlay-ipam:./ipam \
 	devetcd:./hack/devetcd \
+	demo-echo:./hack/demo-echo \
 	cnitool:github.com/containernetworking/cni/cnitool \
 	portmap:github.com/containernetworking/plugins/plugins/meta/portmap
 

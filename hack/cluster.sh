@@ -6,6 +6,8 @@
 #   PREFIX-hN             host N: eth0 198.18.0.(10+N)/24, default route via
 #                         the fabric, runs overlayd
 #   PREFIX-hN-cM          container M on host N, attached with cnitool
+#   PREFIX-lan            a "legacy LAN" machine behind a gateway edge host
+#                         (cluster_lan_add), wired to that host by a veth
 #
 # PREFIX is unique per cluster (ovl-<random>), so several clusters, a test run
 # and a demo can coexist. Nothing is configured in the machine's root
@@ -23,7 +25,8 @@ set -euo pipefail
 
 CLUSTER_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 : "${OVL_BIN:=$CLUSTER_REPO/bin}"
-OVL_ETCD="http://198.18.0.1:2379"
+OVL_ETCD_IP=198.18.0.1
+OVL_ETCD="http://$OVL_ETCD_IP:2379"
 OVL_NETWORK="${OVL_NETWORK:-default}"
 
 # --- state -----------------------------------------------------------------
@@ -168,14 +171,16 @@ cluster_ctl() {
 	ip netns exec "$OVL_PREFIX-fab" "$OVL_BIN/overlayctl" --etcd-endpoints "$OVL_ETCD" "$@"
 }
 
-# cluster_overlayd_start N starts overlayd on host N; log in HOSTDIR/overlayd.log.
+# cluster_overlayd_start N [FLAGS...] starts overlayd on host N with extra
+# FLAGS (e.g. --mode edge); log in HOSTDIR/overlayd.log.
 cluster_overlayd_start() {
 	local n="$1" dir
+	shift
 	dir="$(host_dir "$n")"
 	start_in_ns "$(host_ns "$n")" "$dir/overlayd.log" "$OVL_BIN/overlayd" \
 		--etcd-endpoints "$OVL_ETCD" --network "$OVL_NETWORK" --iface eth0 \
 		--run-dir "$dir/run" --state-dir "$dir/state" --hostname "h$n" --log-level info \
-		>"$dir/overlayd.pid"
+		"$@" >"$dir/overlayd.pid"
 }
 
 # host_file N prints the path of host N's host file.
@@ -199,6 +204,34 @@ cluster_wait_host() {
 		fi
 		sleep 0.2
 	done
+}
+
+# cluster_edge_address N prints the overlay address of edge host N (from its
+# host file); it fails if host N is not an edge host.
+cluster_edge_address() {
+	jq -er 'select(.kind == "edge") | .address' "$(host_file "$1")"
+}
+
+# --- edge hosts: a legacy LAN behind a gateway -----------------------------------
+
+# lan_ns prints the legacy LAN machine's namespace name.
+lan_ns() { echo "$OVL_PREFIX-lan"; }
+
+# cluster_lan_add N GW_ADDR/LEN ADDR/LEN DST puts a legacy machine (its own
+# namespace, nothing of overlay installed) on a LAN behind host N, a gateway
+# edge host: lan0 GW_ADDR/LEN on host N, veth to eth0 ADDR/LEN on the
+# machine, whose only route beyond its LAN is DST via GW_ADDR.
+cluster_lan_add() {
+	local n="$1" gw="$2" addr="$3" dst="$4" ns hns
+	ns="$(lan_ns)"
+	hns="$(host_ns "$n")"
+	netns_add "$ns"
+	ip -n "$hns" link add lan0 type veth peer name eth0 netns "$ns"
+	ip -n "$hns" addr add "$gw" dev lan0
+	ip -n "$hns" link set lan0 up
+	ip -n "$ns" addr add "$addr" dev eth0
+	ip -n "$ns" link set eth0 up
+	ip -n "$ns" route add "$dst" via "${gw%/*}"
 }
 
 # --- containers --------------------------------------------------------------
@@ -229,6 +262,19 @@ cluster_attach() {
 	fi
 	echo "$out" >"$(host_dir "$n")/cni-c$m.json"
 	jq -er '.ips[0].address | split("/")[0]' <<<"$out"
+}
+
+# cluster_host_masq N DST PORT masquerades new TCP connections from host N's
+# containers to DST:PORT on the underlay to the host's own address, as a
+# Docker or Kubernetes host does for traffic leaving its container network:
+# nothing on the underlay routes back to a container subnet, and overlayd
+# does not masquerade (its host file says ipMasq false). Only DST:PORT is
+# NATed; traffic within the overlay or to a gateway's LAN never is.
+cluster_host_masq() {
+	local n="$1" subnet
+	subnet="$(jq -er .subnet "$(host_file "$n")")"
+	ip netns exec "$(host_ns "$n")" iptables -t nat -A POSTROUTING -o eth0 \
+		-s "$subnet" -d "$2/32" -p tcp --dport "$3" -j MASQUERADE
 }
 
 # --- teardown ----------------------------------------------------------------
