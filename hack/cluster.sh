@@ -264,17 +264,15 @@ cluster_attach() {
 	jq -er '.ips[0].address | split("/")[0]' <<<"$out"
 }
 
-# cluster_host_masq N DST PORT masquerades new TCP connections from host N's
-# containers to DST:PORT on the underlay to the host's own address, as a
-# Docker or Kubernetes host does for traffic leaving its container network:
-# nothing on the underlay routes back to a container subnet, and overlayd
-# does not masquerade (its host file says ipMasq false). Only DST:PORT is
-# NATed; traffic within the overlay or to a gateway's LAN never is.
-cluster_host_masq() {
+# cluster_fabric_route N routes host N's container subnet to host N in the
+# fabric, as a datacenter router with a static route would, so its
+# containers reach machines on the underlay (etcd) by their own addresses:
+# overlayd does not masquerade (its host file says ipMasq false), and the
+# demo NATs nothing anywhere. The route goes with the fabric namespace.
+cluster_fabric_route() {
 	local n="$1" subnet
 	subnet="$(jq -er .subnet "$(host_file "$n")")"
-	ip netns exec "$(host_ns "$n")" iptables -t nat -A POSTROUTING -o eth0 \
-		-s "$subnet" -d "$2/32" -p tcp --dport "$3" -j MASQUERADE
+	ip -n "$OVL_PREFIX-fab" route add "$subnet" via "$(host_ip "$n")"
 }
 
 # --- teardown ----------------------------------------------------------------

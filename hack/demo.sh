@@ -169,11 +169,10 @@ bring_up() {
 	done
 	done_ok
 
-	# The service's container reaches etcd on the underlay through its
-	# host (masqueraded, as on a Docker or Kubernetes host); overlayd does
-	# not NAT, and nothing else is NATed.
+	# The service's container reaches etcd on the underlay by its own
+	# address: the fabric routes h1's subnet to h1. Nothing is NATed.
 	step "echo service in h1c1 (demo-echo serve)"
-	cluster_host_masq 1 "$OVL_ETCD_IP" 2379
+	cluster_fabric_route 1
 	echo_serve "$(container_ns 1 1)" "$OVL_STATE/echo-h1c1.log" '^registered ' \
 		--listen "${CIP[1 1]}:$ECHO_PORT" --name echo --registry "$OVL_ETCD" --key "$REGISTRY_KEY"
 	done_ok "registered at $REGISTRY_KEY"
