@@ -146,6 +146,11 @@ bring_up() {
 	done
 	done_ok "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1fs", b-a}')"
 
+	# The LAN first: a gateway refuses to advertise a LAN it has no route to.
+	step "legacy LAN $(lan_ns) $LAN_IP behind h$GATEWAY"
+	cluster_lan_add "$GATEWAY" "$LAN_GW_IP/24" "$LAN_IP/24" "$CIDR"
+	done_ok "route $CIDR via $LAN_GW_IP"
+
 	step "overlayd --mode edge on h$LEGACY_VM, h$GATEWAY (--advertise)"
 	cluster_overlayd_start "$LEGACY_VM" --mode edge
 	cluster_overlayd_start "$GATEWAY" --mode edge --advertise "$LEGACY_LAN"
@@ -155,9 +160,6 @@ bring_up() {
 	done
 	done_ok "h$LEGACY_VM ${EDGE_IP[$LEGACY_VM]}, h$GATEWAY ${EDGE_IP[$GATEWAY]}"
 
-	step "legacy LAN $(lan_ns) $LAN_IP behind h$GATEWAY"
-	cluster_lan_add "$GATEWAY" "$LAN_GW_IP/24" "$LAN_IP/24" "$CIDR"
-	done_ok "route $CIDR via $LAN_GW_IP"
 
 	step "$((HOSTS * CONTAINERS)) containers attached (cnitool add)"
 	for ((n = 1; n <= HOSTS; n++)); do

@@ -78,7 +78,7 @@ func (p plugin) check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if err := refuseEdgeHost(c); err != nil {
+	if err := cnierr.RefuseEdgeHost(c.hostFilePath(), c.Network); err != nil {
 		return err
 	}
 	s, err := openStore(c)
@@ -180,18 +180,6 @@ func readRange(c *config, code uint) (hostfile.HostFile, allocator.Range, error)
 		return hostfile.HostFile{}, allocator.Range{}, cnierr.HostFile(code, path, c.Network, err)
 	}
 	return hf, rng, nil
-}
-
-// refuseEdgeHost is ADD's error when the host file is an edge host's, nil
-// otherwise. CHECK uses it instead of readRange: it looks at a reservation,
-// which stays valid while the host file is briefly missing (overlayd
-// restarting), but on an edge host no container can have this network.
-func refuseEdgeHost(c *config) error {
-	path := c.hostFilePath()
-	if _, err := hostfile.ReadContainerHost(path); errors.Is(err, hostfile.ErrEdgeHost) {
-		return cnierr.EdgeHost(types.ErrInvalidNetworkConfig, path, c.Network, err)
-	}
-	return nil
 }
 
 func attachment(args *skel.CmdArgs) store.Attachment {

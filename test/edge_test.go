@@ -175,9 +175,10 @@ func TestEdgeReachesContainersBothWays(t *testing.T) {
 			t.Fatalf("h%d leased %s inside the edge range", h.N, s)
 		}
 	}
-	if out, err := edge.Ctl("status"); err != nil || !strings.Contains(out, "edge host") || strings.Contains(out, "MISSING") {
-		t.Fatalf("overlayctl status on the edge host: %v\n%s", err, out)
-	}
+	waitFor(t, 10*time.Second, "overlayctl status on the edge host to show every peer ok", func() bool {
+		out, err := edge.Ctl("status")
+		return err == nil && strings.Contains(out, "edge host") && !strings.Contains(out, "MISSING")
+	})
 }
 
 // Finding: CNI ADD on an edge machine fails with code 7 and says why, and
@@ -201,10 +202,14 @@ func TestEdgeRefusesContainers(t *testing.T) {
 	if after := inNS(t, edge.NS, "ip", "-o", "link", "show", "type", "veth"); after != before {
 		t.Fatalf("ADD left a veth on the edge host:\nbefore %s\nafter %s", before, after)
 	}
-	entries, _ := os.ReadDir(filepath.Join(edge.DataDir, networkName))
-	for _, e := range entries {
-		if _, err := netip.ParseAddr(e.Name()); err == nil {
-			t.Fatalf("ADD left an address reserved: %s", e.Name())
+	// The IPAM store keeps a file per reserved address and per attachment.
+	for _, dir := range []string{"ips", "attachments"} {
+		entries, err := os.ReadDir(filepath.Join(edge.DataDir, networkName, dir))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		if len(entries) != 0 {
+			t.Fatalf("ADD left %d entries in the IPAM store's %s: %s", len(entries), dir, entries[0].Name())
 		}
 	}
 }
@@ -271,11 +276,20 @@ func hasRoute(h *Host, dst string) bool {
 // container sees the legacy machine's own LAN address.
 func TestGatewayServesLegacyLAN(t *testing.T) {
 	t.Parallel()
-	c := edgeCluster(t, 2, 1, "--advertise", legacyLAN)
-	h1, gw := c.Hosts[0], c.Hosts[2]
+	c := newCluster(t, 3)
+	c.SetNetwork("--edge-cidr", edgeCIDR)
+	h1, h2, gw := c.Hosts[0], c.Hosts[1], c.Hosts[2]
 	lan := addLegacyLAN(t, c, gw)
-	gw.edgeAddress()
-	c.Hosts[1].WaitReady()
+	// Strict reverse-path filtering, as RHEL sets it: every packet must
+	// arrive on the interface its source is routed by.
+	for _, ns := range []string{h1.NS, h2.NS, gw.NS, lan} {
+		inNS(t, ns, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1", "net.ipv4.conf.default.rp_filter=1")
+	}
+	h1.Start()
+	h2.Start()
+	gw.StartEdge("--advertise", legacyLAN)
+	gwAddr := gw.edgeAddress()
+	h2.WaitReady()
 	ct := h1.Attach("svc")
 	serveEcho(t, ct.NS, ct.IP)
 	if seen, _ := callEcho(t, lan, ct.IP); seen != netip.MustParseAddr(legacyHost) {
@@ -286,6 +300,25 @@ func TestGatewayServesLegacyLAN(t *testing.T) {
 	if seen, _ := callEcho(t, ct.NS, netip.MustParseAddr(legacyHost)); seen != ct.IP {
 		t.Fatalf("container -> legacy LAN: legacy machine saw %s, want %s", seen, ct.IP)
 	}
+	waitFor(t, 10*time.Second, "overlayctl status on h1 to show the gateway's LAN ok", func() bool {
+		out, err := h1.Ctl("status")
+		return err == nil && strings.Contains(out, legacyLAN+"  ") && !strings.Contains(out, "MISSING")
+	})
+
+	// The gateway restarted with another LAN: members drop the old route
+	// and route the new one.
+	const otherLAN = "198.19.20.0/24"
+	inNS(t, gw.NS, "ip", "addr", "add", "198.19.20.1/24", "dev", "lan0")
+	gw.Daemon.Stop(10 * time.Second)
+	gw.StartEdge("--advertise", otherLAN)
+	if again := gw.edgeAddress(); again != gwAddr {
+		t.Fatalf("restarted gateway got %s, want %s", again, gwAddr)
+	}
+	for _, h := range []*Host{h1, h2} {
+		waitFor(t, 10*time.Second, fmt.Sprintf("h%d to route %s instead of %s", h.N, otherLAN, legacyLAN), func() bool {
+			return hasRoute(h, otherLAN) && !hasRoute(h, legacyLAN)
+		})
+	}
 
 	// Finding: a second gateway for an overlapping LAN is refused, naming both.
 	c.addHost(4)
@@ -293,7 +326,7 @@ func TestGatewayServesLegacyLAN(t *testing.T) {
 	p := second.StartEdge("--advertise", "198.19.0.0/16")
 	code, ok := p.WaitExit(30 * time.Second)
 	out := p.Output()
-	if !ok || code == 0 || !strings.Contains(out, "198.19.0.0/16 overlaps "+legacyLAN) || !strings.Contains(out, "gateway") {
+	if !ok || code == 0 || !strings.Contains(out, "198.19.0.0/16 overlaps "+otherLAN) || !strings.Contains(out, "gateway") {
 		t.Fatalf("overlapping gateway: exited %v code %d, want a refusal naming both LANs:\n%s", ok, code, out)
 	}
 	if linkExists(second.NS, "overlay.1") {
@@ -350,9 +383,9 @@ func TestEdgeBadInput(t *testing.T) {
 	third := c.Hosts[2]
 	p = third.StartEdge()
 	code, ok := p.WaitExit(30 * time.Second)
-	out := strings.TrimSpace(p.Output())
-	if !ok || code == 0 || !strings.Contains(out, "edge range 10.244.255.252/30: all 2 addresses are leased") {
-		t.Fatalf("third edge host on a full edge range: exited %v code %d:\n%s", ok, code, out)
+	last := lastLine(p.Output())
+	if !ok || code == 0 || !strings.Contains(last, "edge range 10.244.255.252/30: all 2 addresses are leased") || !strings.Contains(last, "--edge-cidr") {
+		t.Fatalf("third edge host on a full edge range: exited %v code %d, want one line naming the range and the fix:\n%s", ok, code, p.Output())
 	}
 	if linkExists(third.NS, "overlay.1") {
 		t.Fatal("the refused edge host left a VXLAN device")

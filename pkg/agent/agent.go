@@ -190,7 +190,10 @@ func (a *Agent) start(ctx context.Context) error {
 		return err
 	}
 	a.local, a.vtepMAC = l, l.VTEPMAC.String()
-	if err := a.checkEdge(ctx); err != nil {
+	if a.local.Routes, err = a.readRoutes(); err != nil {
+		return err
+	}
+	if err := a.checkMembership(ctx); err != nil {
 		return err
 	}
 	if err := a.lease(ctx, previous); err != nil {

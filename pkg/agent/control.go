@@ -2,8 +2,12 @@ package agent
 
 import (
 	"context"
+	"fmt"
+	"net/netip"
+	"slices"
 	"time"
 
+	"github.com/overlaynet/overlay/pkg/datapath"
 	"github.com/overlaynet/overlay/pkg/netconf"
 	"github.com/overlaynet/overlay/pkg/subnet"
 )
@@ -30,7 +34,11 @@ func (a *Agent) control(ctx context.Context) {
 				continue
 			}
 		case <-underlay.C:
-			if !a.checkUnderlay() {
+			changed := a.checkUnderlay()
+			if a.checkRoutes() {
+				changed = true
+			}
+			if !changed {
 				continue
 			}
 		}
@@ -112,6 +120,34 @@ func (a *Agent) onConfig(cfg netconf.Config) bool {
 	}
 	a.local.Config = cfg
 	return true
+}
+
+// checkRoutes re-reads this host's own routes (which advertised LANs must
+// not shadow); it reports whether they changed.
+func (a *Agent) checkRoutes() bool {
+	routes, err := a.readRoutes()
+	if err != nil {
+		a.log.Warn("cannot list this host's routes; keeping the last list", "err", err)
+		return false
+	}
+	if slices.Equal(routes, a.local.Routes) {
+		return false
+	}
+	a.local.Routes = routes
+	for _, lan := range a.unroutedLANs() {
+		a.log.Error("this gateway has no route to a LAN it advertises any more (its interface down?): members still send its traffic here", "lan", lan)
+	}
+	return true
+}
+
+// readRoutes lists this host's own routes, sorted (OtherRoutes).
+func (a *Agent) readRoutes() ([]netip.Prefix, error) {
+	routes, err := a.deps.Datapath.OtherRoutes(datapath.DeviceName(a.local.Config.VNI))
+	if err != nil {
+		return nil, fmt.Errorf("list this machine's routes: %w", err)
+	}
+	slices.SortFunc(routes, netip.Prefix.Compare)
+	return slices.Compact(routes), nil
 }
 
 // checkUnderlay re-reads the underlay interface; it reports whether its MTU

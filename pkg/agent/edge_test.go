@@ -84,20 +84,39 @@ func TestEdgeWanted(t *testing.T) {
 func TestAdvertisedLANsRejected(t *testing.T) {
 	l := edgeLocal()
 	l.Kind, l.Subnet, l.Advertise = subnet.KindHost, netip.MustParsePrefix("10.244.7.0/24"), nil
+	// This host has a LAN of its own, and a static route to another.
+	l.Routes = []netip.Prefix{netip.MustParsePrefix("172.16.0.0/16"), netip.MustParsePrefix("192.168.50.0/24")}
 	first := edgeLease("10.244.255.4", "198.18.0.13", 2, 11, "198.19.10.0/24")
-	later := edgeLease("10.244.255.5", "198.18.0.14", 3, 12, "198.19.0.0/16", "10.244.0.0/20", "198.18.0.0/24", "192.168.1.0/24")
-	w, rejected := buildWanted(l, []subnet.Lease{later, first})
-	if len(w.Peers) != 2 {
+	later := edgeLease("10.244.255.5", "198.18.0.14", 3, 12, "198.19.0.0/16", "10.244.0.0/20", "198.18.0.0/24",
+		"172.16.5.0/24", "192.168.50.0/24", "192.168.1.0/24")
+	// A newcomer (created after the gateway) whose underlay lies inside the
+	// gateway's LAN is not programmed; the gateway keeps its LAN.
+	newcomer := hostLease("10.244.9.0/24", "198.19.10.7", 4, 13)
+	// An older member inside a later gateway's LAN keeps its place.
+	oldMember := hostLease("10.244.8.0/24", "192.168.70.5", 5, 5)
+	lateGW := edgeLease("10.244.255.6", "198.18.0.15", 6, 14, "192.168.70.0/24")
+	w, rejected := buildWanted(l, []subnet.Lease{later, newcomer, lateGW, first, oldMember})
+	if len(w.Peers) != 4 {
 		t.Fatalf("peers %v", w.Peers)
 	}
-	if !slices.Equal(w.Peers[0].Routes, first.Advertise) || !slices.Equal(w.Peers[1].Routes, []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")}) {
-		t.Fatalf("routes: first %v later %v", w.Peers[0].Routes, w.Peers[1].Routes)
+	byAddr := map[netip.Addr][]netip.Prefix{}
+	for _, p := range w.Peers {
+		byAddr[p.VTEPIP] = p.Routes
+	}
+	if !slices.Equal(byAddr[first.Subnet.Addr()], first.Advertise) ||
+		!slices.Equal(byAddr[later.Subnet.Addr()], []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")}) ||
+		len(byAddr[lateGW.Subnet.Addr()]) != 0 {
+		t.Fatalf("routes: %v", byAddr)
+	}
+	if _, ok := byAddr[newcomer.Subnet.Addr()]; ok {
+		t.Fatal("newcomer inside a gateway's LAN was programmed")
 	}
 	var kinds []string
 	for _, r := range rejected {
 		kinds = append(kinds, r.Kind)
 	}
-	want := []string{RejectAdvertiseOverlap, RejectAdvertiseOverlap, RejectAdvertiseUnderlay}
+	want := []string{RejectAdvertiseOverlap, RejectAdvertiseOverlap, RejectAdvertiseUnderlay,
+		RejectAdvertiseLocalRoute, RejectAdvertiseLocalRoute, RejectPublicIPInLAN, RejectAdvertiseUnderlay}
 	if !slices.Equal(kinds, want) {
 		t.Fatalf("rejections %v, want %v (%+v)", kinds, want, rejected)
 	}
@@ -155,5 +174,42 @@ func TestEdgeAgentNeedsEdgeRange(t *testing.T) {
 	leases, _, _ := h.etcd.Leases(t.Context(), "default")
 	if len(leases) != 0 {
 		t.Fatalf("leased: %v", leases)
+	}
+}
+
+// Finding: a gateway must have a route of its own to each LAN it
+// advertises, and an edge host must not start over a container host's
+// bridge; both are refused before anything is leased.
+func TestEdgeAgentStartChecks(t *testing.T) {
+	srv := etcdtest.New(t)
+	h := newHarness(t, srv)
+	setConfig(t, h.etcd, edgeNet)
+	h.cfg.Kind, h.cfg.Advertise = subnet.KindEdge, []netip.Prefix{netip.MustParsePrefix("198.19.10.0/24")}
+	start := func() error {
+		a, err := New(h.cfg, Deps{Etcd: h.etcd, Datapath: h.dp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.Start(t.Context())
+	}
+	if err := start(); err == nil || !strings.Contains(err.Error(), "--advertise 198.19.10.0/24: this machine has no route to it") {
+		t.Fatalf("gateway without a route to its LAN: %v", err)
+	}
+	h.dp.mu.Lock()
+	h.dp.routes = []netip.Prefix{netip.MustParsePrefix("198.19.10.0/24")}
+	h.dp.bridge = datapath.BridgeSpec{Name: "overlay0"}
+	h.dp.mu.Unlock()
+	if err := start(); err == nil || !strings.Contains(err.Error(), "bridge overlay0 of network default is still here") {
+		t.Fatalf("edge host over a container host's bridge: %v", err)
+	}
+	if leases, _, _ := h.etcd.Leases(t.Context(), "default"); len(leases) != 0 {
+		t.Fatalf("leased: %v", leases)
+	}
+	h.dp.mu.Lock()
+	h.dp.bridge = datapath.BridgeSpec{}
+	h.dp.mu.Unlock()
+	a := h.start()
+	if !a.Ready() {
+		t.Fatal("gateway with its LAN routed did not start ready")
 	}
 }

@@ -19,6 +19,7 @@ type fakeDatapath struct {
 	bridge   datapath.BridgeSpec
 	peers    map[string][]datapath.Peer // device -> peers
 	src      map[string]netip.Addr      // device -> routes' source address
+	routes   []netip.Prefix             // the host's own routes (OtherRoutes)
 	forward  bool
 	failVX   error
 	underlay datapath.Underlay
@@ -104,6 +105,25 @@ func (f *fakeDatapath) RemoveOrphans(network, keep string, _ netip.Prefix) ([]st
 		}
 	}
 	return removed, nil
+}
+
+func (f *fakeDatapath) OtherRoutes(string) ([]netip.Prefix, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.routes), nil
+}
+
+func (f *fakeDatapath) OwnedLinks(string) ([]datapath.OwnedLink, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []datapath.OwnedLink
+	for name := range f.vxlan {
+		out = append(out, datapath.OwnedLink{Name: name, Type: "vxlan"})
+	}
+	if f.bridge.Name != "" {
+		out = append(out, datapath.OwnedLink{Name: f.bridge.Name, Type: "bridge"})
+	}
+	return out, nil
 }
 
 func (f *fakeDatapath) EnableIPv4Forwarding() error {

@@ -20,6 +20,12 @@ type Datapath interface {
 	// RemoveOrphans removes the network's devices other than keep and our
 	// routes inside cidr that are not on keep; it says what it removed.
 	RemoveOrphans(network, keep string, cidr netip.Prefix) ([]string, error)
+	// OtherRoutes lists this host's own routes (all but those on device
+	// exclude, ours and the default route): advertised LANs must not
+	// shadow them.
+	OtherRoutes(exclude string) ([]netip.Prefix, error)
+	// OwnedLinks lists the links carrying network's owner alias.
+	OwnedLinks(network string) ([]datapath.OwnedLink, error)
 	EnableIPv4Forwarding() error
 	IPv4Forwarding() (bool, error)
 	// Watch calls changed for kernel events about the watched devices

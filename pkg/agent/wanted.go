@@ -22,13 +22,16 @@ type local struct {
 	// containers); Advertise the LANs an edge host forwards for.
 	Kind      subnet.Kind
 	Advertise []netip.Prefix
-	Config    netconf.Config
-	HostID    string
-	Underlay  datapath.Underlay
-	PublicIP  netip.Addr
-	VTEPMAC   net.HardwareAddr
-	Bridge    string
-	Subnet    netip.Prefix
+	// Routes are this host's own routes (OtherRoutes), which no advertised
+	// LAN may shadow.
+	Routes   []netip.Prefix
+	Config   netconf.Config
+	HostID   string
+	Underlay datapath.Underlay
+	PublicIP netip.Addr
+	VTEPMAC  net.HardwareAddr
+	Bridge   string
+	Subnet   netip.Prefix
 	// Held is true while the lease session holds the subnet.
 	Held bool
 }
@@ -68,8 +71,12 @@ const (
 	// An advertised LAN is dropped (the edge host stays a peer) when it
 	// overlaps the overlay or an earlier gateway's LAN, or holds a
 	// member's underlay address.
-	RejectAdvertiseOverlap  = "advertise_overlap"
-	RejectAdvertiseUnderlay = "advertise_underlay"
+	RejectAdvertiseOverlap    = "advertise_overlap"
+	RejectAdvertiseUnderlay   = "advertise_underlay"
+	RejectAdvertiseLocalRoute = "advertise_local_route"
+	// A member whose underlay address lies inside a LAN an older gateway
+	// advertises is not programmed: its VXLAN packets would go there.
+	RejectPublicIPInLAN = "public_ip_in_lan"
 )
 
 // buildWanted derives the wanted state from this host and the current
@@ -130,23 +137,25 @@ func buildEdgeWanted(l local, leases []subnet.Lease, mtu int) (Wanted, []Rejecti
 }
 
 // acceptedPeers turns the other members' leases (container hosts and edge
-// hosts alike: edge hosts are peers of each other too) into peers,
-// rejecting a record whose public IP lies inside the overlay (VXLAN packets
-// to it would be routed into the overlay itself) or is already another
-// member's (with another VTEP MAC: two hosts cannot share one underlay
-// address; the older record keeps it). A gateway's advertised LANs are
-// checked as well (acceptedRoutes).
+// hosts alike: edge hosts are peers of each other too) into peers, oldest
+// lease first, rejecting a record whose public IP lies inside the overlay
+// (VXLAN packets to it would be routed into the overlay itself), is
+// already another member's (with another VTEP MAC: two hosts cannot share
+// one underlay address), or lies inside a LAN an older gateway advertises
+// (its VXLAN packets would be routed through that gateway). A gateway's
+// advertised LANs are checked as well (acceptedRoutes). The older record
+// wins each conflict: creation, unlike the last write, does not change when
+// its owner restarts, so a newcomer can never take an established member's
+// place.
 func acceptedPeers(l local, leases []subnet.Lease) ([]datapath.Peer, []Rejection) {
 	ordered := slices.Clone(leases)
-	// The key created first keeps a contested public IP or LAN: creation,
-	// unlike the last write, does not change when its owner restarts.
 	slices.SortStableFunc(ordered, func(a, b subnet.Lease) int { return cmp.Compare(a.CreateRevision, b.CreateRevision) })
-	owner := map[netip.Addr]string{l.PublicIP: l.VTEPMAC.String()}
-	underlays := []netip.Addr{l.PublicIP}
-	for _, ls := range ordered {
-		underlays = append(underlays, ls.PublicIP)
+	seen := memberSet{
+		owner:     map[netip.Addr]string{l.PublicIP: l.VTEPMAC.String()},
+		underlays: []netip.Addr{l.PublicIP},
+		routed:    slices.Clone(l.Advertise),
+		own:       l.Routes,
 	}
-	routed := slices.Clone(l.Advertise)
 	var peers []datapath.Peer
 	var rejected []Rejection
 	for _, ls := range ordered {
@@ -157,20 +166,13 @@ func acceptedPeers(l local, leases []subnet.Lease) ([]datapath.Peer, []Rejection
 		if err != nil {
 			continue // Record.Validate already rejected these; be safe anyway
 		}
-		if l.Config.Network.Contains(ls.PublicIP) {
-			rejected = append(rejected, Rejection{ls.Subnet, RejectPublicIPInOverlay,
-				fmt.Sprintf("publicIP %s lies inside the overlay network %s", ls.PublicIP, l.Config.Network)})
+		if r, bad := seen.rejectPeer(l.Config, ls, mac.String()); bad {
+			rejected = append(rejected, r)
 			continue
 		}
-		if m, taken := owner[ls.PublicIP]; taken && m != mac.String() {
-			rejected = append(rejected, Rejection{ls.Subnet, RejectDuplicatePublicIP,
-				fmt.Sprintf("publicIP %s is already the underlay address of VTEP %s", ls.PublicIP, m)})
-			continue
-		}
-		owner[ls.PublicIP] = mac.String()
 		p := datapath.Peer{Subnet: ls.Subnet, VTEPIP: ls.Subnet.Addr(), VTEPMAC: mac, PublicIP: ls.PublicIP}
 		var dropped []Rejection
-		p.Routes, routed, dropped = acceptedRoutes(l.Config, ls, routed, underlays)
+		p.Routes, dropped = seen.acceptRoutes(l.Config, ls)
 		rejected = append(rejected, dropped...)
 		peers = append(peers, p)
 	}
@@ -178,37 +180,67 @@ func acceptedPeers(l local, leases []subnet.Lease) ([]datapath.Peer, []Rejection
 	return peers, rejected
 }
 
+// memberSet is what acceptedPeers has accepted so far: every underlay
+// address and its VTEP MAC, and every LAN routed through the overlay (this
+// host's own advertised LANs first); own are this host's own routes.
+type memberSet struct {
+	owner     map[netip.Addr]string
+	underlays []netip.Addr
+	routed    []netip.Prefix
+	own       []netip.Prefix
+}
+
+// rejectPeer says why ls cannot be a peer, or records its underlay.
+func (m *memberSet) rejectPeer(cfg netconf.Config, ls subnet.Lease, mac string) (Rejection, bool) {
+	inLAN := func(q netip.Prefix) bool { return q.Contains(ls.PublicIP) }
+	switch owner, taken := m.owner[ls.PublicIP]; {
+	case cfg.Network.Contains(ls.PublicIP):
+		return Rejection{ls.Subnet, RejectPublicIPInOverlay,
+			fmt.Sprintf("publicIP %s lies inside the overlay network %s", ls.PublicIP, cfg.Network)}, true
+	case taken && owner != mac:
+		return Rejection{ls.Subnet, RejectDuplicatePublicIP,
+			fmt.Sprintf("publicIP %s is already the underlay address of VTEP %s", ls.PublicIP, owner)}, true
+	case slices.ContainsFunc(m.routed, inLAN):
+		return Rejection{ls.Subnet, RejectPublicIPInLAN,
+			fmt.Sprintf("publicIP %s lies inside %s, a LAN routed through a gateway of the overlay", ls.PublicIP, m.routed[slices.IndexFunc(m.routed, inLAN)])}, true
+	}
+	m.owner[ls.PublicIP] = mac
+	m.underlays = append(m.underlays, ls.PublicIP)
+	return Rejection{}, false
+}
+
+// acceptRoutes keeps the LANs a gateway advertises that overlap neither
+// the overlay, nor a LAN routed already (this host's own, or an older
+// gateway's), nor a route this host has of its own (its LAN, a static
+// route: the host keeps reaching it as before), and that hold no older
+// member's underlay address (a route to it through the overlay would carry
+// VXLAN packets into the overlay itself).
+func (m *memberSet) acceptRoutes(cfg netconf.Config, ls subnet.Lease) (kept []netip.Prefix, rejected []Rejection) {
+	for _, p := range ls.Advertise {
+		overlaps := func(q netip.Prefix) bool { return p.Overlaps(q) }
+		reject := func(kind, format string, args ...any) {
+			rejected = append(rejected, Rejection{ls.Subnet, kind, fmt.Sprintf("advertised %s ", p) + fmt.Sprintf(format, args...)})
+		}
+		switch {
+		case p.Overlaps(cfg.Network):
+			reject(RejectAdvertiseOverlap, "overlaps the overlay network %s", cfg.Network)
+		case slices.ContainsFunc(m.routed, overlaps):
+			reject(RejectAdvertiseOverlap, "overlaps %s, routed to this host or to a gateway that advertised it first", m.routed[slices.IndexFunc(m.routed, overlaps)])
+		case slices.ContainsFunc(m.underlays, p.Contains):
+			reject(RejectAdvertiseUnderlay, "holds the underlay address %s of a member", m.underlays[slices.IndexFunc(m.underlays, p.Contains)])
+		case slices.ContainsFunc(m.own, overlaps):
+			reject(RejectAdvertiseLocalRoute, "overlaps this host's own route to %s, which it keeps", m.own[slices.IndexFunc(m.own, overlaps)])
+		default:
+			kept = append(kept, p)
+			m.routed = append(m.routed, p)
+		}
+	}
+	return kept, rejected
+}
+
 // member reports whether a lease is a slot of its kind's range in this
 // network (a lease of another subnet size or outside the range is left
 // from an earlier config and not programmed).
 func member(cfg netconf.Config, ls subnet.Lease) bool {
 	return ls.Kind.Pool(cfg).Contains(ls.Subnet)
-}
-
-// acceptedRoutes keeps the LANs a gateway advertises that overlap neither
-// the overlay nor a LAN routed already (this host's own, or an earlier
-// gateway's), and that hold no member's underlay address: a route to that
-// through the overlay would carry VXLAN packets into the overlay itself.
-// It returns the kept LANs and routed grown by them.
-func acceptedRoutes(cfg netconf.Config, ls subnet.Lease, routed []netip.Prefix, underlays []netip.Addr) (kept, grown []netip.Prefix, rejected []Rejection) {
-	for _, p := range ls.Advertise {
-		overlaps := func(q netip.Prefix) bool { return p.Overlaps(q) }
-		switch {
-		case p.Overlaps(cfg.Network):
-			rejected = append(rejected, Rejection{ls.Subnet, RejectAdvertiseOverlap,
-				fmt.Sprintf("advertised %s overlaps the overlay network %s", p, cfg.Network)})
-		case slices.ContainsFunc(routed, overlaps):
-			q := routed[slices.IndexFunc(routed, overlaps)]
-			rejected = append(rejected, Rejection{ls.Subnet, RejectAdvertiseOverlap,
-				fmt.Sprintf("advertised %s overlaps %s, routed to this host or to a gateway that advertised it first", p, q)})
-		case slices.ContainsFunc(underlays, p.Contains):
-			u := underlays[slices.IndexFunc(underlays, p.Contains)]
-			rejected = append(rejected, Rejection{ls.Subnet, RejectAdvertiseUnderlay,
-				fmt.Sprintf("advertised %s holds the underlay address %s of a member", p, u)})
-		default:
-			kept = append(kept, p)
-			routed = append(routed, p)
-		}
-	}
-	return kept, routed, rejected
 }

@@ -80,6 +80,17 @@ func EdgeHost(code uint, path, network string, err error) *types.Error {
 			"and start overlayd without --mode edge", err, network, teardownCommand(path, network)))
 }
 
+// RefuseEdgeHost is ADD's error (code 7) when the host file at path is an
+// edge host's, nil otherwise. CHECK uses it instead of reading the host file
+// whole: a container keeps working while the file is briefly missing
+// (overlayd restarting), but on an edge host no container can have network.
+func RefuseEdgeHost(path, network string) error {
+	if _, err := hostfile.ReadContainerHost(path); errors.Is(err, hostfile.ErrEdgeHost) {
+		return EdgeHost(types.ErrInvalidNetworkConfig, path, network, err)
+	}
+	return nil
+}
+
 // teardownCommand is the overlayctl command line that removes network's
 // state on this machine, given its host file's path; it names the run dir
 // only when it is not overlayctl's default, so it can be pasted as is.

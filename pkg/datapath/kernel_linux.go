@@ -23,6 +23,10 @@ func (Kernel) RemoveOrphans(network, keep string, cidr netip.Prefix) ([]string, 
 	return RemoveOrphans(network, keep, cidr)
 }
 
+func (Kernel) OtherRoutes(exclude string) ([]netip.Prefix, error) { return OtherRoutes(exclude) }
+
+func (Kernel) OwnedLinks(network string) ([]OwnedLink, error) { return OwnedLinks(network) }
+
 func (Kernel) EnableIPv4Forwarding() error { return EnableIPv4Forwarding() }
 
 func (Kernel) IPv4Forwarding() (bool, error) { return IPv4Forwarding() }

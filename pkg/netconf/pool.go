@@ -41,13 +41,13 @@ func (c Config) EdgePool() Pool {
 	return Pool{Range: c.EdgeCIDR, Len: 32, lo: 1, hi: n - 1}
 }
 
-// slotCount is how many /slotLen fit in a /bits, capped so it fits an int
-// on every platform (no overlay gets near 2^31 slots).
+// slotCount is how many /slotLen fit in a /bits, capped so it fits a
+// 32-bit int (no overlay gets near 2^30 slots).
 func slotCount(bits, slotLen int) int {
-	if shift := slotLen - bits; shift < 31 {
+	if shift := slotLen - bits; shift < 30 {
 		return 1 << shift
 	}
-	return 1 << 31
+	return 1 << 30
 }
 
 // Count is the number of slots.

@@ -368,18 +368,29 @@ func pickFree(req AcquireRequest, snap mapSnapshot) (netip.Prefix, error) {
 	return netip.Prefix{}, fmt.Errorf("network %s: %w", req.Config.Network, ErrNetworkFull)
 }
 
-// fullError says which range ran out.
+// fullError says which range ran out; it matches ErrNetworkFull (or
+// ErrNoEdgeRange) with errors.Is.
 func fullError(req AcquireRequest, n, reserved int) error {
 	if req.kind() == KindEdge {
 		if n == 0 {
-			return fmt.Errorf("network %s has no edge range (edgeCIDR): %w", req.Config.Network, ErrNoEdgeRange)
+			return &sentinelError{ErrNoEdgeRange, fmt.Sprintf("network %s has no edge range (edgeCIDR)", req.Config.Network)}
 		}
-		return fmt.Errorf("edge range %s: all %d addresses are leased or quarantined (%d reserved for edge hosts that went away recently): %w",
-			req.Config.EdgeCIDR, n, reserved, ErrNetworkFull)
+		return &sentinelError{ErrNetworkFull, fmt.Sprintf("edge range %s: all %d addresses are leased or quarantined (%d reserved for edge hosts that went away recently)",
+			req.Config.EdgeCIDR, n, reserved)}
 	}
-	return fmt.Errorf("network %s: all %d subnets of /%d are leased or quarantined (%d reserved for hosts that went away recently): %w",
-		req.Config.Network, n, req.Config.SubnetLen, reserved, ErrNetworkFull)
+	return &sentinelError{ErrNetworkFull, fmt.Sprintf("network %s: all %d subnets of /%d are leased or quarantined (%d reserved for hosts that went away recently)",
+		req.Config.Network, n, req.Config.SubnetLen, reserved)}
 }
+
+// sentinelError is a message of its own that still matches a sentinel,
+// so the message need not end in the sentinel's words.
+type sentinelError struct {
+	sentinel error
+	msg      string
+}
+
+func (e *sentinelError) Error() string        { return e.msg }
+func (e *sentinelError) Is(target error) bool { return target == e.sentinel }
 
 func (c *Client) revoke(id clientv3.LeaseID) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

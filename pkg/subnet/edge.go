@@ -2,6 +2,7 @@ package subnet
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/overlaynet/overlay/pkg/netconf"
 )
@@ -77,6 +78,32 @@ func AdvertiseConflict(cfg netconf.Config, self Record, leases []Lease) error {
 					return fmt.Errorf("advertised %s overlaps %s, already advertised by gateway %s; each LAN must be advertised by one gateway",
 						p, q, l.Describe())
 				}
+			}
+		}
+	}
+	return nil
+}
+
+// UnderlayInLAN refuses a member whose underlay address lies inside a LAN
+// a gateway advertises: members route that LAN through the gateway, so
+// this member's VXLAN packets would go there. A gateway whose lease is
+// younger than this member's own live key (a restart) does not count:
+// members drop that gateway's LAN instead.
+func UnderlayInLAN(self Record, leases []Lease) error {
+	ownRev := int64(math.MaxInt64)
+	for _, l := range leases {
+		if l.HostID == self.HostID && l.Kind == self.Kind {
+			ownRev = l.CreateRevision
+		}
+	}
+	for _, l := range leases {
+		if l.HostID == self.HostID || l.CreateRevision > ownRev {
+			continue
+		}
+		for _, q := range l.Advertise {
+			if q.Contains(self.PublicIP) {
+				return fmt.Errorf("this machine's underlay address %s lies inside %s, which gateway %s advertises: members route that LAN through the gateway, so VXLAN packets to this machine would go there; use an underlay address outside it (--iface, --public-ip)",
+					self.PublicIP, q, l.Describe())
 			}
 		}
 	}

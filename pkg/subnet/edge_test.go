@@ -114,7 +114,10 @@ func TestAdvertiseConflict(t *testing.T) {
 		{"198.19.0.0/16", "advertised 198.19.0.0/16 overlaps 198.19.10.0/24, already advertised by gateway edge h7 (10.244.255.7, public IP 198.18.0.17)"},
 		{"198.18.0.0/24", "holds this machine's own underlay address 198.18.0.11"},
 		{"198.18.0.12/31", "holds the underlay address 198.18.0.13 of host h3"},
-		{"0.0.0.0/0", "is the default route"},
+		{"0.0.0.0/0", "is shorter than /8"},
+		{"128.0.0.0/1", "is shorter than /8"},
+		{"169.254.0.0/16", "overlaps the special-use range 169.254.0.0/16"},
+		{"127.0.0.0/8", "overlaps the special-use range 127.0.0.0/8"},
 		{"192.168.7.0/24", ""},
 	} {
 		self := edgeRecord(1, tc.lan)
@@ -128,5 +131,21 @@ func TestAdvertiseConflict(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", tc.lan, err, tc.want)
 		}
+	}
+}
+
+// Finding: a member whose underlay lies inside an older gateway's LAN is
+// refused at start; one older than the gateway (a restart) is not.
+func TestUnderlayInLAN(t *testing.T) {
+	gw := Lease{Subnet: netip.MustParsePrefix("10.244.255.7/32"), Record: edgeRecord(7, "198.18.0.0/28"), CreateRevision: 10}
+	self := hostRecord(3) // 198.18.0.13
+	self.Kind = KindHost
+	err := UnderlayInLAN(self, []Lease{gw})
+	if err == nil || !strings.Contains(err.Error(), "underlay address 198.18.0.13 lies inside 198.18.0.0/28, which gateway edge h7") {
+		t.Fatalf("newcomer inside a LAN: %v", err)
+	}
+	own := Lease{Subnet: netip.MustParsePrefix("10.244.3.0/24"), Record: self, CreateRevision: 5}
+	if err := UnderlayInLAN(self, []Lease{gw, own}); err != nil {
+		t.Fatalf("restart of a member older than the gateway: %v", err)
 	}
 }

@@ -86,17 +86,39 @@ func (r Record) Validate() error {
 	return nil
 }
 
+// MinAdvertisedBits is the shortest prefix a gateway may advertise: a LAN,
+// not a slice of the internet that would pull every member's traffic to
+// unrelated destinations through one gateway.
+const MinAdvertisedBits = 8
+
+// specialUse are ranges no LAN behind a gateway can be, and that every
+// member needs for itself: "this network", loopback, link-local (cloud
+// metadata services live there), multicast and reserved.
+var specialUse = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("224.0.0.0/4"),
+	netip.MustParsePrefix("240.0.0.0/4"),
+}
+
 // ValidateAdvertised checks one prefix a gateway advertises, on its own:
-// an IPv4 prefix without host bits, and not the default route (a route to
-// 0.0.0.0/0 through a gateway would replace every member's default route).
+// an IPv4 prefix without host bits, at least /MinAdvertisedBits long (a
+// route to 0.0.0.0/0 or a /1 through a gateway would take over every
+// member's default route), and outside the special-use ranges.
 func ValidateAdvertised(p netip.Prefix) error {
 	switch {
 	case !p.IsValid() || !p.Addr().Is4():
 		return fmt.Errorf("advertised %v is not an IPv4 prefix", p)
 	case p.Masked() != p:
 		return fmt.Errorf("advertised %s has host bits set; did you mean %s?", p, p.Masked())
-	case p.Bits() == 0:
-		return fmt.Errorf("advertised %s is the default route; a gateway advertises the LANs behind it, not everything", p)
+	case p.Bits() < MinAdvertisedBits:
+		return fmt.Errorf("advertised %s is shorter than /%d; a gateway advertises the LANs behind it, not a default or a slice of the internet", p, MinAdvertisedBits)
+	}
+	for _, s := range specialUse {
+		if p.Overlaps(s) {
+			return fmt.Errorf("advertised %s overlaps the special-use range %s, which every member needs for itself (loopback, link-local and cloud metadata, multicast, reserved)", p, s)
+		}
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -69,7 +68,7 @@ func (p plugin) check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if err := refuseEdgeHost(conf); err != nil {
+	if err := cnierr.RefuseEdgeHost(conf.hostFilePath(), conf.Network); err != nil {
 		return err
 	}
 	prev, err := prevResult(conf)
@@ -137,19 +136,6 @@ func readHostFile(conf *NetConf, code uint) (hostfile.HostFile, error) {
 		return hostfile.HostFile{}, cnierr.HostFile(code, path, conf.Network, err)
 	}
 	return hf, nil
-}
-
-// refuseEdgeHost is ADD's error when the host file is an edge host's, nil
-// otherwise. CHECK uses it instead of readHostFile: it looks at the
-// container, which keeps working while the host file is briefly missing
-// (overlayd restarting), but on an edge host no container can have this
-// network.
-func refuseEdgeHost(conf *NetConf) error {
-	path := conf.hostFilePath()
-	if _, err := hostfile.ReadContainerHost(path); errors.Is(err, hostfile.ErrEdgeHost) {
-		return cnierr.EdgeHost(types.ErrInvalidNetworkConfig, path, conf.Network, err)
-	}
-	return nil
 }
 
 // prevResult decodes the cached result the runtime passes to CHECK.
