@@ -51,8 +51,14 @@ func newNetworkSetCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer c.Close()
+			old, _ := c.NetworkConfig(cmd.Context(), name)
 			if err := c.SetNetworkConfig(cmd.Context(), name, cfg); err != nil {
 				return err
+			}
+			// set replaces the whole config: say so when that dropped an
+			// edge range the operator may just have forgotten to repeat.
+			if old.EdgeCIDR.IsValid() && !cfg.EdgeCIDR.IsValid() {
+				fmt.Fprintf(cmd.ErrOrStderr(), "overlayctl: note: edgeCIDR %s is removed (set replaces the whole config; pass --edge-cidr %s to keep it)\n", old.EdgeCIDR, old.EdgeCIDR)
 			}
 			data, _ := cfg.Marshal()
 			fmt.Fprintf(cmd.OutOrStdout(), "network %s: %s\n", name, data)

@@ -64,7 +64,16 @@ func (g *globals) leases(cmd *cobra.Command) ([]subnet.Lease, error) {
 	}
 	defer c.Close()
 	ls, _, err := c.Leases(cmd.Context(), g.network)
-	return ls, err
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := c.NetworkConfig(cmd.Context(), g.network)
+	if err != nil {
+		return nil, err
+	}
+	// Leases outside their kind's range (left from an earlier config) are
+	// not programmed by overlayd; don't report them as missing.
+	return slices.DeleteFunc(ls, func(l subnet.Lease) bool { return !l.Kind.Pool(cfg).Contains(l.Subnet) }), nil
 }
 
 func printSelf(out io.Writer, own netip.Prefix, leases []subnet.Lease, haveEtcd bool) {
@@ -108,7 +117,7 @@ func printPeers(out io.Writer, own netip.Prefix, src netip.Addr, leases []subnet
 	for _, p := range wanted {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", p.Subnet, p.VTEPIP, p.VTEPMAC, p.PublicIP, peerState(p, p.Subnet, plan))
 		for _, lan := range p.Routes {
-			fmt.Fprintf(w, "%s\t%s\t\t\t%s\n", lan, p.VTEPIP, peerState(p, lan, plan))
+			fmt.Fprintf(w, "%s\t%s\t\t\t%s\n", lan, p.VTEPIP, lanState(p, lan, plan))
 		}
 	}
 	for _, r := range plan.DelRoutes {
@@ -117,6 +126,16 @@ func printPeers(out io.Writer, own netip.Prefix, src netip.Addr, leases []subnet
 	if len(wanted) == 0 && len(plan.DelRoutes) == 0 {
 		fmt.Fprintln(w, "(no peers)")
 	}
+}
+
+// lanState is peerState for a gateway's advertised LAN: a member may drop
+// one on purpose (it overlaps the host's own routes, the overlay, an older
+// gateway's LAN or an underlay address), which overlayd logs.
+func lanState(p datapath.Peer, lan netip.Prefix, plan datapath.Plan) string {
+	if slices.ContainsFunc(plan.AddRoutes, func(r datapath.Route) bool { return r.Dst == lan }) {
+		return "not routed here (dropped on purpose or not yet programmed: the overlayd log says which, reason advertise_*)"
+	}
+	return peerState(p, lan, plan)
 }
 
 // peerState says what the kernel lacks for the route to dst through p.

@@ -93,3 +93,49 @@ func TestEdgeCIDRValidation(t *testing.T) {
 		t.Fatalf("round trip %s: %+v, %v", data, back, err)
 	}
 }
+
+// For every valid split of a few networks: the host and edge pools never
+// share an address, At and Contains agree, and together with the edge
+// range's first and last address they cover the network exactly.
+func TestPoolsPartitionTheNetwork(t *testing.T) {
+	for _, network := range []string{"10.244.0.0/16", "10.244.0.0/20", "192.168.0.0/24"} {
+		nw := netip.MustParsePrefix(network)
+		for subnetLen := nw.Bits() + 1; subnetLen <= min(nw.Bits()+6, MaxSubnetLen); subnetLen++ {
+			for edgeBits := nw.Bits() + 1; edgeBits <= subnetLen; edgeBits++ {
+				for _, at := range []int{0, 1, -1} { // first, second and last block of that size
+					n := 1 << (edgeBits - nw.Bits())
+					i := (at + n) % n
+					c := Config{Network: nw, SubnetLen: subnetLen, VNI: 1, Port: 8472,
+						EdgeCIDR: netip.PrefixFrom(Config{Network: nw, SubnetLen: edgeBits}.HostPool().At(i).Addr(), edgeBits)}
+					if err := c.Validate(); err != nil {
+						t.Fatalf("%+v: %v", c, err)
+					}
+					checkPartition(t, c)
+				}
+			}
+		}
+	}
+}
+
+func checkPartition(t *testing.T, c Config) {
+	t.Helper()
+	hp, ep := c.HostPool(), c.EdgePool()
+	addrs := 0
+	for i := range hp.Count() {
+		s := hp.At(i)
+		if !hp.Contains(s) || s.Overlaps(c.EdgeCIDR) || ep.Contains(netip.PrefixFrom(s.Addr(), 32)) {
+			t.Fatalf("%s edge %s: host slot %d %s", c.Network, c.EdgeCIDR, i, s)
+		}
+		addrs += 1 << (32 - s.Bits())
+	}
+	for i := range ep.Count() {
+		s := ep.At(i)
+		if !ep.Contains(s) || !c.EdgeCIDR.Contains(s.Addr()) || hp.Contains(s) {
+			t.Fatalf("%s edge %s: edge slot %d %s", c.Network, c.EdgeCIDR, i, s)
+		}
+	}
+	addrs += ep.Count() + 2 // the edge range's first and last address are no slot
+	if want := 1 << (32 - c.Network.Bits()); addrs != want {
+		t.Fatalf("%s edge %s subnetLen %d: pools cover %d addresses, want %d", c.Network, c.EdgeCIDR, c.SubnetLen, addrs, want)
+	}
+}

@@ -496,9 +496,18 @@ func (c *Client) SetNetworkConfig(ctx context.Context, network string, cfg netco
 		if err := StrandedBy(cfg, leases); err != nil {
 			return fmt.Errorf("network %s: %w", network, err)
 		}
-		// Written only if no lease changed since the check.
-		unchanged := clientv3.Compare(clientv3.ModRevision(c.keys.Subnets(network)), "<", rev+1).WithPrefix()
-		resp, err := c.cli.Txn(ctx).If(unchanged).Then(clientv3.OpPut(key, string(data))).Commit()
+		reserved, err := c.reservationsAt(ctx, network, rev)
+		if err != nil {
+			return err
+		}
+		if err := strandedReservation(cfg, reserved, leases); err != nil {
+			return fmt.Errorf("network %s: %w", network, err)
+		}
+		// Written only if no lease or reservation changed since the check.
+		resp, err := c.cli.Txn(ctx).If(
+			clientv3.Compare(clientv3.ModRevision(c.keys.Subnets(network)), "<", rev+1).WithPrefix(),
+			clientv3.Compare(clientv3.ModRevision(c.keys.Reservations(network)), "<", rev+1).WithPrefix(),
+		).Then(clientv3.OpPut(key, string(data))).Commit()
 		if err != nil {
 			return fmt.Errorf("write %s: %w", key, err)
 		}
@@ -507,6 +516,23 @@ func (c *Client) SetNetworkConfig(ctx context.Context, network string, cfg netco
 		}
 	}
 	return fmt.Errorf("write %s: leases kept changing while checking them; retry", key)
+}
+
+// reservationsAt lists the network's quarantine reservations at revision
+// rev: slot and reserving host ID.
+func (c *Client) reservationsAt(ctx context.Context, network string, rev int64) (map[netip.Prefix]string, error) {
+	prefix := c.keys.Reservations(network)
+	resp, err := c.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", prefix, err)
+	}
+	out := make(map[netip.Prefix]string, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		if s, err := ParseSubnet(string(kv.Key[len(prefix):])); err == nil {
+			out[s] = decodeReservation(kv.Value)
+		}
+	}
+	return out, nil
 }
 
 // Leases lists a network's valid leases and the revision of the read. Invalid
@@ -542,8 +568,8 @@ func (c *Client) parseLease(network string, key, value []byte) (Lease, error) {
 	return Lease{Subnet: s, Record: rec}, nil
 }
 
-// DeleteLease removes a lease key (an operator's eviction). It reports
-// whether the key existed.
+// DeleteLease removes a lease key and its quarantine reservation (an
+// operator's eviction). It reports whether either existed.
 func (c *Client) DeleteLease(ctx context.Context, network string, s netip.Prefix) (bool, error) {
 	key := c.keys.Subnet(network, s)
 	// The reservation goes too: evicting is the operator saying the host is
@@ -553,5 +579,6 @@ func (c *Client) DeleteLease(ctx context.Context, network string, s netip.Prefix
 	if err != nil {
 		return false, fmt.Errorf("delete %s: %w", key, err)
 	}
-	return resp.Responses[0].GetResponseDeleteRange().Deleted > 0, nil
+	deleted := resp.Responses[0].GetResponseDeleteRange().Deleted + resp.Responses[1].GetResponseDeleteRange().Deleted
+	return deleted > 0, nil
 }

@@ -3,6 +3,7 @@ package subnet
 import (
 	"fmt"
 	"math"
+	"net/netip"
 
 	"github.com/overlaynet/overlay/pkg/netconf"
 )
@@ -33,6 +34,31 @@ func StrandedBy(cfg netconf.Config, leases []Lease) error {
 		case l.Kind == KindEdge && !cfg.ContainsEdge(l.Subnet):
 			return fmt.Errorf(`edge address %s of %s would lie outside the edge range %s: stop that edge host first (its lease then ends after its TTL), or keep an edge range that holds it`,
 				l.Subnet.Addr(), l.Describe(), edgeRangeName(cfg))
+		}
+	}
+	return nil
+}
+
+// strandedReservation is StrandedBy for members that went away recently:
+// their slot is still reserved for them (quarantine) so they get it back,
+// and an edge range moved over (or away from) it would break that promise.
+func strandedReservation(cfg netconf.Config, reserved map[netip.Prefix]string, leases []Lease) error {
+	live := make(map[netip.Prefix]bool, len(leases))
+	for _, l := range leases {
+		live[l.Subnet] = true
+	}
+	for s, hostID := range reserved {
+		if live[s] {
+			continue // StrandedBy judged the lease itself
+		}
+		edge := s.Bits() == 32
+		switch {
+		case !edge && cfg.EdgeCIDR.IsValid() && s.Overlaps(cfg.EdgeCIDR):
+			return fmt.Errorf("edgeCIDR %s overlaps container subnet %s, reserved for host %s, which went away recently and gets it back if it returns within its quarantine: pick another edge range, or evict it with overlayctl leases delete %s",
+				cfg.EdgeCIDR, s, hostID, s)
+		case edge && !cfg.ContainsEdge(s):
+			return fmt.Errorf("edge address %s, reserved for edge host %s, which went away recently, would lie outside the edge range %s: keep a range that holds it, or evict it with overlayctl leases delete %s",
+				s.Addr(), hostID, edgeRangeName(cfg), s)
 		}
 	}
 	return nil

@@ -149,3 +149,32 @@ func TestUnderlayInLAN(t *testing.T) {
 		t.Fatalf("restart of a member older than the gateway: %v", err)
 	}
 }
+
+// Finding: an edge range over the subnet of a host that went away recently
+// (its quarantine reservation) is refused; evicting it frees the subnet.
+func TestSetNetworkConfigRefusesReservedSubnet(t *testing.T) {
+	srv := etcdtest.New(t)
+	c := connect(t, srv)
+	if err := c.SetNetworkConfig(t.Context(), "default", testNet); err != nil {
+		t.Fatal(err)
+	}
+	h, err := c.Acquire(t.Context(), AcquireRequest{Network: "default", Config: testNet, Record: hostRecord(1), TTL: 10 * time.Second, Quarantine: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Withdraw(t.Context()); err != nil { // the key goes, the reservation stays
+		t.Fatal(err)
+	}
+	over := testNet
+	over.EdgeCIDR = h.Subnet
+	err = c.SetNetworkConfig(t.Context(), "default", over)
+	if err == nil || !strings.Contains(err.Error(), "reserved for host host-1, which went away recently") {
+		t.Fatalf("edge range over a reserved subnet: %v", err)
+	}
+	if ok, err := c.DeleteLease(t.Context(), "default", h.Subnet); !ok || err != nil {
+		t.Fatalf("evict the reservation: %v %v", ok, err)
+	}
+	if err := c.SetNetworkConfig(t.Context(), "default", over); err != nil {
+		t.Fatalf("after eviction: %v", err)
+	}
+}
