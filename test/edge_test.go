@@ -399,3 +399,29 @@ func TestEdgeBadInput(t *testing.T) {
 		t.Fatalf("removing the edge range under live edge hosts: %v\n%s", err, out)
 	}
 }
+
+// A container host switched to an edge host: refused while its bridge is
+// there, and after overlayctl teardown it joins as an edge host and
+// reaches the other host's containers.
+func TestSwitchHostToEdge(t *testing.T) {
+	t.Parallel()
+	c := edgeCluster(t, 2, 0)
+	h1, h2 := c.Hosts[0], c.Hosts[1]
+	h1.WaitReady()
+	h2.WaitReady()
+	h1.Daemon.Stop(10 * time.Second)
+	p := h1.StartEdge()
+	if code, ok := p.WaitExit(30 * time.Second); !ok || code == 0 || !strings.Contains(lastLine(p.Output()), "bridge overlay0 of network default is still here") {
+		t.Fatalf("edge start over a container host's bridge: exited %v code %d:\n%s", ok, code, p.Output())
+	}
+	if out, err := h1.Ctl("teardown"); err != nil {
+		t.Fatalf("teardown: %v\n%s", err, out)
+	}
+	h1.StartEdge()
+	addr := h1.edgeAddress()
+	ct := h2.Attach("svc")
+	serveEcho(t, ct.NS, ct.IP)
+	if seen, _ := callEcho(t, h1.NS, ct.IP); seen != addr {
+		t.Fatalf("after the switch the container saw %s, want the edge address %s", seen, addr)
+	}
+}

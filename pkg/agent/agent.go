@@ -262,9 +262,7 @@ func (a *Agent) waitConfig(ctx context.Context) (netconf.Config, error) {
 // lease starts the lease session and takes the first lease.
 func (a *Agent) lease(ctx context.Context, saved state.Network) error {
 	l := &a.local
-	if saved.Subnet.IsValid() && !l.Kind.Pool(l.Config).Contains(saved.Subnet) {
-		a.log.Warn("previous lease is not part of the network's "+string(l.Kind)+" range any more; taking a new one", "previous", saved.Subnet, "network", l.Config.Network)
-	}
+	a.notePreviousLease(saved.Subnet)
 	rec := subnet.Record{Kind: l.Kind, HostID: l.HostID, Hostname: a.cfg.Hostname, PublicIP: l.PublicIP, VTEPMAC: l.VTEPMAC.String(),
 		UnderlayMTU: l.Underlay.MTU, Advertise: l.Advertise}
 	a.session = a.deps.Etcd.NewSession(subnet.AcquireRequest{
@@ -280,6 +278,25 @@ func (a *Agent) lease(ctx context.Context, saved state.Network) error {
 	a.m.leaseAcquired.Inc()
 	a.m.leaseHeld.Set(1)
 	return nil
+}
+
+// notePreviousLease logs why this host will not get its previous slot
+// back: it switched between container host and edge host, or the network's
+// ranges changed.
+func (a *Agent) notePreviousLease(prev netip.Prefix) {
+	l := a.local
+	other := subnet.KindEdge
+	if l.Kind == subnet.KindEdge {
+		other = subnet.KindHost
+	}
+	switch {
+	case !prev.IsValid() || l.Kind.Pool(l.Config).Contains(prev):
+	case other.Pool(l.Config).Contains(prev):
+		a.log.Warn("this machine was a member of kind "+string(other)+" and now joins as "+string(l.Kind)+": it takes a new slot; its old key expires after the lease TTL",
+			"previous", prev)
+	default:
+		a.log.Warn("previous lease is not part of the network's "+string(l.Kind)+" range any more; taking a new one", "previous", prev, "network", l.Config.Network)
+	}
 }
 
 func (a *Agent) leaseError(err error) error {
