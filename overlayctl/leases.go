@@ -1,9 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -49,6 +51,11 @@ func newLeasesCmd(g *globals) *cobra.Command {
 			if cfg, err := c.NetworkConfig(cmd.Context(), g.network); err == nil {
 				vni = cfg.VNI
 			}
+			// Container hosts first, then edge hosts, each in address order
+			// (etcd lists keys as strings: 10.244.39.0 after 10.244.255.7).
+			slices.SortFunc(leases, func(a, b subnet.Lease) int {
+				return cmp.Or(cmp.Compare(kindOrder(a.Kind), kindOrder(b.Kind)), a.Subnet.Addr().Compare(b.Subnet.Addr()))
+			})
 			views := make([]leaseView, 0, len(leases))
 			for _, l := range leases {
 				views = append(views, viewLease(l, vni))
@@ -59,6 +66,13 @@ func newLeasesCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	cmd.AddCommand(newLeasesDeleteCmd(g))
 	return cmd
+}
+
+func kindOrder(k subnet.Kind) int {
+	if k == subnet.KindEdge {
+		return 1
+	}
+	return 0
 }
 
 func viewLease(l subnet.Lease, vni uint32) leaseView {
