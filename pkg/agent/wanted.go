@@ -69,8 +69,8 @@ const (
 	RejectPublicIPInOverlay = "public_ip_in_overlay"
 	RejectDuplicatePublicIP = "duplicate_public_ip"
 	// An advertised LAN is dropped (the edge host stays a peer) when it
-	// overlaps the overlay or an earlier gateway's LAN, or holds a
-	// member's underlay address.
+	// overlaps the overlay or an earlier gateway's LAN, holds a member's
+	// underlay address, or overlaps a route this host has of its own.
 	RejectAdvertiseOverlap    = "advertise_overlap"
 	RejectAdvertiseUnderlay   = "advertise_underlay"
 	RejectAdvertiseLocalRoute = "advertise_local_route"
@@ -89,50 +89,29 @@ func buildWanted(l local, leases []subnet.Lease) (Wanted, []Rejection) {
 		mtu = l.Config.MTU
 	}
 	vtepIP := l.Subnet.Addr()
-	if l.Kind == subnet.KindEdge {
-		return buildEdgeWanted(l, leases, mtu)
-	}
-	gateway := vtepIP.Next()
 	w := Wanted{
 		VXLAN: datapath.VXLANSpec{
 			Name: datapath.DeviceName(l.Config.VNI), VNI: l.Config.VNI, Port: l.Config.Port,
 			LocalIP: l.Underlay.IP, UnderlayIndex: l.Underlay.Index,
 			MAC: l.VTEPMAC, MTU: mtu, Address: netip.PrefixFrom(vtepIP, 32), Owner: l.Network,
 		},
-		Bridge:  datapath.BridgeSpec{Name: l.Bridge, Gateway: netip.PrefixFrom(gateway, l.Subnet.Bits()), MTU: mtu, Owner: l.Network},
-		Forward: true,
-		HostFile: hostfile.HostFile{
-			Network: l.Config.Network, Subnet: l.Subnet, Gateway: gateway,
-			MTU: mtu, Bridge: l.Bridge, VNI: l.Config.VNI,
-		},
-		Held: l.Held,
+		HostFile: hostfile.HostFile{Network: l.Config.Network, MTU: mtu, VNI: l.Config.VNI},
+		Held:     l.Held,
 	}
-	peers, rejected := acceptedPeers(l, leases)
-	w.Peers = peers
-	return w, rejected
-}
-
-// buildEdgeWanted is the wanted state of an edge host: its address on the
-// VXLAN device and the source of every route, so what it sends carries
-// that address and the reply comes back over the overlay; no bridge; and
-// forwarding only on a gateway (a plain edge machine routes nothing).
-func buildEdgeWanted(l local, leases []subnet.Lease, mtu int) (Wanted, []Rejection) {
-	addr := l.Subnet.Addr()
-	w := Wanted{
-		VXLAN: datapath.VXLANSpec{
-			Name: datapath.DeviceName(l.Config.VNI), VNI: l.Config.VNI, Port: l.Config.Port,
-			LocalIP: l.Underlay.IP, UnderlayIndex: l.Underlay.Index,
-			MAC: l.VTEPMAC, MTU: mtu, Address: netip.PrefixFrom(addr, 32), Owner: l.Network,
-		},
-		Src: addr,
-		HostFile: hostfile.HostFile{
-			Kind: hostfile.KindEdge, Network: l.Config.Network, Address: addr, MTU: mtu, VNI: l.Config.VNI,
-		},
-		Forward: len(l.Advertise) > 0,
-		Held:    l.Held,
+	if l.Kind == subnet.KindEdge {
+		// An edge host's address is the source of every route, so what it
+		// sends carries that address and the reply comes back over the
+		// overlay. It has no bridge, and only a gateway forwards.
+		w.Src, w.Forward = vtepIP, len(l.Advertise) > 0
+		w.HostFile.Kind, w.HostFile.Address = hostfile.KindEdge, vtepIP
+	} else {
+		gateway := vtepIP.Next()
+		w.Bridge = datapath.BridgeSpec{Name: l.Bridge, Gateway: netip.PrefixFrom(gateway, l.Subnet.Bits()), MTU: mtu, Owner: l.Network}
+		w.Forward = true
+		w.HostFile.Subnet, w.HostFile.Gateway, w.HostFile.Bridge = l.Subnet, gateway, l.Bridge
 	}
-	peers, rejected := acceptedPeers(l, leases)
-	w.Peers = peers
+	var rejected []Rejection
+	w.Peers, rejected = acceptedPeers(l, leases)
 	return w, rejected
 }
 
@@ -143,7 +122,7 @@ func buildEdgeWanted(l local, leases []subnet.Lease, mtu int) (Wanted, []Rejecti
 // already another member's (with another VTEP MAC: two hosts cannot share
 // one underlay address), or lies inside a LAN an older gateway advertises
 // (its VXLAN packets would be routed through that gateway). A gateway's
-// advertised LANs are checked as well (acceptedRoutes). The older record
+// advertised LANs are checked as well (acceptRoutes). The older record
 // wins each conflict: creation, unlike the last write, does not change when
 // its owner restarts, so a newcomer can never take an established member's
 // place.
