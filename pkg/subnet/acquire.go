@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/overlaynet/overlay/pkg/netconf"
@@ -248,7 +249,7 @@ func (c *Client) snapshotMap(ctx context.Context, network string) (mapSnapshot, 
 	if err != nil {
 		return mapSnapshot{}, fmt.Errorf("list %s: %w", subnets, err)
 	}
-	snap := mapSnapshot{subnets: map[netip.Prefix]occupiedLease{}, reservations: map[netip.Prefix]reservation{}}
+	snap := mapSnapshot{subnets: map[netip.Prefix]occupiedLease{}}
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
 		s, err := c.keys.ParseSubnetKey(network, string(kv.Key))
 		if err != nil {
@@ -260,14 +261,19 @@ func (c *Client) snapshotMap(ctx context.Context, network string) (mapSnapshot, 
 		}
 		snap.subnets[s] = o
 	}
-	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		s, err := ParseSubnet(string(kv.Key[len(reservations):]))
-		if err != nil {
-			continue
-		}
-		snap.reservations[s] = reservation{HostID: decodeReservation(kv.Value), ModRevision: kv.ModRevision, Lease: kv.Lease}
-	}
+	snap.reservations = parseReservations(reservations, resp.Responses[1].GetResponseRange().Kvs)
 	return snap, nil
+}
+
+// parseReservations reads the reservation keys under prefix.
+func parseReservations(prefix string, kvs []*mvccpb.KeyValue) map[netip.Prefix]reservation {
+	out := make(map[netip.Prefix]reservation, len(kvs))
+	for _, kv := range kvs {
+		if s, err := ParseSubnet(string(kv.Key[len(prefix):])); err == nil {
+			out[s] = reservation{HostID: decodeReservation(kv.Value), ModRevision: kv.ModRevision, Lease: kv.Lease}
+		}
+	}
+	return out
 }
 
 // pool is where this request's lease comes from: the container subnets

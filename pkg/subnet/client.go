@@ -518,21 +518,14 @@ func (c *Client) SetNetworkConfig(ctx context.Context, network string, cfg netco
 	return fmt.Errorf("write %s: leases kept changing while checking them; retry", key)
 }
 
-// reservationsAt lists the network's quarantine reservations at revision
-// rev: slot and reserving host ID.
-func (c *Client) reservationsAt(ctx context.Context, network string, rev int64) (map[netip.Prefix]string, error) {
+// reservationsAt lists the network's quarantine reservations at revision rev.
+func (c *Client) reservationsAt(ctx context.Context, network string, rev int64) (map[netip.Prefix]reservation, error) {
 	prefix := c.keys.Reservations(network)
 	resp, err := c.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", prefix, err)
 	}
-	out := make(map[netip.Prefix]string, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		if s, err := ParseSubnet(string(kv.Key[len(prefix):])); err == nil {
-			out[s] = decodeReservation(kv.Value)
-		}
-	}
-	return out, nil
+	return parseReservations(prefix, resp.Kvs), nil
 }
 
 // Leases lists a network's valid leases and the revision of the read. Invalid

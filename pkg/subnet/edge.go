@@ -42,12 +42,13 @@ func StrandedBy(cfg netconf.Config, leases []Lease) error {
 // strandedReservation is StrandedBy for members that went away recently:
 // their slot is still reserved for them (quarantine) so they get it back,
 // and an edge range moved over (or away from) it would break that promise.
-func strandedReservation(cfg netconf.Config, reserved map[netip.Prefix]string, leases []Lease) error {
+func strandedReservation(cfg netconf.Config, reserved map[netip.Prefix]reservation, leases []Lease) error {
 	live := make(map[netip.Prefix]bool, len(leases))
 	for _, l := range leases {
 		live[l.Subnet] = true
 	}
-	for s, hostID := range reserved {
+	for s, r := range reserved {
+		hostID := r.HostID
 		if live[s] {
 			continue // StrandedBy judged the lease itself
 		}
