@@ -148,6 +148,7 @@ func (c Config) Validate() error {
 func (c Config) validateEdgeCIDR() error {
 	e := c.EdgeCIDR
 	example := netip.PrefixFrom(lastAddr(c.Network), c.SubnetLen).Masked()
+	shared := netip.PrefixFrom(e.Addr(), c.SubnetLen).Masked() // the container subnet holding e
 	switch {
 	case !e.IsValid():
 		return nil
@@ -161,7 +162,7 @@ func (c Config) validateEdgeCIDR() error {
 		return fmt.Errorf(`network config: field "edgeCIDR" %s is the whole network, leaving no subnet for containers; pick a part of it, e.g. %s`, e, example)
 	case e.Bits() > c.SubnetLen:
 		return fmt.Errorf(`network config: field "edgeCIDR" %s overlaps container subnet %s (subnetLen %d); the edge range must be whole container subnets, /%d or larger, e.g. %s`,
-			e, netip.PrefixFrom(e.Addr(), c.SubnetLen).Masked(), c.SubnetLen, c.SubnetLen, netip.PrefixFrom(e.Addr(), c.SubnetLen).Masked())
+			e, shared, c.SubnetLen, c.SubnetLen, shared)
 	}
 	return nil
 }
@@ -195,10 +196,7 @@ func mtuField(mtu int) *int64 {
 
 // lastAddr is the highest address of an IPv4 prefix.
 func lastAddr(p netip.Prefix) netip.Addr {
-	a := p.Masked().Addr().As4()
-	n := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
-	n |= uint32(1)<<(32-p.Bits()) - 1
-	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
+	return fromUint32(toUint32(p.Masked().Addr()) | (uint32(1)<<(32-p.Bits()) - 1))
 }
 
 func prefixField(p netip.Prefix) string {

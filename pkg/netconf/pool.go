@@ -64,10 +64,7 @@ func (p Pool) At(i int) netip.Prefix {
 	if p.skipHi > p.skipLo && j >= p.skipLo {
 		j += p.skipHi - p.skipLo
 	}
-	base := p.Range.Addr().As4()
-	n := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(base[3])
-	n += uint32(j) << (32 - p.Len)
-	return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}), p.Len)
+	return netip.PrefixFrom(fromUint32(toUint32(p.Range.Addr())+uint32(j)<<(32-p.Len)), p.Len)
 }
 
 // Contains reports whether s is one of the pool's slots.
@@ -81,8 +78,15 @@ func (p Pool) Contains(s netip.Prefix) bool {
 
 // index is the slot number of the slot holding a (a inside Range).
 func (p Pool) index(a netip.Addr) int {
-	x, base := a.As4(), p.Range.Addr().As4()
-	off := (uint32(x[0])<<24 | uint32(x[1])<<16 | uint32(x[2])<<8 | uint32(x[3])) -
-		(uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(base[3]))
-	return int(off >> (32 - p.Len))
+	return int((toUint32(a) - toUint32(p.Range.Addr())) >> (32 - p.Len))
+}
+
+// toUint32 and fromUint32 convert IPv4 addresses for slot arithmetic.
+func toUint32(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+func fromUint32(n uint32) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
 }
