@@ -74,15 +74,9 @@ func strayRoutes(keep string, cidr netip.Prefix) ([]netlink.Route, error) {
 	if !cidr.IsValid() {
 		return nil, nil
 	}
-	keepIdx := -1
-	if keep != "" {
-		link, err := netlinksafe.LinkByName(keep)
-		switch {
-		case err == nil:
-			keepIdx = link.Attrs().Index
-		case !isLinkNotFound(err):
-			return nil, fmt.Errorf("look up %q: %w", keep, err)
-		}
+	keepIdx, err := indexOrNone(keep)
+	if err != nil {
+		return nil, err
 	}
 	filter := &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN}
 	all, err := netlinksafe.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
@@ -97,6 +91,22 @@ func strayRoutes(keep string, cidr netip.Prefix) ([]netlink.Route, error) {
 		}
 	}
 	return out, nil
+}
+
+// indexOrNone is the link index of the device named name, -1 when name is
+// empty or no such device exists (no route can be on it).
+func indexOrNone(name string) (int, error) {
+	if name == "" {
+		return -1, nil
+	}
+	link, err := netlinksafe.LinkByName(name)
+	switch {
+	case err == nil:
+		return link.Attrs().Index, nil
+	case isLinkNotFound(err):
+		return -1, nil
+	}
+	return -1, fmt.Errorf("look up %q: %w", name, err)
 }
 
 // TeardownNetwork removes every link network owns (its VXLAN devices and

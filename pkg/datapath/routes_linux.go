@@ -14,15 +14,9 @@ import (
 // protocol RouteProtocol (ours, left on another device) and the default
 // route. A LAN a gateway advertises must not shadow any of them.
 func OtherRoutes(exclude string) ([]netip.Prefix, error) {
-	skip := -1
-	if exclude != "" {
-		link, err := netlinksafe.LinkByName(exclude)
-		switch {
-		case err == nil:
-			skip = link.Attrs().Index
-		case !isLinkNotFound(err):
-			return nil, fmt.Errorf("look up %q: %w", exclude, err)
-		}
+	skip, err := indexOrNone(exclude)
+	if err != nil {
+		return nil, err
 	}
 	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN}
 	routes, err := netlinksafe.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_TABLE)
