@@ -44,7 +44,7 @@ func (a *Agent) applyAll(w Wanted) error {
 	// Orphans first: the device of an earlier VNI still holds routes to
 	// every peer, and the kernel would refuse the same routes on ours.
 	errs = append(errs, wrap("remove orphans", a.removeOrphans(w)))
-	plan, err := a.deps.Datapath.SyncPeers(w.VXLAN.Name, w.Src, w.Peers)
+	plan, err := a.deps.Datapath.SyncPeers(w.target(), w.Peers)
 	a.notePlan(plan)
 	errs = append(errs, wrap("sync peers on "+w.VXLAN.Name, err))
 	if w.Forward {
@@ -157,7 +157,7 @@ func (a *Agent) removeOrphans(w Wanted) error {
 	if !a.orphanCheck.due(key, a.cfg.ResyncInterval) {
 		return nil
 	}
-	removed, err := a.deps.Datapath.RemoveOrphans(a.cfg.Network, w.VXLAN.Name, w.HostFile.Network)
+	removed, err := a.deps.Datapath.RemoveOrphans(a.cfg.Network, w.target())
 	if len(removed) > 0 {
 		a.m.repaired.WithLabelValues("orphan").Add(float64(len(removed)))
 		a.log.Warn("removed what an earlier configuration left", "removed", removed)

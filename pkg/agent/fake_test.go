@@ -67,7 +67,8 @@ func (f *fakeDatapath) EnsureBridge(spec datapath.BridgeSpec) error {
 	return nil
 }
 
-func (f *fakeDatapath) SyncPeers(device string, src netip.Addr, peers []datapath.Peer) (datapath.Plan, error) {
+func (f *fakeDatapath) SyncPeers(t datapath.PeerTarget, peers []datapath.Peer) (datapath.Plan, error) {
+	device, src := t.Device, t.Src
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.vxlan[device]; !ok {
@@ -92,7 +93,8 @@ func (f *fakeDatapath) SyncPeers(device string, src netip.Addr, peers []datapath
 	return plan, nil
 }
 
-func (f *fakeDatapath) RemoveOrphans(network, keep string, _ netip.Prefix) ([]string, error) {
+func (f *fakeDatapath) RemoveOrphans(_ string, t datapath.PeerTarget) ([]string, error) {
+	keep := t.Device
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var removed []string

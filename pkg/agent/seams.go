@@ -14,12 +14,13 @@ type Datapath interface {
 	FindUnderlay(ifaceOrIP string) (datapath.Underlay, error)
 	EnsureVXLAN(spec datapath.VXLANSpec) (datapath.VXLANResult, error)
 	EnsureBridge(spec datapath.BridgeSpec) error
-	// SyncPeers programs the peers on device; src, when valid, is the
-	// preferred source address of the routes (an edge host's address).
-	SyncPeers(device string, src netip.Addr, peers []datapath.Peer) (datapath.Plan, error)
-	// RemoveOrphans removes the network's devices other than keep and our
-	// routes inside cidr that are not on keep; it says what it removed.
-	RemoveOrphans(network, keep string, cidr netip.Prefix) ([]string, error)
+	// SyncPeers programs the peers: VXLAN routes, neighbours and FDB
+	// entries on t.Device, direct routes on t.Underlay.
+	SyncPeers(t datapath.PeerTarget, peers []datapath.Peer) (datapath.Plan, error)
+	// RemoveOrphans removes the network's devices other than t.Device and
+	// our routes inside t.Range on devices other than t.Device and
+	// t.Underlay; it says what it removed.
+	RemoveOrphans(network string, t datapath.PeerTarget) ([]string, error)
 	// OtherRoutes lists this host's own routes (all but those on device
 	// exclude, ours and the default route): advertised LANs must not
 	// shadow them.

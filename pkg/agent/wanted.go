@@ -45,7 +45,9 @@ type Wanted struct {
 	Peers  []datapath.Peer
 	// Src is the preferred source address of the peers' routes: an edge
 	// host's overlay address; invalid on a container host.
-	Src      netip.Addr
+	Src netip.Addr
+	// Underlay is the underlay interface, where direct routes go.
+	Underlay string
 	HostFile hostfile.HostFile
 	// Forward is true where this host routes between the overlay and
 	// something else (its bridge, or a gateway's LAN): ip_forward is kept
@@ -54,6 +56,12 @@ type Wanted struct {
 	// Held is false while the lease is lost: the datapath stays, the ready
 	// stamp goes, so STATUS tells runtimes the host is not ready.
 	Held bool
+}
+
+// target says where the peers are programmed.
+func (w Wanted) target() datapath.PeerTarget {
+	return datapath.PeerTarget{Device: w.VXLAN.Name, Src: w.Src, Underlay: w.Underlay,
+		DirectSrc: w.VXLAN.Address.Addr(), Range: w.HostFile.Network}
 }
 
 // Rejection is a lease record that is not programmed, and why.
@@ -96,6 +104,7 @@ func buildWanted(l local, leases []subnet.Lease) (Wanted, []Rejection) {
 			MAC: l.VTEPMAC, MTU: mtu, Address: netip.PrefixFrom(vtepIP, 32), Owner: l.Network,
 		},
 		HostFile: hostfile.HostFile{Network: l.Config.Network, MTU: mtu, VNI: l.Config.VNI},
+		Underlay: l.Underlay.Name,
 		Held:     l.Held,
 	}
 	if l.Kind == subnet.KindEdge {

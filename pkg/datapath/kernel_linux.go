@@ -15,12 +15,12 @@ func (Kernel) EnsureVXLAN(spec VXLANSpec) (VXLANResult, error) { return Reconcil
 
 func (Kernel) EnsureBridge(spec BridgeSpec) error { return EnsureBridge(spec) }
 
-func (Kernel) SyncPeers(device string, src netip.Addr, peers []Peer) (Plan, error) {
-	return SyncPeersFrom(device, src, peers)
+func (Kernel) SyncPeers(t PeerTarget, peers []Peer) (Plan, error) {
+	return SyncPeersFrom(t.Device, t.Src, peers)
 }
 
-func (Kernel) RemoveOrphans(network, keep string, cidr netip.Prefix) ([]string, error) {
-	return RemoveOrphans(network, keep, cidr)
+func (Kernel) RemoveOrphans(network string, t PeerTarget) ([]string, error) {
+	return RemoveOrphans(network, t.Device, t.Range)
 }
 
 func (Kernel) OtherRoutes(exclude string) ([]netip.Prefix, error) { return OtherRoutes(exclude) }

@@ -20,6 +20,49 @@ type Peer struct {
 	// Routes are further destinations behind the peer (the LANs a gateway
 	// edge host advertises), routed via VTEPIP like Subnet.
 	Routes []netip.Prefix
+	// Mode is how Subnet is reached: encapsulated (the zero value) or, for
+	// a peer on this host's own L2 segment, routed directly.
+	Mode PeerMode
+}
+
+// PeerMode is how this host reaches a peer's subnet.
+type PeerMode uint8
+
+const (
+	// ModeVXLAN encapsulates: Subnet is routed via VTEPIP on our VXLAN
+	// device, which sends to PublicIP.
+	ModeVXLAN PeerMode = iota
+	// ModeDirect routes Subnet via PublicIP on the underlay interface,
+	// unencapsulated (the peer shares this host's L2 segment: flannel's
+	// DirectRouting, Calico's CrossSubnet). The peer's neighbour and FDB
+	// entries stay, and its advertised Routes still go over VXLAN.
+	ModeDirect
+)
+
+func (m PeerMode) String() string {
+	if m == ModeDirect {
+		return "direct"
+	}
+	return "vxlan"
+}
+
+// PeerTarget says where one network's peers are programmed.
+type PeerTarget struct {
+	// Device is the network's VXLAN device.
+	Device string
+	// Src, when valid, is the preferred source address of the routes on
+	// Device (an edge host's overlay address).
+	Src netip.Addr
+	// Underlay is the underlay interface, where direct routes go.
+	Underlay string
+	// DirectSrc is the preferred source address of direct routes: this
+	// host's own overlay address, so what the host itself sends to a
+	// direct peer's containers comes back the same way.
+	DirectSrc netip.Addr
+	// Range is the network's range: routes of ours (RouteProtocol) on
+	// Underlay inside it are this network's direct routes, and no other
+	// network's (network ranges do not overlap).
+	Range netip.Prefix
 }
 
 // Route is an installed route on our VXLAN device.
