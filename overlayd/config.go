@@ -26,11 +26,12 @@ type Config struct {
 	EtcdKeyFile   string
 	EtcdTimeout   time.Duration
 
-	Network  string
+	// Networks are the overlay networks this overlayd serves, each with
+	// its own agent, devices, bridge, host file and lease.
+	Networks []Network
 	Iface    string
 	PublicIP netip.Addr
 	Hostname string
-	Bridge   string
 
 	// Mode is what this machine is in the network: a container host or an
 	// edge host (no containers, one overlay address); Advertise the LANs
@@ -46,15 +47,25 @@ type Config struct {
 	Quarantine     time.Duration
 
 	ForwardRules bool
+	// IngressFilter keeps each network's VXLAN port closed to all but the
+	// network's members.
+	IngressFilter bool
 
 	MetricsAddr string
 	LogLevel    slog.Level
 }
 
-// agentConfig is the part of c one network's agent needs.
-func (c Config) agentConfig() agent.Config {
+// Network is one network overlayd serves and the bridge its containers
+// attach to.
+type Network struct {
+	Name   string
+	Bridge string
+}
+
+// agentConfig is the part of c the agent of network n needs.
+func (c Config) agentConfig(n Network) agent.Config {
 	return agent.Config{
-		Network: c.Network, Iface: c.Iface, PublicIP: c.PublicIP, Hostname: c.Hostname, Bridge: c.Bridge,
+		Network: n.Name, Iface: c.Iface, PublicIP: c.PublicIP, Hostname: c.Hostname, Bridge: n.Bridge,
 		Kind: c.Mode, Advertise: c.Advertise,
 		RunDir: c.RunDir, StateDir: c.StateDir,
 		LeaseTTL: c.LeaseTTL, ResyncInterval: c.ResyncInterval, Quarantine: c.Quarantine,
@@ -68,7 +79,8 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	var (
 		c                             Config
 		endpoints, publicIP, logLevel string
-		mode, advertise               string
+		mode, advertise, bridge       string
+		networks                      networkList
 		defaultHost, _                = os.Hostname()
 	)
 	fs.StringVar(&endpoints, "etcd-endpoints", subnet.DefaultEndpoints, "comma-separated etcd client URLs")
@@ -77,11 +89,11 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&c.EtcdCertFile, "etcd-certfile", "", "client certificate for etcd")
 	fs.StringVar(&c.EtcdKeyFile, "etcd-keyfile", "", "client key for etcd")
 	fs.DurationVar(&c.EtcdTimeout, "etcd-timeout", 10*time.Second, "how long to wait for etcd to answer at start")
-	fs.StringVar(&c.Network, "network", "default", "name of the overlay network to join")
+	fs.Var(&networks, "network", "overlay network to join, NAME or NAME=BRIDGE; repeat it (or give a comma-separated list) to serve several isolated networks (default \"default\")")
 	fs.StringVar(&c.Iface, "iface", "", "underlay interface name or IP (default: the interface of the default route)")
 	fs.StringVar(&publicIP, "public-ip", "", "underlay IP to advertise to peers (default: the interface's IP)")
 	fs.StringVar(&c.Hostname, "hostname", defaultHost, "name to publish in this host's lease")
-	fs.StringVar(&c.Bridge, "bridge", "overlay0", "name of the bridge containers attach to")
+	fs.StringVar(&bridge, "bridge", "overlay0", "bridge of the first --network (the others default to ovl-NAME)")
 	fs.StringVar(&mode, "mode", string(subnet.KindHost), "host: run containers on a leased subnet; edge: a machine without containers that leases one address of the network's edgeCIDR and reaches containers directly")
 	fs.StringVar(&advertise, "advertise", "", "edge mode: comma-separated LANs behind this machine to route to from the overlay (a gateway), e.g. 192.168.10.0/24")
 	fs.StringVar(&c.RunDir, "run-dir", hostfile.DefaultRunDir, "directory for the host file read by the CNI plugins")
@@ -89,7 +101,8 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", 30*time.Second, "TTL of this host's etcd lease; peers drop a dead host after this")
 	fs.DurationVar(&c.Quarantine, "quarantine", 5*time.Minute, "how long a host's subnet stays reserved for it after its lease ended, so a host that was away briefly gets its subnet (and its containers' addresses) back; 0 disables")
 	fs.DurationVar(&c.ResyncInterval, "resync-interval", 10*time.Second, "how often the kernel state is re-checked against etcd")
-	fs.BoolVar(&c.ForwardRules, "forward-rules", true, "keep iptables FORWARD accept rules for the network (needed where the FORWARD policy is DROP, e.g. Docker hosts)")
+	fs.BoolVar(&c.ForwardRules, "forward-rules", true, "keep iptables FORWARD rules for the network: accept its traffic (needed where the FORWARD policy is DROP, e.g. Docker hosts) and drop traffic between networks")
+	fs.BoolVar(&c.IngressFilter, "ingress-filter", true, "admit VXLAN packets only from the network's members (an nftables table overlay-NETWORK); false admits anyone who can reach the port")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "address for /metrics, /healthz and /readyz (e.g. 127.0.0.1:9472; empty disables)")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -102,8 +115,12 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	if len(c.EtcdEndpoints) == 0 {
 		return Config{}, fmt.Errorf("--etcd-endpoints is empty; give the etcd client URLs, e.g. http://10.0.0.5:2379")
 	}
-	if err := netconf.ValidateName(c.Network); err != nil {
-		return Config{}, fmt.Errorf("--network: %w", err)
+	var err error
+	if c.Networks, err = networks.resolve(bridge); err != nil {
+		return Config{}, err
+	}
+	if len(c.Networks) > 1 && !c.ForwardRules {
+		return Config{}, fmt.Errorf("--forward-rules=false with several networks: their FORWARD rules are what keeps them apart; keep the rules, or run one network")
 	}
 	if publicIP != "" {
 		ip, err := netip.ParseAddr(publicIP)
@@ -112,10 +129,6 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 		}
 		c.PublicIP = ip
 	}
-	if c.Bridge == "" || len(c.Bridge) > 15 {
-		return Config{}, fmt.Errorf("--bridge %q must be an interface name of 1-15 bytes", c.Bridge)
-	}
-	var err error
 	if c.Mode, c.Advertise, err = parseMode(mode, advertise); err != nil {
 		return Config{}, err
 	}
@@ -158,4 +171,62 @@ func parseMode(mode, advertise string) (subnet.Kind, []netip.Prefix, error) {
 		return "", nil, fmt.Errorf("--advertise needs --mode edge: a gateway for a legacy LAN is an edge host")
 	}
 	return k, lans, nil
+}
+
+// networkList is the repeatable --network flag.
+type networkList []Network
+
+func (l *networkList) String() string {
+	names := make([]string, len(*l))
+	for i, n := range *l {
+		names[i] = n.Name
+	}
+	return strings.Join(names, ",")
+}
+
+func (l *networkList) Set(v string) error {
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		name, bridge, _ := strings.Cut(f, "=")
+		*l = append(*l, Network{Name: name, Bridge: bridge})
+	}
+	return nil
+}
+
+// resolve checks the networks and names their bridges: the first one's is
+// --bridge (so adding a network leaves the existing one's bridge as it
+// was), the others' ovl-NAME unless given as NAME=BRIDGE.
+func (l networkList) resolve(first string) ([]Network, error) {
+	if len(l) == 0 {
+		l = networkList{{Name: "default"}}
+	}
+	out := make([]Network, 0, len(l))
+	names, bridges := map[string]bool{}, map[string]string{}
+	for i, n := range l {
+		if err := netconf.ValidateName(n.Name); err != nil {
+			return nil, fmt.Errorf("--network: %w", err)
+		}
+		if names[n.Name] {
+			return nil, fmt.Errorf("--network %s is given twice", n.Name)
+		}
+		names[n.Name] = true
+		switch {
+		case n.Bridge != "":
+		case i == 0:
+			n.Bridge = first
+		default:
+			n.Bridge = "ovl-" + n.Name
+		}
+		if n.Bridge == "" || len(n.Bridge) > 15 {
+			return nil, fmt.Errorf("--network %s: bridge %q must be an interface name of 1-15 bytes; name one with --network %s=BRIDGE (or --bridge for the first network)", n.Name, n.Bridge, n.Name)
+		}
+		if other, taken := bridges[n.Bridge]; taken {
+			return nil, fmt.Errorf("--network %s: bridge %s is already network %s's; give each network its own with --network NAME=BRIDGE", n.Name, n.Bridge, other)
+		}
+		bridges[n.Bridge] = n.Name
+		out = append(out, n)
+	}
+	return out, nil
 }

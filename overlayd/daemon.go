@@ -6,17 +6,20 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/overlaynet/overlay/pkg/agent"
 	"github.com/overlaynet/overlay/pkg/datapath"
 	"github.com/overlaynet/overlay/pkg/firewall"
+	"github.com/overlaynet/overlay/pkg/ingress"
 	"github.com/overlaynet/overlay/pkg/subnet"
 )
 
-// run wires one agent for the configured network and serves until ctx
-// ends. Every error is one line for the operator.
+// run wires one agent per configured network and serves until ctx ends.
+// Every error is one line for the operator.
 func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// Bind the metrics address first, so a taken or malformed --metrics-addr
 	// stops the start instead of only being logged once serving.
@@ -41,28 +44,81 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	defer etcd.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
-	deps := agent.Deps{Etcd: etcd, Datapath: datapath.Kernel{}, Log: log, Registry: reg}
-	if cfg.ForwardRules {
-		fw, err := firewall.NewForward(cfg.Network)
-		if err != nil {
-			return fmt.Errorf("%w (or run with --forward-rules=false)", err)
-		}
-		deps.Firewall = fw
-	}
-	a, err := agent.New(cfg.agentConfig(), deps)
+	agents, err := newAgents(cfg, agent.Deps{Etcd: etcd, Datapath: datapath.Kernel{}, Log: log, Registry: reg})
 	if err != nil {
 		return err
 	}
-	if err := a.Start(ctx); err != nil {
+	if err := startAll(ctx, agents); err != nil {
 		return err
 	}
-	done := make(chan struct{})
+	var wg sync.WaitGroup
 	if ln != nil {
-		go func() { defer close(done); serveMetrics(ctx, ln, reg, []*agent.Agent{a}, log) }()
-	} else {
-		close(done)
+		wg.Go(func() { serveMetrics(ctx, ln, reg, agents, log) })
 	}
-	a.Run(ctx)
-	<-done
+	for _, a := range agents {
+		wg.Go(func() { a.Run(ctx) })
+	}
+	wg.Wait()
+	return nil
+}
+
+// newAgents prepares one agent per network, each with its own rule
+// keepers; each network's FORWARD rules drop traffic to the others.
+func newAgents(cfg Config, base agent.Deps) ([]*agent.Agent, error) {
+	agents := make([]*agent.Agent, len(cfg.Networks))
+	for i, n := range cfg.Networks {
+		deps := base
+		deps.OtherNetworks = func() []netip.Prefix { return rangesBut(agents, i) }
+		if cfg.ForwardRules {
+			fw, err := firewall.NewForward(n.Name)
+			if err != nil {
+				return nil, fmt.Errorf("%w (or run with --forward-rules=false)", err)
+			}
+			deps.Firewall = fw
+		}
+		masq, err := firewall.NewMasq(n.Name)
+		if err != nil {
+			return nil, fmt.Errorf("%w (masquerade needs it; or turn it off for the network: overlayctl network set %s ... --ip-masq=false)", err, n.Name)
+		}
+		deps.Masq = masq
+		if cfg.IngressFilter {
+			deps.Ingress = ingress.New(n.Name)
+		}
+		a, err := agent.New(cfg.agentConfig(n), deps)
+		if err != nil {
+			return nil, err
+		}
+		agents[i] = a
+	}
+	return agents, nil
+}
+
+// rangesBut lists the ranges of every agent but the i-th (those that
+// have not published one yet are left out).
+func rangesBut(agents []*agent.Agent, i int) []netip.Prefix {
+	var out []netip.Prefix
+	for j, a := range agents {
+		if r := a.Range(); j != i && r.IsValid() {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// startAll starts the agents one after another, so "started" means every
+// network is ready; when one fails, those already started give their
+// leases back and the start fails.
+func startAll(ctx context.Context, agents []*agent.Agent) error {
+	for i, a := range agents {
+		if err := a.Start(ctx); err != nil {
+			for _, started := range agents[:i] {
+				started.Abandon()
+			}
+			if len(agents) > 1 {
+				return fmt.Errorf("network %s: %w", a.Network(), err)
+			}
+			return err
+		}
+	}
 	return nil
 }

@@ -60,6 +60,11 @@ type Deps struct {
 	Etcd     *subnet.Client
 	Datapath Datapath
 	Firewall Firewall // nil: no FORWARD rules are kept
+	// OtherNetworks lists the ranges of the other networks this process
+	// serves, which this network's traffic must not reach (nil: none).
+	OtherNetworks func() []netip.Prefix
+	Masq          Masquerade    // nil: no masquerade is kept (the host file says so)
+	Ingress       IngressFilter // nil: no ingress filter is kept
 	Log      *slog.Logger
 	Registry prometheus.Registerer // nil: metrics are not exported
 }
@@ -86,6 +91,7 @@ type Agent struct {
 	local    local
 	leases   []subnet.Lease
 	rejected map[Rejection]bool
+	mtu      int // the overlay MTU last published
 
 	snapshots chan []subnet.Lease
 	configs   chan netconf.Config
@@ -95,6 +101,8 @@ type Agent struct {
 	stampAt      time.Time
 	forwardCheck throttle
 	orphanCheck  throttle
+	masqCheck    throttle
+	ingressCheck throttle
 
 	// Shared between goroutines.
 	watched  atomic.Pointer[[]string]
@@ -142,11 +150,33 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		deps.Log = slog.New(slog.DiscardHandler)
 	}
 	log := deps.Log.With("network", cfg.Network)
+	if deps.Ingress != nil && deps.Registry != nil {
+		deps.Registry.MustRegister(ingressDropped(cfg.Network, deps.Ingress, log))
+	}
 	return &Agent{
 		cfg: cfg, deps: deps, log: log, m: newMetrics(cfg.Network, deps.Registry),
 		state: state.Dir{Path: cfg.StateDir}, rejected: map[Rejection]bool{},
 		snapshots: make(chan []subnet.Lease), configs: make(chan netconf.Config),
 	}, nil
+}
+
+// Network is the name of the network this agent serves.
+func (a *Agent) Network() string { return a.cfg.Network }
+
+// Range is the network's range as last published (invalid before Start).
+func (a *Agent) Range() netip.Prefix {
+	if f := a.wantFile.Load(); f != nil {
+		return f.Network
+	}
+	return netip.Prefix{}
+}
+
+// Abandon undoes a successful Start of an agent that will not Run (another
+// network of the process failed to start): the lease is given back at
+// once and the state dir unlocked; the kernel state stays, as on SIGTERM.
+func (a *Agent) Abandon() {
+	a.withdraw()
+	a.unlock()
 }
 
 // Ready reports whether the lease is held, the last pass succeeded and the
@@ -187,6 +217,9 @@ func (a *Agent) start(ctx context.Context) error {
 		return err
 	}
 	if l.Config, err = a.waitConfig(ctx); err != nil {
+		return err
+	}
+	if err := a.checkConfig(ctx, l); err != nil {
 		return err
 	}
 	a.local, a.vtepMAC = l, l.VTEPMAC.String()
@@ -257,6 +290,21 @@ func (a *Agent) waitConfig(ctx context.Context) (netconf.Config, error) {
 		return cfg, fmt.Errorf("%w; fix it with: overlayctl network set %s --cidr CIDR ...", err, a.cfg.Network)
 	}
 	return cfg, err
+}
+
+// checkConfig refuses a network config this host cannot serve: one that
+// clashes with another network's, or whose MTU override does not fit this
+// host's underlay. overlayctl refuses the same configs; this catches one
+// written around it, before anything is built.
+func (a *Agent) checkConfig(ctx context.Context, l local) error {
+	err := l.Config.CheckUnderlay("this host ("+l.Underlay.Name+")", l.Underlay.MTU)
+	if err == nil {
+		err = a.deps.Etcd.CheckNetworkConfig(ctx, a.cfg.Network, l.Config, nil)
+	}
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("%w; fix it with: overlayctl network set %s ...", err, a.cfg.Network)
+	}
+	return err
 }
 
 // lease starts the lease session and takes the first lease.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net/netip"
 	"os"
 	"time"
@@ -58,6 +59,8 @@ func (a *Agent) applyAll(w Wanted) error {
 	if w.Forward {
 		errs = append(errs, wrap("forward rules", a.ensureForward(w.HostFile.Network)))
 	}
+	errs = append(errs, wrap("masquerade rules", a.ensureMasq(w.Masq)))
+	errs = append(errs, wrap("vxlan ingress filter", a.ensureIngress(w.Ingress)))
 	errs = append(errs, hfErr)
 	return errors.Join(errs...)
 }
@@ -169,19 +172,73 @@ func (a *Agent) removeOrphans(w Wanted) error {
 	return nil
 }
 
-// ensureForward checks the FORWARD rules when the network changes, else
-// once per resync interval: each check starts several iptables processes
-// (tens of ms), which must not slow the passes that events trigger.
+// ensureForward checks the FORWARD rules when the network or the other
+// networks change, else once per resync interval: each check starts
+// several iptables processes (tens of ms), which must not slow the passes
+// that events trigger.
 func (a *Agent) ensureForward(network netip.Prefix) error {
 	fw := a.deps.Firewall
-	if fw == nil || !a.forwardCheck.due(network.String(), a.cfg.ResyncInterval) {
+	if fw == nil {
 		return nil
 	}
-	if err := fw.Ensure(network); err != nil {
+	var isolate []netip.Prefix
+	if a.deps.OtherNetworks != nil {
+		isolate = a.deps.OtherNetworks()
+	}
+	key := fmt.Sprint(network, isolate)
+	if !a.forwardCheck.due(key, a.cfg.ResyncInterval) {
+		return nil
+	}
+	if err := fw.Ensure(network, isolate); err != nil {
 		return err
 	}
-	a.forwardCheck.done(network.String())
+	a.forwardCheck.done(key)
 	return nil
+}
+
+// ensureMasq checks the masquerade rules when what is wanted changes,
+// else once per resync interval (iptables runs, like ensureForward).
+func (a *Agent) ensureMasq(m Masq) error {
+	if a.deps.Masq == nil {
+		return nil
+	}
+	key := fmt.Sprint(m.Subnet, m.Keep)
+	if !a.masqCheck.due(key, a.cfg.ResyncInterval) {
+		return nil
+	}
+	if err := a.deps.Masq.Ensure(m.Subnet, m.Keep); err != nil {
+		return err
+	}
+	a.masqCheck.done(key)
+	return nil
+}
+
+// ensureIngress checks the ingress filter when the members or the port
+// change, else once per resync interval (a dump of the member set, which
+// at 10 000 members is too much for every pass).
+func (a *Agent) ensureIngress(in Ingress) error {
+	if a.deps.Ingress == nil {
+		return nil
+	}
+	key := ingressKey(in)
+	if !a.ingressCheck.due(key, a.cfg.ResyncInterval) {
+		return nil
+	}
+	if err := a.deps.Ingress.Ensure(in.Port, in.Members); err != nil {
+		return err
+	}
+	a.ingressCheck.done(key)
+	return nil
+}
+
+// ingressKey is a short digest of the filter's wanted state.
+func ingressKey(in Ingress) string {
+	h := fnv.New64a()
+	for _, m := range in.Members {
+		b := m.As4()
+		h.Write(b[:])
+	}
+	return fmt.Sprintf("%d/%d/%x", in.Port, len(in.Members), h.Sum64())
 }
 
 // setReady records readiness and keeps the ready stamp: renewed after

@@ -50,6 +50,7 @@ func (a *Agent) control(ctx context.Context) {
 func (a *Agent) publish() Wanted {
 	w, rejected := buildWanted(a.local, a.leases)
 	a.noteRejections(rejected)
+	a.noteMTU(w)
 	names := []string{w.VXLAN.Name}
 	if w.Bridge.Name != "" {
 		names = append(names, w.Bridge.Name)
@@ -62,6 +63,22 @@ func (a *Agent) publish() Wanted {
 	a.m.peers.Set(float64(len(w.Peers)))
 	a.loop.Set(w)
 	return w
+}
+
+// noteMTU says when the overlay MTU changes: new containers get the new
+// one from the host file, running ones keep theirs, which after a drop is
+// too large for the paths to the member that lowered it.
+func (a *Agent) noteMTU(w Wanted) {
+	old, mtu := a.mtu, w.HostFile.MTU
+	a.mtu = mtu
+	switch {
+	case old == 0 || mtu == old:
+	case mtu < old:
+		a.log.Warn("overlay MTU lowered: the device, the bridge and new containers use the new MTU; containers started before keep the old one and lose large packets to the member that lowered it: restart them, or pin the MTU with overlayctl network set --mtu",
+			"old", old, "new", mtu, "set_by", w.MTUSetBy)
+	default:
+		a.log.Info("overlay MTU raised: new containers get the new MTU; running ones keep the old, smaller one, which is safe", "old", old, "new", mtu)
+	}
 }
 
 // noteRejections logs and counts each rejected record once, when it first
@@ -111,6 +128,9 @@ func (a *Agent) onConfig(cfg netconf.Config) bool {
 	if cfg.VNI != old.VNI || cfg.Port != old.Port {
 		a.log.Warn("network VNI or port changed: the VXLAN device is recreated under its new name and the old one removed; cross-host traffic pauses until every host has switched",
 			"old_vni", old.VNI, "new_vni", cfg.VNI, "old_port", old.Port, "new_port", cfg.Port)
+	}
+	if err := cfg.CheckUnderlay("this host ("+a.local.Underlay.Name+")", a.local.Underlay.MTU); err != nil {
+		a.log.Error("the new network config does not fit this host; the MTU override is used anyway, and large packets will be dropped", "err", err)
 	}
 	if cfg.MTU != old.MTU {
 		a.log.Warn("network MTU changed: new containers get the new MTU; running containers keep theirs until restarted", "old", old.MTU, "new", cfg.MTU)
@@ -163,10 +183,10 @@ func (a *Agent) checkUnderlay() bool {
 	if u.IP != old.IP && !a.cfg.PublicIP.IsValid() {
 		a.log.Error("the underlay address changed; peers still send to the old one: restart overlayd to publish the new one", "old", old.IP, "new", u.IP)
 	}
-	if u.MTU == old.MTU && u.Index == old.Index {
+	if u.MTU == old.MTU && u.Index == old.Index && slices.Equal(u.Segments, old.Segments) {
 		return false
 	}
 	a.log.Warn("underlay interface changed", "old_mtu", old.MTU, "new_mtu", u.MTU, "old_index", old.Index, "new_index", u.Index)
-	a.local.Underlay.MTU, a.local.Underlay.Index, a.local.Underlay.Name = u.MTU, u.Index, u.Name
+	a.local.Underlay.MTU, a.local.Underlay.Index, a.local.Underlay.Name, a.local.Underlay.Segments = u.MTU, u.Index, u.Name, u.Segments
 	return true
 }

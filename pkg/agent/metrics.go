@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"log/slog"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -49,4 +51,18 @@ func newMetrics(network string, reg prometheus.Registerer) *metrics {
 			m.leaseAcquired, m.leaseLost, m.subnetChanges, m.rejected, m.repaired)
 	}
 	return m
+}
+
+// ingressDropped exports the ingress filter's drop counter, read from the
+// kernel at each scrape.
+func ingressDropped(network string, f IngressFilter, log *slog.Logger) prometheus.Collector {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "overlay_vxlan_ingress_dropped_packets_total",
+		Help:        "VXLAN packets the ingress filter dropped: sent to the network's port from an address that is no member's.",
+		ConstLabels: prometheus.Labels{"network": network}}, func() float64 {
+		n, err := f.Dropped()
+		if err != nil {
+			log.Warn("cannot read the ingress filter's drop counter", "err", err)
+		}
+		return float64(n)
+	})
 }

@@ -34,7 +34,24 @@ type Datapath interface {
 	Watch(ctx context.Context, watched func() []string, changed func(reason string))
 }
 
-// Firewall keeps the FORWARD accept rules of one network.
+// Firewall keeps the FORWARD rules of one network: accept its traffic,
+// and drop what it sends to the other networks this host serves
+// (isolate), so networks are isolated from each other.
 type Firewall interface {
-	Ensure(network netip.Prefix) error
+	Ensure(network netip.Prefix, isolate []netip.Prefix) error
+}
+
+// Masquerade keeps one network's egress masquerade: traffic from subnet
+// leaves with the host's address unless bound for keep. An invalid subnet
+// removes the network's rules.
+type Masquerade interface {
+	Ensure(subnet netip.Prefix, keep []netip.Prefix) error
+}
+
+// IngressFilter keeps one network's VXLAN ingress filter: port admits
+// packets only from members.
+type IngressFilter interface {
+	Ensure(port uint16, members []netip.Addr) error
+	// Dropped is how many packets the filter has dropped.
+	Dropped() (uint64, error)
 }

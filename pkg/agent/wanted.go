@@ -56,6 +56,27 @@ type Wanted struct {
 	// Held is false while the lease is lost: the datapath stays, the ready
 	// stamp goes, so STATUS tells runtimes the host is not ready.
 	Held bool
+	// Masq is the egress masquerade of a container host (zero: none).
+	Masq Masq
+	// Ingress is the VXLAN ingress filter: Port only from Members.
+	Ingress Ingress
+	// MTUSetBy names the member whose underlay MTU sets the overlay MTU
+	// ("" when the network config's override does).
+	MTUSetBy string
+}
+
+// Masq is what a container host masquerades: traffic from Subnet to
+// anywhere but Keep (the network itself and the LANs gateways advertise).
+type Masq struct {
+	Subnet netip.Prefix
+	Keep   []netip.Prefix
+}
+
+// Ingress admits the network's VXLAN port only from its members'
+// underlay addresses.
+type Ingress struct {
+	Port    uint16
+	Members []netip.Addr
 }
 
 // target says where the peers are programmed.
@@ -92,10 +113,8 @@ const (
 // another subnet size are not peers; records that would misroute traffic
 // are rejected and reported.
 func buildWanted(l local, leases []subnet.Lease) (Wanted, []Rejection) {
-	mtu := l.Underlay.MTU - datapath.VXLANOverhead
-	if l.Config.MTU != 0 {
-		mtu = l.Config.MTU
-	}
+	peers, members, rejected := acceptedPeers(l, leases)
+	mtu, setBy := clusterMTU(l, members)
 	vtepIP := l.Subnet.Addr()
 	w := Wanted{
 		VXLAN: datapath.VXLANSpec{
@@ -106,6 +125,9 @@ func buildWanted(l local, leases []subnet.Lease) (Wanted, []Rejection) {
 		HostFile: hostfile.HostFile{Network: l.Config.Network, MTU: mtu, VNI: l.Config.VNI},
 		Underlay: l.Underlay.Name,
 		Held:     l.Held,
+		Peers:    peers,
+		Ingress:  Ingress{Port: l.Config.Port, Members: memberAddrs(members)},
+		MTUSetBy: setBy,
 	}
 	if l.Kind == subnet.KindEdge {
 		// An edge host's address is the source of every route, so what it
@@ -113,15 +135,71 @@ func buildWanted(l local, leases []subnet.Lease) (Wanted, []Rejection) {
 		// overlay. It has no bridge, and only a gateway forwards.
 		w.Src, w.Forward = vtepIP, len(l.Advertise) > 0
 		w.HostFile.Kind, w.HostFile.Address = hostfile.KindEdge, vtepIP
-	} else {
-		gateway := vtepIP.Next()
-		w.Bridge = datapath.BridgeSpec{Name: l.Bridge, Gateway: netip.PrefixFrom(gateway, l.Subnet.Bits()), MTU: mtu, Owner: l.Network}
-		w.Forward = true
-		w.HostFile.Subnet, w.HostFile.Gateway, w.HostFile.Bridge = l.Subnet, gateway, l.Bridge
+		return w, rejected
 	}
-	var rejected []Rejection
-	w.Peers, rejected = acceptedPeers(l, leases)
+	gateway := vtepIP.Next()
+	w.Bridge = datapath.BridgeSpec{Name: l.Bridge, Gateway: netip.PrefixFrom(gateway, l.Subnet.Bits()), MTU: mtu, Owner: l.Network}
+	w.Forward = true
+	w.HostFile.Subnet, w.HostFile.Gateway, w.HostFile.Bridge = l.Subnet, gateway, l.Bridge
+	if l.Config.IPMasq {
+		w.Masq = masqFor(l, peers)
+		w.HostFile.IPMasq = true
+	}
 	return w, rejected
+}
+
+// clusterMTU is the overlay MTU: the network config's override, else the
+// smallest underlay MTU of this host and every member minus the VXLAN
+// overhead, so a packet that fits one host's containers fits every path
+// (flannel derives it from the local interface only, and a cluster mixing
+// jumbo and 1500-byte hosts black-holes large packets: flannel #463). It
+// also names the member that sets it ("" for the override or this host).
+func clusterMTU(l local, members []subnet.Lease) (int, string) {
+	if l.Config.MTU != 0 {
+		return l.Config.MTU, ""
+	}
+	least, setBy := l.Underlay.MTU, ""
+	for _, m := range members {
+		// 0: a record of a release that did not publish it.
+		if m.UnderlayMTU > 0 && m.UnderlayMTU < least {
+			least, setBy = m.UnderlayMTU, m.Describe()
+		}
+	}
+	return l.Config.OverlayMTU(least), setBy
+}
+
+// masqFor is what a container host masquerades: everything its containers
+// send except to the overlay network (containers and edge hosts) and to
+// the LANs gateways advertise, which must see the containers' own
+// addresses.
+func masqFor(l local, peers []datapath.Peer) Masq {
+	keep := []netip.Prefix{l.Config.Network}
+	for _, p := range peers {
+		keep = append(keep, p.Routes...)
+	}
+	return Masq{Subnet: l.Subnet, Keep: keep}
+}
+
+// memberAddrs lists the members' underlay addresses, sorted, once each.
+func memberAddrs(members []subnet.Lease) []netip.Addr {
+	out := make([]netip.Addr, 0, len(members))
+	for _, m := range members {
+		out = append(out, m.PublicIP)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
+}
+
+// peerMode is how this host reaches a member: directly when the network
+// routes directly and the member's public IP is on this host's own L2
+// segment, else over VXLAN. A gateway stays on VXLAN: its LANs are routed
+// over VXLAN, and one path both ways keeps strict reverse-path filters
+// happy.
+func peerMode(l local, ls subnet.Lease) datapath.PeerMode {
+	if l.Config.DirectRouting && len(ls.Advertise) == 0 && l.Underlay.OnSegment(ls.PublicIP) {
+		return datapath.ModeDirect
+	}
+	return datapath.ModeVXLAN
 }
 
 // acceptedPeers turns the other members' leases (container hosts and edge
@@ -135,7 +213,7 @@ func buildWanted(l local, leases []subnet.Lease) (Wanted, []Rejection) {
 // wins each conflict: creation, unlike the last write, does not change when
 // its owner restarts, so a newcomer can never take an established member's
 // place.
-func acceptedPeers(l local, leases []subnet.Lease) ([]datapath.Peer, []Rejection) {
+func acceptedPeers(l local, leases []subnet.Lease) ([]datapath.Peer, []subnet.Lease, []Rejection) {
 	ordered := slices.Clone(leases)
 	slices.SortStableFunc(ordered, func(a, b subnet.Lease) int { return cmp.Compare(a.CreateRevision, b.CreateRevision) })
 	seen := memberSet{
@@ -145,6 +223,7 @@ func acceptedPeers(l local, leases []subnet.Lease) ([]datapath.Peer, []Rejection
 		own:       l.Routes,
 	}
 	var peers []datapath.Peer
+	var members []subnet.Lease
 	var rejected []Rejection
 	for _, ls := range ordered {
 		if ls.HostID == l.HostID || ls.Subnet == l.Subnet || !member(l.Config, ls) {
@@ -158,14 +237,15 @@ func acceptedPeers(l local, leases []subnet.Lease) ([]datapath.Peer, []Rejection
 			rejected = append(rejected, r)
 			continue
 		}
-		p := datapath.Peer{Subnet: ls.Subnet, VTEPIP: ls.Subnet.Addr(), VTEPMAC: mac, PublicIP: ls.PublicIP}
+		p := datapath.Peer{Subnet: ls.Subnet, VTEPIP: ls.Subnet.Addr(), VTEPMAC: mac, PublicIP: ls.PublicIP, Mode: peerMode(l, ls)}
 		var dropped []Rejection
 		p.Routes, dropped = seen.acceptRoutes(l.Config, ls)
 		rejected = append(rejected, dropped...)
 		peers = append(peers, p)
+		members = append(members, ls)
 	}
 	slices.SortFunc(peers, func(a, b datapath.Peer) int { return a.Subnet.Addr().Compare(b.Subnet.Addr()) })
-	return peers, rejected
+	return peers, members, rejected
 }
 
 // memberSet is what acceptedPeers has accepted so far: every underlay

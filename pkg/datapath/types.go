@@ -164,6 +164,20 @@ type Underlay struct {
 	Index int
 	IP    netip.Addr
 	MTU   int
+	// Segments are the interface's connected IPv4 prefixes: a peer whose
+	// public IP lies in one shares this host's L2 segment (direct routing).
+	Segments []netip.Prefix
+}
+
+// OnSegment reports whether ip lies in one of the underlay's connected
+// prefixes.
+func (u Underlay) OnSegment(ip netip.Addr) bool {
+	for _, s := range u.Segments {
+		if s.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // VXLANOverhead is the IPv4 VXLAN encapsulation cost: outer IPv4 (20) + UDP

@@ -43,27 +43,26 @@ func FindUnderlay(ifaceOrIP string) (Underlay, error) {
 // take the link's first global IPv4 address.
 func underlayOf(link netlink.Link, ip netip.Addr) (Underlay, error) {
 	a := link.Attrs()
-	if !ip.IsValid() {
-		var err error
-		if ip, err = firstGlobalIPv4(link); err != nil {
-			return Underlay{}, err
-		}
-	}
-	return Underlay{Name: a.Name, Index: a.Index, IP: ip, MTU: a.MTU}, nil
-}
-
-func firstGlobalIPv4(link netlink.Link) (netip.Addr, error) {
-	name := link.Attrs().Name
 	addrs, err := netlinksafe.AddrList(link, netlink.FAMILY_V4)
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("list addresses of %q: %w", name, err)
+		return Underlay{}, fmt.Errorf("list addresses of %q: %w", a.Name, err)
 	}
-	for _, a := range addrs {
-		if a.Scope == unix.RT_SCOPE_UNIVERSE {
-			return fromIP(a.IP), nil
+	u := Underlay{Name: a.Name, Index: a.Index, IP: ip, MTU: a.MTU}
+	for _, addr := range addrs {
+		if addr.Scope != unix.RT_SCOPE_UNIVERSE {
+			continue
+		}
+		if !u.IP.IsValid() {
+			u.IP = fromIP(addr.IP)
+		}
+		if p := fromIPNet(addr.IPNet); p.IsValid() {
+			u.Segments = append(u.Segments, p.Masked())
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("interface %q has no global IPv4 address; pass --iface IP or add one", name)
+	if !u.IP.IsValid() {
+		return Underlay{}, fmt.Errorf("interface %q has no global IPv4 address; pass --iface IP or add one", a.Name)
+	}
+	return u, nil
 }
 
 func linkWithAddr(ip netip.Addr) (netlink.Link, error) {

@@ -7,8 +7,10 @@ package netconf
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"regexp"
+	"slices"
 )
 
 // Defaults applied to fields the operator leaves out. 8472 is the Linux
@@ -46,6 +48,17 @@ type Config struct {
 	// whole container subnets taken out of Network: containers get every
 	// other subnet. Unset, the network has no edge hosts.
 	EdgeCIDR netip.Prefix `json:"edgeCIDR,omitzero"`
+	// IPMasq makes container hosts masquerade what their containers send
+	// to destinations outside the network (and outside the LANs gateways
+	// advertise) behind the host's own address, so containers reach the
+	// rest of the world with no routing built for them. On by default, as
+	// in kube-flannel: without it a container reaches only other
+	// containers.
+	IPMasq bool `json:"ipMasq"`
+	// DirectRouting routes a peer whose public IP is on this host's own
+	// L2 segment directly via that IP, without encapsulation; peers
+	// elsewhere stay on VXLAN (flannel's DirectRouting).
+	DirectRouting bool `json:"directRouting"`
 }
 
 // MTU bounds of the override: IPv4's minimum datagram size every host must
@@ -64,6 +77,9 @@ type wireConfig struct {
 	Port      *int64 `json:"port"`
 	MTU       *int64 `json:"mtu,omitempty"`
 	EdgeCIDR  string `json:"edgeCIDR,omitempty"`
+	// Pointers, so an absent field takes its default.
+	IPMasq        *bool `json:"ipMasq,omitempty"`
+	DirectRouting *bool `json:"directRouting,omitempty"`
 }
 
 // Parse decodes a network config, applies defaults and validates it.
@@ -79,7 +95,13 @@ func Parse(data []byte) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf(`network config: field "network" %q is not a CIDR: %w`, w.Network, err)
 	}
-	c := Config{Network: network, SubnetLen: DefaultSubnetLen, VNI: DefaultVNI, Port: DefaultPort}
+	c := Config{Network: network, SubnetLen: DefaultSubnetLen, VNI: DefaultVNI, Port: DefaultPort, IPMasq: true}
+	if w.IPMasq != nil {
+		c.IPMasq = *w.IPMasq
+	}
+	if w.DirectRouting != nil {
+		c.DirectRouting = *w.DirectRouting
+	}
 	if w.SubnetLen != nil {
 		if *w.SubnetLen < 0 || *w.SubnetLen > 128 {
 			return Config{}, fmt.Errorf(`network config: field "subnetLen" %d is not a prefix length`, *w.SubnetLen)
@@ -176,7 +198,68 @@ func (c Config) Marshal() ([]byte, error) {
 		Port:      ptr(int64(c.Port)),
 		MTU:       mtuField(c.MTU),
 		EdgeCIDR:  prefixField(c.EdgeCIDR),
+		// Both written always, so `network get` shows what is in force.
+		IPMasq:        ptr(c.IPMasq),
+		DirectRouting: ptr(c.DirectRouting),
 	})
+}
+
+// VXLANOverhead is the IPv4 VXLAN encapsulation cost: outer IPv4 (20) +
+// UDP (8) + VXLAN (8) + inner Ethernet (14).
+const VXLANOverhead = 50
+
+// OverlayMTU is the MTU of the overlay over an underlay of MTU underlayMTU:
+// the override when set, else what is left after the encapsulation.
+func (c Config) OverlayMTU(underlayMTU int) int {
+	if c.MTU != 0 {
+		return c.MTU
+	}
+	return underlayMTU - VXLANOverhead
+}
+
+// CheckUnderlay reports whether a host whose underlay MTU is underlayMTU
+// can carry this network: the overlay MTU override must fit inside it.
+func (c Config) CheckUnderlay(host string, underlayMTU int) error {
+	if c.MTU == 0 || underlayMTU == 0 || c.MTU+VXLANOverhead <= underlayMTU {
+		return nil
+	}
+	return fmt.Errorf(`network config: field "mtu" %d is larger than %s allows: its underlay MTU %d leaves %d after the %d-byte VXLAN encapsulation; set mtu to at most %d, or leave it out to derive it from the smallest underlay MTU`,
+		c.MTU, host, underlayMTU, underlayMTU-VXLANOverhead, VXLANOverhead, underlayMTU-VXLANOverhead)
+}
+
+// CheckOthers reports the first way c clashes with another network's
+// config (by name): a shared VNI (every host names its device after the
+// VNI, and the kernel demultiplexes by it), overlapping ranges (an address
+// would be routed into two networks) or a shared UDP port (each port's
+// ingress filter admits one network's members, so two networks on one port
+// would admit each other's hosts into both).
+func (c Config) CheckOthers(others map[string]Config) error {
+	for _, name := range slices.Sorted(maps.Keys(others)) {
+		o := others[name]
+		switch {
+		case o.VNI == c.VNI:
+			return fmt.Errorf(`network config: field "vni" %d is already network %s's; give each network its own VNI`, c.VNI, name)
+		case o.Network.Overlaps(c.Network):
+			return fmt.Errorf(`network config: field "network" %s overlaps network %s's range %s; networks must not share addresses`, c.Network, name, o.Network)
+		case o.Port == c.Port:
+			return fmt.Errorf(`network config: field "port" %d is already network %s's; give each network its own UDP port (the ingress filter admits a port's packets from one network's hosts), e.g. --port %d`, c.Port, name, freePort(c.Port, others))
+		}
+	}
+	return nil
+}
+
+// freePort suggests the first port above p that no other network uses.
+func freePort(p uint16, others map[string]Config) uint16 {
+	used := map[uint16]bool{}
+	for _, o := range others {
+		used[o.Port] = true
+	}
+	for q := p + 1; q != 0; q++ {
+		if !used[q] {
+			return q
+		}
+	}
+	return p
 }
 
 // Contains reports whether s is one of the network's container subnets.

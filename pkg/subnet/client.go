@@ -432,6 +432,55 @@ func (c *Client) NetworkConfig(ctx context.Context, network string) (netconf.Con
 	return cfg, nil
 }
 
+// OtherNetworkConfigs reads the configs of every network but skip, by
+// name, for the checks between networks (netconf.Config.CheckOthers).
+// Configs that do not parse are left out: they serve no host.
+func (c *Client) OtherNetworkConfigs(ctx context.Context, skip string) (map[string]netconf.Config, error) {
+	prefix := c.keys.Networks()
+	// Keys only: the prefix holds every lease of every network too.
+	resp, err := c.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", prefix, err)
+	}
+	out := map[string]netconf.Config{}
+	for _, kv := range resp.Kvs {
+		name, ok := c.keys.ParseConfigKey(string(kv.Key))
+		if !ok || name == skip {
+			continue
+		}
+		got, err := c.cli.Get(ctx, string(kv.Key))
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", kv.Key, err)
+		}
+		if len(got.Kvs) == 0 {
+			continue // deleted meanwhile
+		}
+		if cfg, err := netconf.Parse(got.Kvs[0].Value); err == nil {
+			out[name] = cfg
+		}
+	}
+	return out, nil
+}
+
+// CheckNetworkConfig reports why cfg cannot serve network: it clashes
+// with another network (netconf.Config.CheckOthers), or its MTU override
+// does not fit a member's underlay.
+func (c *Client) CheckNetworkConfig(ctx context.Context, network string, cfg netconf.Config, leases []Lease) error {
+	others, err := c.OtherNetworkConfigs(ctx, network)
+	if err != nil {
+		return err
+	}
+	if err := cfg.CheckOthers(others); err != nil {
+		return fmt.Errorf("network %s: %w", network, err)
+	}
+	for _, l := range leases {
+		if err := cfg.CheckUnderlay(l.Describe(), l.UnderlayMTU); err != nil {
+			return fmt.Errorf("network %s: %w", network, err)
+		}
+	}
+	return nil
+}
+
 // WaitNetworkConfig returns the network's config, waiting for it to be
 // written if it does not exist yet. An invalid config is returned as an error
 // at once: waiting would not fix it.
@@ -495,6 +544,9 @@ func (c *Client) SetNetworkConfig(ctx context.Context, network string, cfg netco
 		}
 		if err := StrandedBy(cfg, leases); err != nil {
 			return fmt.Errorf("network %s: %w", network, err)
+		}
+		if err := c.CheckNetworkConfig(ctx, network, cfg, leases); err != nil {
+			return err
 		}
 		reserved, err := c.reservationsAt(ctx, network, rev)
 		if err != nil {

@@ -25,6 +25,19 @@ func (k Keys) network(name string) string {
 	return strings.TrimRight(k.Prefix, "/") + "/networks/" + name
 }
 
+// Networks is the key prefix every network lives under.
+func (k Keys) Networks() string { return strings.TrimRight(k.Prefix, "/") + "/networks/" }
+
+// ParseConfigKey returns the network whose config key is key.
+func (k Keys) ParseConfigKey(key string) (string, bool) {
+	rest, ok := strings.CutPrefix(key, k.Networks())
+	if !ok {
+		return "", false
+	}
+	name, ok := strings.CutSuffix(rest, "/config")
+	return name, ok && name != "" && !strings.Contains(name, "/")
+}
+
 // Config is the key of a network's config.
 func (k Keys) Config(network string) string { return k.network(network) + "/config" }
 
