@@ -23,9 +23,11 @@ func newNetworkSetCmd(g *globals) *cobra.Command {
 		port      uint16
 		mtu       int
 		edgeCIDR  string
+		ipMasq    bool
+		direct    bool
 	)
 	cmd := &cobra.Command{
-		Use:   "set NAME --cidr CIDR [--subnet-len N] [--vni N] [--port N] [--mtu N] [--edge-cidr CIDR]",
+		Use:   "set NAME --cidr CIDR [--subnet-len N] [--vni N] [--port N] [--mtu N] [--edge-cidr CIDR] [--ip-masq=false] [--direct-routing]",
 		Short: "Write (create or replace) a network's config",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -37,7 +39,7 @@ func newNetworkSetCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--cidr %q is not a CIDR such as 10.244.0.0/16", cidr)
 			}
-			cfg := netconf.Config{Network: prefix, SubnetLen: subnetLen, VNI: vni, Port: port, MTU: mtu}
+			cfg := netconf.Config{Network: prefix, SubnetLen: subnetLen, VNI: vni, Port: port, MTU: mtu, IPMasq: ipMasq, DirectRouting: direct}
 			if edgeCIDR != "" {
 				if cfg.EdgeCIDR, err = netip.ParsePrefix(edgeCIDR); err != nil {
 					return fmt.Errorf("--edge-cidr %q is not a CIDR such as 10.244.255.0/24", edgeCIDR)
@@ -71,6 +73,8 @@ func newNetworkSetCmd(g *globals) *cobra.Command {
 	cmd.Flags().Uint16Var(&port, "port", netconf.DefaultPort, "VXLAN UDP port")
 	cmd.Flags().IntVar(&mtu, "mtu", 0, "overlay MTU for every host (0: each host derives it from its underlay MTU minus 50)")
 	cmd.Flags().StringVar(&edgeCIDR, "edge-cidr", "", "range inside --cidr, whole subnets of --subnet-len, that edge hosts (overlayd --mode edge, machines without containers) take one address each from; containers get the rest (e.g. 10.244.255.0/24)")
+	cmd.Flags().BoolVar(&ipMasq, "ip-masq", true, "masquerade what containers send outside the network (and outside the LANs gateways advertise) behind their host's address; --ip-masq=false leaves it to routing you build")
+	cmd.Flags().BoolVar(&direct, "direct-routing", false, "route peers on a host's own L2 segment directly via their public IP, without VXLAN; peers elsewhere stay on VXLAN")
 	cmd.MarkFlagRequired("cidr")
 	return cmd
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/overlaynet/overlay/pkg/datapath"
 	"github.com/overlaynet/overlay/pkg/firewall"
 	"github.com/overlaynet/overlay/pkg/hostfile"
+	"github.com/overlaynet/overlay/pkg/ingress"
 	"github.com/overlaynet/overlay/pkg/subnet"
 )
 
@@ -159,11 +160,12 @@ func peerState(p datapath.Peer, dst netip.Prefix, plan datapath.Plan) string {
 func newTeardownCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "teardown",
-		Short: "Remove this host's overlay kernel state for the network (devices, routes, forward rules), host file and ready stamp; stop overlayd first",
+		Short: "Remove this host's overlay kernel state for the network (devices, routes, forward and masquerade rules, ingress filter), host file and ready stamp; stop overlayd first",
 		Long: `Removes every device overlayd made for the network, found by its alias
 "overlay:NETWORK" (so devices of an earlier VNI or port go too), the routes
 overlayd installed (protocol 86) inside the network's range, the FORWARD
-rules, the host file and the ready stamp. Devices named in the host file are
+and masquerade rules, the VXLAN ingress filter (nftables table
+overlay-NETWORK), the host file and the ready stamp. Devices named in the host file are
 removed too, for devices made by releases that set no alias.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -181,13 +183,11 @@ removed too, for devices made by releases that set no alias.`,
 			if err != nil {
 				return err
 			}
-			if fw, err := firewall.NewForward(g.network); err != nil {
-				fmt.Fprintf(cmd.ErrOrStderr(), "overlayctl: forward rules not checked: %v\n", err)
-			} else if err := fw.Remove(); err != nil {
+			rules, err := removeRules(g.network, cmd.ErrOrStderr())
+			if err != nil {
 				return err
-			} else {
-				removed = append(removed, "forward rules")
 			}
+			removed = append(removed, rules...)
 			for _, f := range []string{path, hostfile.ReadyPath(g.runDir, g.network)} {
 				if err := os.Remove(f); err == nil {
 					removed = append(removed, f)
@@ -203,4 +203,29 @@ removed too, for devices made by releases that set no alias.`,
 			return nil
 		},
 	}
+}
+
+// removeRules removes the network's FORWARD and masquerade rules and its
+// VXLAN ingress filter; a missing iptables is reported, not fatal (then
+// there are no rules to remove).
+func removeRules(network string, stderr io.Writer) ([]string, error) {
+	var removed []string
+	if fw, err := firewall.NewForward(network); err != nil {
+		fmt.Fprintf(stderr, "overlayctl: forward rules not checked: %v\n", err)
+	} else if err := fw.Remove(); err != nil {
+		return removed, err
+	} else {
+		removed = append(removed, "forward rules")
+	}
+	if m, err := firewall.NewMasq(network); err != nil {
+		fmt.Fprintf(stderr, "overlayctl: masquerade rules not checked: %v\n", err)
+	} else if err := m.Remove(); err != nil {
+		return removed, err
+	} else {
+		removed = append(removed, "masquerade rules")
+	}
+	if err := ingress.New(network).Remove(); err != nil {
+		return removed, err
+	}
+	return append(removed, "vxlan ingress filter"), nil
 }

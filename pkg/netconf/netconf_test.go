@@ -13,9 +13,9 @@ func TestParse(t *testing.T) {
 		errHas   string
 	}{
 		{name: "defaults", in: `{"network":"10.244.0.0/16"}`,
-			want: Config{Network: netip.MustParsePrefix("10.244.0.0/16"), SubnetLen: 24, VNI: 1, Port: 8472}},
+			want: Config{Network: netip.MustParsePrefix("10.244.0.0/16"), SubnetLen: 24, VNI: 1, Port: 8472, IPMasq: true}},
 		{name: "all fields", in: `{"network":"10.0.0.0/8","subnetLen":20,"vni":4096,"port":4789}`,
-			want: Config{Network: netip.MustParsePrefix("10.0.0.0/8"), SubnetLen: 20, VNI: 4096, Port: 4789}},
+			want: Config{Network: netip.MustParsePrefix("10.0.0.0/8"), SubnetLen: 20, VNI: 4096, Port: 4789, IPMasq: true}},
 		{name: "not json", in: `{`, errHas: "not valid JSON"},
 		{name: "missing network", in: `{}`, errHas: `"network" is missing`},
 		{name: "bad cidr", in: `{"network":"10.244.0.0"}`, errHas: `"network" "10.244.0.0" is not a CIDR`},

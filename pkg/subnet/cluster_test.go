@@ -60,6 +60,7 @@ func TestClusterLeaderKillClientCarriesOn(t *testing.T) {
 	leader.Kill()
 
 	other := withCIDR(testNet, "10.245.0.0/16")
+	other.VNI, other.Port = 2, 8473 // networks share neither
 	took := retry(t, killed, "write", func(ctx context.Context) error {
 		return c.SetNetworkConfig(ctx, "other", other)
 	})
