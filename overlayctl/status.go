@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"os"
 	"slices"
@@ -41,8 +42,10 @@ func newStatusCmd(g *globals) *cobra.Command {
 				own, src = netip.PrefixFrom(hf.Address, 32), hf.Address
 				fmt.Fprintf(out, "  edge host (no containers)  address %s  mtu %d  vni %d  device %s\n", hf.Address, hf.MTU, hf.VNI, dev)
 			} else {
-				fmt.Fprintf(out, "  subnet %s  gateway %s  mtu %d  bridge %s  vni %d  device %s\n", hf.Subnet, hf.Gateway, hf.MTU, hf.Bridge, hf.VNI, dev)
+				fmt.Fprintf(out, "  subnet %s  gateway %s  mtu %d  bridge %s  vni %d  device %s  masquerade %s\n", hf.Subnet, hf.Gateway, hf.MTU, hf.Bridge, hf.VNI, dev, onOff(hf.IPMasq))
+				printStaleMTUs(out, hf)
 			}
+			printIngress(out, g.network)
 			installed, err := datapath.ListInstalled(dev)
 			if err != nil {
 				return fmt.Errorf("read kernel state of %s: %w", dev, err)
@@ -56,6 +59,42 @@ func newStatusCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// printStaleMTUs names the containers started before the overlay MTU
+// dropped: their veths keep the old, larger MTU.
+func printStaleMTUs(out io.Writer, hf hostfile.HostFile) {
+	ports, err := datapath.PortMTUs(hf.Bridge)
+	if err != nil {
+		return // no bridge yet: no containers either
+	}
+	stale := map[int]int{}
+	for _, mtu := range ports {
+		if mtu > hf.MTU {
+			stale[mtu]++
+		}
+	}
+	for _, mtu := range slices.Sorted(maps.Keys(stale)) {
+		fmt.Fprintf(out, "  mtu: %d running container(s) keep MTU %d from before the overlay MTU dropped to %d: restart them to get %d (until then their large packets to the member that lowered it are lost)\n",
+			stale[mtu], mtu, hf.MTU, hf.MTU)
+	}
+}
+
+// printIngress shows the VXLAN ingress filter's drop counter.
+func printIngress(out io.Writer, network string) {
+	n, err := ingress.New(network).Dropped()
+	if err != nil {
+		fmt.Fprintf(out, "  vxlan ingress filter: cannot read it: %v\n", err)
+		return
+	}
+	fmt.Fprintf(out, "  vxlan ingress filter: %d packets from non-members dropped\n", n)
 }
 
 func (g *globals) leases(cmd *cobra.Command) ([]subnet.Lease, error) {

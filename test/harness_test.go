@@ -542,9 +542,19 @@ type Container struct {
 // host's own run and data dirs.
 func (h *Host) confList() *libcni.NetworkConfigList {
 	h.c.t.Helper()
-	conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"overlay","plugins":[
+	return h.confListFor(networkName)
+}
+
+// confListFor is confList for another network of the same overlayd.
+func (h *Host) confListFor(network string) *libcni.NetworkConfigList {
+	h.c.t.Helper()
+	name := "overlay"
+	if network != networkName {
+		name += "-" + network
+	}
+	conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[
 		{"type":"overlay","network":%q,"runDir":%q,"ipam":{"type":"overlay-ipam","dataDir":%q}}]}`,
-		networkName, h.RunDir, h.DataDir)
+		name, network, h.RunDir, h.DataDir)
 	l, err := libcni.NetworkConfFromBytes([]byte(conf))
 	if err != nil {
 		h.c.t.Fatal(err)

@@ -141,3 +141,24 @@ func CheckBridge(name string, gateway netip.Prefix) error {
 	}
 	return &BridgeGatewayError{Name: name, Gateway: gateway, Have: have}
 }
+
+// PortMTUs returns the MTU of each port of bridge (the host ends of the
+// containers' veths, which the plugin gives the container's MTU): a port
+// above the network's MTU is a container started before the MTU dropped.
+func PortMTUs(bridge string) (map[string]int, error) {
+	br, err := netlinksafe.LinkByName(bridge)
+	if err != nil {
+		return nil, fmt.Errorf("look up bridge %q: %w", bridge, err)
+	}
+	links, err := netlinksafe.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	out := map[string]int{}
+	for _, l := range links {
+		if a := l.Attrs(); a.MasterIndex == br.Attrs().Index {
+			out[a.Name] = a.MTU
+		}
+	}
+	return out, nil
+}
