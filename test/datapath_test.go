@@ -273,8 +273,11 @@ func TestSeveralNetworks(t *testing.T) {
 	if !strings.Contains(p.Output(), `field "vni" 2 is already network blue's`) {
 		t.Errorf("overlayd's error does not name the clash:\n%s", p.Output())
 	}
-	if links := inNS(t, h3.NS, "ip", "-br", "link", "show", "type", "vxlan"); strings.TrimSpace(links) != "" {
-		t.Errorf("h3 built VXLAN devices for a refused start: %s", links)
+	if links := inNS(t, h3.NS, "ip", "-br", "link", "show"); strings.Contains(links, "overlay.2") || strings.Contains(links, "ovl-red") {
+		t.Errorf("h3 built devices for the refused network: %s", links)
+	}
+	if _, err := hostfile.Read(hostfile.Path(h3.RunDir, "red")); err == nil {
+		t.Error("h3 wrote a host file for the refused network")
 	}
 }
 
@@ -326,29 +329,33 @@ func addInjector(t *testing.T, c *Cluster, target *Host, spoof netip.Addr) injec
 	return in
 }
 
-// sends n UDP datagrams to dst:port from the injector.
+// send sends n UDP datagrams to dst:9999 from the injector.
 func (in injector) send(t *testing.T, dst netip.Addr, n int) {
 	t.Helper()
-	err := inNetns(in.ns, func() error {
+	if err := sendUDP(in.ns, dst, n); err != nil {
+		t.Fatalf("inject: %v", err)
+	}
+}
+
+// sendUDP sends n datagrams to dst:9999 from netns, 10ms apart.
+func sendUDP(netns string, dst netip.Addr, n int) error {
+	return inNetns(netns, func() error {
 		conn, err := net.Dial("udp4", netip.AddrPortFrom(dst, 9999).String())
 		if err != nil {
 			return err
 		}
 		defer conn.Close()
 		for range n {
-			if _, err := conn.Write([]byte("injected")); err != nil {
+			if _, err := conn.Write([]byte("datagram")); err != nil {
 				return err
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatalf("inject: %v", err)
-	}
 }
 
-// received counts datagrams a listener in ct gets within d.
+// listenUDP listens on ct's address, port 9999.
 func listenUDP(t *testing.T, ct *Container) net.PacketConn {
 	t.Helper()
 	var conn net.PacketConn
@@ -362,6 +369,7 @@ func listenUDP(t *testing.T, ct *Container) net.PacketConn {
 	return conn
 }
 
+// received counts the datagrams conn gets within d.
 func received(conn net.PacketConn, d time.Duration) int {
 	n := 0
 	buf := make([]byte, 64)
@@ -414,11 +422,22 @@ func TestIngressFilter(t *testing.T) {
 		t.Errorf("a member is dropped: %v", err)
 	}
 
-	// h2 dies; its datapath stays and keeps sending, but its lease ends.
+	// h2 dies; its datapath stays and b keeps sending one-way datagrams
+	// (which need no route back), but h2's lease ends.
 	h2.Daemon.Kill()
 	killed := time.Now()
-	waitFor(t, 15*time.Second, "h1 to drop h2's packets", func() bool { return b.Ping(a.IP, 1) != nil })
+	for received(conn, 0) > 0 {
+	}
+	waitFor(t, 20*time.Second, "h1 to drop what h2 sends", func() bool {
+		if err := sendUDP(b.NS, a.IP, 5); err != nil {
+			t.Fatal(err)
+		}
+		return received(conn, 200*time.Millisecond) == 0
+	})
 	if took := time.Since(killed); took > 3*time.Second+4*time.Second {
 		t.Errorf("h2 was dropped %s after its daemon died, want within the 3s lease TTL (plus a pass)", took)
+	}
+	if dropped, _ := h1.metric(metrics, "overlay_vxlan_ingress_dropped_packets_total"); dropped <= after {
+		t.Errorf("drop counter did not move for the departed member: %v, was %v", dropped, after)
 	}
 }

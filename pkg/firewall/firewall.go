@@ -15,15 +15,12 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
 )
 
 // Chain is the filter-table chain overlay owns.
 const Chain = "OVERLAY-FORWARD"
-
-const table = "filter"
 
 // runner is the part of go-iptables this package uses; an interface so the
 // rule logic can be tested against a fake without root.
@@ -41,135 +38,57 @@ type runner interface {
 
 var _ runner = (*iptables.IPTables)(nil)
 
-// Forward keeps the FORWARD accept rules of one network.
+// Forward keeps the FORWARD rules of one network: accept its traffic, and
+// drop what it sends to the other networks this host serves.
 type Forward struct {
-	ipt     runner
-	network string
+	rules ruleSet
 }
 
 // NewForward returns the rule keeper for a network, using the iptables
 // binary on PATH in the current network namespace.
 func NewForward(network string) (*Forward, error) {
+	ipt, err := newRunner()
+	if err != nil {
+		return nil, err
+	}
+	return newForward(ipt, network), nil
+}
+
+func newForward(ipt runner, network string) *Forward {
+	return &Forward{rules: ruleSet{ipt: ipt, table: "filter", chain: Chain, hook: "FORWARD",
+		comment: comment(network), top: isDrop}}
+}
+
+func newRunner() (runner, error) {
 	ipt, err := iptables.New()
 	if err != nil {
-		return nil, fmt.Errorf("iptables is not usable (%v); install it (apt-get install iptables) or disable forward rules", err)
+		return nil, fmt.Errorf("iptables is not usable (%v); install it (apt-get install iptables)", err)
 	}
-	return &Forward{ipt: ipt, network: network}, nil
+	return ipt, nil
 }
 
-func (f *Forward) comment() string { return "overlay-net=" + f.network }
+func comment(network string) string { return "overlay-net=" + network }
 
-// rules are the wanted rules for cidr: traffic from and to the overlay range.
-func (f *Forward) rules(cidr netip.Prefix) [][]string {
-	c := []string{"-m", "comment", "--comment", f.comment(), "-j", "ACCEPT"}
-	return [][]string{
-		append([]string{"-s", cidr.String()}, c...),
-		append([]string{"-d", cidr.String()}, c...),
-	}
-}
+func isDrop(rule []string) bool { return slices.Equal(rule[max(len(rule)-2, 0):], []string{"-j", "DROP"}) }
 
-// Ensure makes the chain, the jump and this network's rules exist, and
-// removes this network's rules for any other range. It is idempotent and
-// cheap when everything is in place (a few iptables reads).
-func (f *Forward) Ensure(cidr netip.Prefix) error {
-	if err := f.ensureChain(); err != nil {
-		return err
+// Ensure makes the chain, the jump and this network's rules exist —
+// above every network's accepts, a DROP of traffic from cidr to each
+// range in isolate; then ACCEPTs of traffic from and to cidr — and
+// removes this network's other rules (an earlier range, a network no
+// longer served). It is idempotent and cheap when everything is in place
+// (a few iptables reads).
+func (f *Forward) Ensure(cidr netip.Prefix, isolate []netip.Prefix) error {
+	var drops [][]string
+	for _, o := range isolate {
+		drops = append(drops, f.rules.rule([]string{"-s", cidr.String(), "-d", o.String()}, "DROP"))
 	}
-	for _, r := range f.rules(cidr) {
-		ok, err := f.ipt.Exists(table, Chain, r...)
-		if err != nil {
-			return fmt.Errorf("check rule %v in %s: %w", r, Chain, err)
-		}
-		if !ok {
-			if err := f.ipt.Append(table, Chain, r...); err != nil {
-				return fmt.Errorf("add rule %v to %s: %w", r, Chain, err)
-			}
-		}
+	accepts := [][]string{
+		f.rules.rule([]string{"-s", cidr.String()}, "ACCEPT"),
+		f.rules.rule([]string{"-d", cidr.String()}, "ACCEPT"),
 	}
-	return f.removeStale(cidr)
-}
-
-func (f *Forward) ensureChain() error {
-	ok, err := f.ipt.ChainExists(table, Chain)
-	if err != nil {
-		return fmt.Errorf("look for chain %s: %w", Chain, err)
-	}
-	if !ok {
-		if err := f.ipt.NewChain(table, Chain); err != nil {
-			return fmt.Errorf("create chain %s: %w", Chain, err)
-		}
-	}
-	jump := []string{"-j", Chain}
-	ok, err = f.ipt.Exists(table, "FORWARD", jump...)
-	if err != nil {
-		return fmt.Errorf("check jump to %s: %w", Chain, err)
-	}
-	if !ok {
-		// First in FORWARD, ahead of a DROP policy's rules (Docker's jumps).
-		if err := f.ipt.Insert(table, "FORWARD", 1, jump...); err != nil {
-			return fmt.Errorf("add jump FORWARD -> %s: %w", Chain, err)
-		}
-	}
-	return nil
-}
-
-// removeStale deletes this network's rules that don't match cidr (left from
-// an earlier config). Rules are deleted by number, from the bottom up, so
-// earlier numbers stay valid.
-func (f *Forward) removeStale(cidr netip.Prefix) error {
-	lines, err := f.ipt.List(table, Chain)
-	if err != nil {
-		return fmt.Errorf("list %s: %w", Chain, err)
-	}
-	var stale []int
-	for i, line := range lines { // lines[0] is "-N CHAIN"; rule n is lines[n]
-		fields := strings.Fields(line)
-		if i == 0 || !hasComment(fields, f.comment()) {
-			continue
-		}
-		if !slices.Contains(fields, cidr.String()) {
-			stale = append(stale, i)
-		}
-	}
-	for _, n := range slices.Backward(stale) {
-		if err := f.ipt.DeleteById(table, Chain, n); err != nil {
-			return fmt.Errorf("delete stale rule %d of %s: %w", n, Chain, err)
-		}
-	}
-	return nil
-}
-
-func hasComment(fields []string, comment string) bool {
-	for i := 0; i+1 < len(fields); i++ {
-		if fields[i] == "--comment" && strings.Trim(fields[i+1], `"`) == comment {
-			return true
-		}
-	}
-	return false
+	return f.rules.ensure(drops, accepts)
 }
 
 // Remove deletes this network's rules; when no other network's rules are
 // left it also removes the jump and the chain. Absent rules are success.
-func (f *Forward) Remove() error {
-	ok, err := f.ipt.ChainExists(table, Chain)
-	if err != nil || !ok {
-		return err
-	}
-	if err := f.removeStale(netip.Prefix{}); err != nil { // no range matches: all of ours go
-		return err
-	}
-	lines, err := f.ipt.List(table, Chain)
-	if err != nil {
-		return fmt.Errorf("list %s: %w", Chain, err)
-	}
-	if len(lines) > 1 {
-		return nil // other networks still use the chain
-	}
-	if err := f.ipt.Delete(table, "FORWARD", "-j", Chain); err != nil {
-		return fmt.Errorf("delete jump FORWARD -> %s: %w", Chain, err)
-	}
-	if err := f.ipt.ClearAndDeleteChain(table, Chain); err != nil {
-		return fmt.Errorf("delete chain %s: %w", Chain, err)
-	}
-	return nil
-}
+func (f *Forward) Remove() error { return f.rules.remove() }

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 
@@ -46,12 +47,12 @@ func TestForwardEnsure(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := blue.Ensure(netip.MustParsePrefix("10.99.0.0/16")); err != nil {
+		if err := blue.Ensure(netip.MustParsePrefix("10.99.0.0/16"), nil); err != nil {
 			t.Fatal(err)
 		}
 		f, _ := NewForward("default")
 		for range 2 { // idempotent
-			if err := f.Ensure(netip.MustParsePrefix("10.244.0.0/16")); err != nil {
+			if err := f.Ensure(netip.MustParsePrefix("10.244.0.0/16"), nil); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -74,7 +75,7 @@ func TestForwardEnsure(t *testing.T) {
 		}
 
 		// The network's range changed: its old rules go, blue's stay.
-		if err := f.Ensure(netip.MustParsePrefix("10.250.0.0/16")); err != nil {
+		if err := f.Ensure(netip.MustParsePrefix("10.250.0.0/16"), nil); err != nil {
 			t.Fatal(err)
 		}
 		got = strings.Join(rulesOf(t, Chain), "\n")
@@ -106,4 +107,123 @@ func TestHasComment(t *testing.T) {
 	if !hasComment(fields, "overlay-net=a") || hasComment(fields, "overlay-net=ab") {
 		t.Fatal("hasComment mismatch")
 	}
+}
+
+// chainRules returns the chain's rules without the -N line, quotes
+// dropped, in order.
+func chainRules(t *testing.T, table, chain string) []string {
+	t.Helper()
+	out, err := exec.Command("iptables", "-t", table, "-S", chain).CombinedOutput()
+	if err != nil {
+		t.Fatalf("iptables -t %s -S %s: %v\n%s", table, chain, err, out)
+	}
+	lines := strings.Split(strings.ReplaceAll(strings.TrimSpace(string(out)), `"`, ""), "\n")
+	return lines[1:]
+}
+
+var (
+	netA = netip.MustParsePrefix("10.244.0.0/16")
+	netB = netip.MustParsePrefix("10.245.0.0/16")
+)
+
+// Finding: with several networks on one host, the accept rules let one
+// network's containers reach another's. Each network now drops what it
+// sends to the others, above every network's accepts; a network no longer
+// served loses its drop; a second Ensure writes nothing.
+func TestForwardIsolation(t *testing.T) {
+	inNewNetns(t, func(ns.NetNS) {
+		ipt, _ := newRunner()
+		a, b := newForward(ipt, "a"), newForward(ipt, "b")
+		if err := a.Ensure(netA, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Ensure(netB, []netip.Prefix{netA}); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Ensure(netA, []netip.Prefix{netB}); err != nil {
+			t.Fatal(err)
+		}
+		got := chainRules(t, "filter", Chain)
+		lastDrop, firstAccept := -1, len(got)
+		for i, r := range got {
+			if strings.HasSuffix(r, "-j DROP") {
+				lastDrop = i
+			} else if i < firstAccept {
+				firstAccept = i
+			}
+		}
+		if lastDrop < 0 || lastDrop > firstAccept || len(got) != 6 {
+			t.Fatalf("want 2 drops above 4 accepts:\n%s", strings.Join(got, "\n"))
+		}
+		for _, want := range []string{
+			"-A OVERLAY-FORWARD -s 10.244.0.0/16 -d 10.245.0.0/16 -m comment --comment overlay-net=a -j DROP",
+			"-A OVERLAY-FORWARD -s 10.245.0.0/16 -d 10.244.0.0/16 -m comment --comment overlay-net=b -j DROP",
+		} {
+			if !slices.Contains(got, want) {
+				t.Errorf("missing %q in\n%s", want, strings.Join(got, "\n"))
+			}
+		}
+		a.rules.writes = 0
+		if err := a.Ensure(netA, []netip.Prefix{netB}); err != nil || a.rules.writes != 0 {
+			t.Errorf("second Ensure: %d writes, %v; want none", a.rules.writes, err)
+		}
+		if err := a.Ensure(netA, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := chainRules(t, "filter", Chain); slices.ContainsFunc(got, func(r string) bool { return strings.Contains(r, "overlay-net=a -j DROP") }) {
+			t.Errorf("a's drop stayed after b was no longer served:\n%s", strings.Join(got, "\n"))
+		}
+	})
+}
+
+// Masquerade: RETURN for the network and each kept LAN, then MASQUERADE,
+// in that order whatever changes; idempotent; another network's rules
+// untouched; an invalid subnet removes the network's rules, and the chain
+// goes with the last network.
+func TestMasqEnsure(t *testing.T) {
+	inNewNetns(t, func(ns.NetNS) {
+		ipt, _ := newRunner()
+		m, other := newMasq(ipt, "default"), newMasq(ipt, "blue")
+		s1, lan := netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("198.19.10.0/24")
+		if err := other.Ensure(netip.MustParsePrefix("10.245.7.0/24"), []netip.Prefix{netB}); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Ensure(s1, []netip.Prefix{netA}); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Ensure(s1, []netip.Prefix{netA, lan}); err != nil {
+			t.Fatal(err)
+		}
+		var mine []string
+		for _, r := range chainRules(t, "nat", MasqChain) {
+			if strings.Contains(r, "overlay-net=default") {
+				mine = append(mine, r)
+			}
+		}
+		want := []string{
+			"-A OVERLAY-POSTROUTING -s 10.244.1.0/24 -d 10.244.0.0/16 -m comment --comment overlay-net=default -j RETURN",
+			"-A OVERLAY-POSTROUTING -s 10.244.1.0/24 -d 198.19.10.0/24 -m comment --comment overlay-net=default -j RETURN",
+			"-A OVERLAY-POSTROUTING -s 10.244.1.0/24 ! -d 224.0.0.0/4 -m comment --comment overlay-net=default -j MASQUERADE --random-fully",
+		}
+		if !slices.Equal(mine, want) {
+			t.Fatalf("rules:\n%s\nwant:\n%s", strings.Join(mine, "\n"), strings.Join(want, "\n"))
+		}
+		m.rules.writes = 0
+		if err := m.Ensure(s1, []netip.Prefix{netA, lan}); err != nil || m.rules.writes != 0 {
+			t.Errorf("second Ensure: %d writes, %v; want none", m.rules.writes, err)
+		}
+		if err := m.Ensure(netip.Prefix{}, nil); err != nil {
+			t.Fatal(err)
+		}
+		got := chainRules(t, "nat", MasqChain)
+		if len(got) != 2 || !strings.Contains(got[0], "overlay-net=blue") {
+			t.Fatalf("after turning default off, want blue's 2 rules only:\n%s", strings.Join(got, "\n"))
+		}
+		if err := other.Remove(); err != nil {
+			t.Fatal(err)
+		}
+		if out, _ := exec.Command("iptables", "-t", "nat", "-S", "POSTROUTING").CombinedOutput(); strings.Contains(string(out), MasqChain) {
+			t.Errorf("jump left after the last network's rules went:\n%s", out)
+		}
+	})
 }

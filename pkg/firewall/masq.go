@@ -1,0 +1,58 @@
+package firewall
+
+import "net/netip"
+
+// MasqChain is the nat-table chain overlay owns.
+const MasqChain = "OVERLAY-POSTROUTING"
+
+// multicast is never masqueraded: it does not leave the link.
+const multicast = "224.0.0.0/4"
+
+// Masq keeps one network's egress masquerade: what the containers of this
+// host's subnet send outside the network leaves with the host's address
+// (kube-flannel's ipMasq), while traffic to the network itself
+// (containers, edge hosts) and to the LANs gateways advertise keeps the
+// container's own address.
+type Masq struct {
+	rules ruleSet
+}
+
+// NewMasq returns the masquerade keeper for a network, using the
+// iptables binary on PATH in the current network namespace.
+func NewMasq(network string) (*Masq, error) {
+	ipt, err := newRunner()
+	if err != nil {
+		return nil, err
+	}
+	return newMasq(ipt, network), nil
+}
+
+func newMasq(ipt runner, network string) *Masq {
+	return &Masq{rules: ruleSet{ipt: ipt, table: "nat", chain: MasqChain, hook: "POSTROUTING",
+		comment: comment(network), top: func([]string) bool { return false }}}
+}
+
+// Ensure makes this network's rules: RETURN for subnet to each range of
+// keep, then MASQUERADE for subnet to anything but multicast. Each
+// network's rules match only its own subnet, so networks sharing the chain
+// do not affect each other. An invalid subnet (an edge host, ipMasq off)
+// removes the network's rules.
+func (m *Masq) Ensure(subnet netip.Prefix, keep []netip.Prefix) error {
+	if !subnet.IsValid() {
+		return m.Remove()
+	}
+	src := subnet.String()
+	var rules [][]string
+	for _, k := range keep {
+		rules = append(rules, m.rules.rule([]string{"-s", src, "-d", k.String()}, "RETURN"))
+	}
+	// --random-fully: source ports picked at random, so two containers'
+	// flows to one destination do not collide on the host's address
+	// (kube-flannel and Kubernetes use it for the same reason).
+	rules = append(rules, m.rules.rule([]string{"-s", src, "!", "-d", multicast}, "MASQUERADE", "--random-fully"))
+	return m.rules.ensure(nil, rules)
+}
+
+// Remove deletes this network's rules; the jump and the chain go with the
+// last network's. Absent rules are success.
+func (m *Masq) Remove() error { return m.rules.remove() }

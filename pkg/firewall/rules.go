@@ -1,0 +1,193 @@
+package firewall
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// ruleSet keeps one network's rules in a chain of ours, in order: the
+// network's rules are told apart from other networks' by their comment,
+// and split into a top group (kept above every network's other rules: the
+// drops that isolate networks) and a bottom group (appended).
+type ruleSet struct {
+	ipt     runner
+	table   string
+	chain   string
+	hook    string // the built-in chain whose first rule jumps to chain
+	comment string
+	// top reports whether a rule (as wanted, or as listed) belongs to the
+	// top group.
+	top func(rule []string) bool
+	// writes counts the iptables runs that changed something (tests).
+	writes int
+}
+
+// rule builds a rule in the order iptables prints it: matches on
+// addresses, then the comment, then the target and its options.
+func (r *ruleSet) rule(match []string, target ...string) []string {
+	out := slices.Clone(match)
+	out = append(out, "-m", "comment", "--comment", r.comment)
+	return append(append(out, "-j"), target...)
+}
+
+// listed is one of the network's rules in the chain, with its number.
+type listed struct {
+	n    int
+	spec string
+}
+
+// ensure makes the chain and the jump exist and this network's rules be
+// exactly top (in order, above everything) and bottom (in order, after
+// the rules already there). A group that differs is added anew first and
+// its old copies deleted after, so there is never a moment without the
+// rules (a RETURN missing ahead of a MASQUERADE, an isolating DROP gone).
+func (r *ruleSet) ensure(top, bottom [][]string) error {
+	if err := r.ensureChain(); err != nil {
+		return err
+	}
+	haveTop, haveBottom, err := r.current()
+	if err != nil {
+		return err
+	}
+	var stale []int
+	shift := 0 // rules inserted above the old ones
+	if !sameSpecs(haveTop, top) {
+		for _, rule := range slices.Backward(top) {
+			if err := r.write("insert", r.ipt.Insert(r.table, r.chain, 1, rule...), rule); err != nil {
+				return err
+			}
+		}
+		shift = len(top)
+		stale = appendNumbers(stale, haveTop, shift)
+	}
+	if !sameSpecs(haveBottom, bottom) {
+		for _, rule := range bottom {
+			if err := r.write("append", r.ipt.Append(r.table, r.chain, rule...), rule); err != nil {
+				return err
+			}
+		}
+		stale = appendNumbers(stale, haveBottom, shift)
+	}
+	return r.deleteNumbers(stale)
+}
+
+// appendNumbers adds the rule numbers of rules, moved down by shift.
+func appendNumbers(ns []int, rules []listed, shift int) []int {
+	for _, l := range rules {
+		ns = append(ns, l.n+shift)
+	}
+	return ns
+}
+
+func (r *ruleSet) write(what string, err error, rule []string) error {
+	if err != nil {
+		return fmt.Errorf("%s rule %q in %s %s: %w", what, strings.Join(rule, " "), r.table, r.chain, err)
+	}
+	r.writes++
+	return nil
+}
+
+// deleteNumbers deletes rules by number, from the bottom up, so the
+// numbers still to delete stay valid.
+func (r *ruleSet) deleteNumbers(ns []int) error {
+	slices.Sort(ns)
+	for _, n := range slices.Backward(ns) {
+		if err := r.ipt.DeleteById(r.table, r.chain, n); err != nil {
+			return fmt.Errorf("delete stale rule %d of %s %s: %w", n, r.table, r.chain, err)
+		}
+		r.writes++
+	}
+	return nil
+}
+
+// current lists this network's rules, split into the two groups.
+func (r *ruleSet) current() (top, bottom []listed, err error) {
+	lines, err := r.ipt.List(r.table, r.chain)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list %s %s: %w", r.table, r.chain, err)
+	}
+	for i, line := range lines { // lines[0] is "-N CHAIN"; rule n is lines[n]
+		fields := strings.Fields(strings.ReplaceAll(line, `"`, ""))
+		if i == 0 || len(fields) < 2 || !hasComment(fields, r.comment) {
+			continue
+		}
+		rule := fields[2:] // drop "-A CHAIN"
+		l := listed{n: i, spec: strings.Join(rule, " ")}
+		if r.top(rule) {
+			top = append(top, l)
+		} else {
+			bottom = append(bottom, l)
+		}
+	}
+	return top, bottom, nil
+}
+
+func sameSpecs(have []listed, want [][]string) bool {
+	return slices.EqualFunc(have, want, func(h listed, w []string) bool { return h.spec == strings.Join(w, " ") })
+}
+
+func (r *ruleSet) ensureChain() error {
+	ok, err := r.ipt.ChainExists(r.table, r.chain)
+	if err != nil {
+		return fmt.Errorf("look for chain %s %s: %w", r.table, r.chain, err)
+	}
+	if !ok {
+		if err := r.ipt.NewChain(r.table, r.chain); err != nil {
+			return fmt.Errorf("create chain %s %s: %w", r.table, r.chain, err)
+		}
+		r.writes++
+	}
+	jump := []string{"-j", r.chain}
+	ok, err = r.ipt.Exists(r.table, r.hook, jump...)
+	if err != nil {
+		return fmt.Errorf("check jump %s -> %s: %w", r.hook, r.chain, err)
+	}
+	if !ok {
+		// First in the hook, ahead of rules others add (Docker's jumps).
+		if err := r.ipt.Insert(r.table, r.hook, 1, jump...); err != nil {
+			return fmt.Errorf("add jump %s -> %s: %w", r.hook, r.chain, err)
+		}
+		r.writes++
+	}
+	return nil
+}
+
+// remove deletes this network's rules; when no other network's rules are
+// left it also removes the jump and the chain. Absent rules are success.
+func (r *ruleSet) remove() error {
+	ok, err := r.ipt.ChainExists(r.table, r.chain)
+	if err != nil || !ok {
+		return err
+	}
+	top, bottom, err := r.current()
+	if err != nil {
+		return err
+	}
+	if err := r.deleteNumbers(appendNumbers(appendNumbers(nil, top, 0), bottom, 0)); err != nil {
+		return err
+	}
+	lines, err := r.ipt.List(r.table, r.chain)
+	if err != nil {
+		return fmt.Errorf("list %s %s: %w", r.table, r.chain, err)
+	}
+	if len(lines) > 1 {
+		return nil // other networks still use the chain
+	}
+	if err := r.ipt.Delete(r.table, r.hook, "-j", r.chain); err != nil {
+		return fmt.Errorf("delete jump %s -> %s: %w", r.hook, r.chain, err)
+	}
+	if err := r.ipt.ClearAndDeleteChain(r.table, r.chain); err != nil {
+		return fmt.Errorf("delete chain %s %s: %w", r.table, r.chain, err)
+	}
+	return nil
+}
+
+func hasComment(fields []string, comment string) bool {
+	for i := 0; i+1 < len(fields); i++ {
+		if fields[i] == "--comment" && strings.Trim(fields[i+1], `"`) == comment {
+			return true
+		}
+	}
+	return false
+}
