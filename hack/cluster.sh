@@ -264,17 +264,6 @@ cluster_attach() {
 	jq -er '.ips[0].address | split("/")[0]' <<<"$out"
 }
 
-# cluster_fabric_route N routes host N's container subnet to host N in the
-# fabric, as a datacenter router with a static route would, so its
-# containers reach machines on the underlay (etcd) by their own addresses:
-# overlayd does not masquerade (its host file says ipMasq false), and the
-# demo NATs nothing anywhere. The route goes with the fabric namespace.
-cluster_fabric_route() {
-	local n="$1" subnet
-	subnet="$(jq -er .subnet "$(host_file "$n")")"
-	ip -n "$OVL_PREFIX-fab" route add "$subnet" via "$(host_ip "$n")"
-}
-
 # --- teardown ----------------------------------------------------------------
 
 # kill_recorded sends SIGTERM to every recorded PID that is still ours, waits

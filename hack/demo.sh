@@ -13,6 +13,9 @@
 # service on h4, and a machine on the legacy LAN, with nothing but a static
 # route, calls the container. Each side reports the caller address it saw,
 # and the demo fails unless it is the caller's own (no NAT, no host IP).
+# Last, a container calls a server outside the overlay (in the fabric, the
+# "internet" of the demo): egress masquerade (ipMasq, on by default) makes
+# it see the container's host.
 #
 #   make demo            # run, report, tear everything down
 #   make demo KEEP=1     # keep the cluster up and print how to remove it
@@ -34,6 +37,7 @@ LEGACY_LAN=198.19.10.0/24
 LAN_GW_IP=198.19.10.1    # h5's side of the LAN
 LAN_IP=198.19.10.2       # the legacy LAN machine
 ECHO_PORT=8080
+OUTSIDE_ADDR=198.18.0.1:8081   # a server on the underlay, outside the overlay
 REGISTRY_KEY=/demo/registry/echo
 KEEP="${KEEP:-0}"
 READY_TIMEOUT=60
@@ -171,10 +175,9 @@ bring_up() {
 	done
 	done_ok
 
-	# The service's container reaches etcd on the underlay by its own
-	# address: the fabric routes h1's subnet to h1. Nothing is NATed.
+	# The service's container reaches etcd, outside the overlay, through
+	# its host's masquerade.
 	step "echo service in h1c1 (demo-echo serve)"
-	cluster_fabric_route 1
 	echo_serve "$(container_ns 1 1)" "$OVL_STATE/echo-h1c1.log" '^registered ' \
 		--listen "${CIP[1 1]}:$ECHO_PORT" --name echo --registry "$OVL_ETCD" --key "$REGISTRY_KEY"
 	done_ok "registered at $REGISTRY_KEY"
@@ -183,6 +186,11 @@ bring_up() {
 	echo_serve "$(host_ns "$LEGACY_VM")" "$OVL_STATE/echo-h$LEGACY_VM.log" ' serving on ' \
 		--listen "${EDGE_IP[$LEGACY_VM]}:$ECHO_PORT" --name legacy-vm
 	done_ok "${EDGE_IP[$LEGACY_VM]}:$ECHO_PORT"
+
+	step "echo service outside the overlay ($OUTSIDE_ADDR)"
+	echo_serve "$OVL_PREFIX-fab" "$OVL_STATE/echo-outside.log" ' serving on ' \
+		--listen "$OUTSIDE_ADDR" --name outside
+	done_ok "in the fabric, the demo's internet"
 }
 
 # echo_serve NS LOG PATTERN ARGS... starts `demo-echo serve ARGS...` in NS
@@ -381,6 +389,17 @@ report_edge() {
 	printf '    %-17s %s   (route: %s only)\n' "lan -> service:" "$CALL_ANSWER" "$CIDR via $LAN_GW_IP"
 }
 
+# report_masq has a container call the server outside the overlay: it must
+# see the container's host (masquerade), while inside the overlay every
+# callee saw the caller's own address (report_edge).
+report_masq() {
+	echo
+	echo "  MASQ  ipMasq $(jq -r .ipMasq "$(host_file 2)") on h2 (host file); a container calls a server outside the overlay:"
+	echo_call "$(container_ns 2 1)" "$(host_ip 2)" --addr "$OUTSIDE_ADDR" ||
+		problem "h2c1 -> outside: $CALL_ERR"
+	printf '    %-17s %s   (h2 is %s)\n' "h2c1 -> outside:" "$CALL_ANSWER" "$(host_ip 2)"
+}
+
 # --- main ----------------------------------------------------------------------
 
 bring_up
@@ -388,6 +407,7 @@ report_hosts
 report_ping
 report_iperf
 report_edge
+report_masq
 
 echo
 if ((${#PROBLEMS[@]} > 0)); then
