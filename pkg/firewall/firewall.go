@@ -1,14 +1,23 @@
-// Package firewall owns overlay's iptables rules (through go-iptables): today
-// the FORWARD accept rules that let overlay traffic be routed between the
-// bridge and the VXLAN device on hosts whose FORWARD policy is DROP (Docker
-// and Kubernetes hosts set it so; without these rules cross-host traffic
-// would vanish silently). Later, masquerade and the VXLAN ingress filter live
-// here too.
+// Package firewall owns overlay's iptables rules (through go-iptables, which
+// only this package imports). Each network has two keepers:
 //
-// All rules sit in a chain of our own, OVERLAY-FORWARD, jumped to from the
-// top of FORWARD; each rule carries a comment naming its network, so one
-// network's rules are found (and stale ones removed) without touching
-// another's or anyone else's.
+//   - Forward, in the filter chain OVERLAY-FORWARD jumped to from the top of
+//     FORWARD: ACCEPTs of the network's traffic, so it is routed between the
+//     bridge and the VXLAN device on hosts whose FORWARD policy is DROP
+//     (Docker and Kubernetes hosts set it so; without them cross-host
+//     traffic would vanish silently); and, above every network's ACCEPTs,
+//     DROPs of what the network sends to the other networks this host
+//     serves, so networks stay isolated from each other.
+//   - Masq, in the nat chain OVERLAY-POSTROUTING jumped to from the top of
+//     POSTROUTING: egress masquerade (kube-flannel's ipMasq). What this
+//     host's containers send outside the network, and outside the LANs
+//     gateways advertise, leaves with the host's address.
+//
+// Each rule carries the comment overlay-net=NAME, so one network's rules are
+// found, compared in order and replaced without touching another's or
+// anyone else's; a chain and its jump go with the last network's rules.
+// Changed rules are added before the old ones are deleted, so no moment
+// lacks a RETURN ahead of a MASQUERADE or an isolating DROP.
 package firewall
 
 import (
@@ -28,6 +37,7 @@ type runner interface {
 	ChainExists(table, chain string) (bool, error)
 	NewChain(table, chain string) error
 	Exists(table, chain string, rulespec ...string) (bool, error)
+	HasRandomFully() bool
 	Insert(table, chain string, pos int, rulespec ...string) error
 	Append(table, chain string, rulespec ...string) error
 	List(table, chain string) ([]string, error)
@@ -69,7 +79,9 @@ func newRunner() (runner, error) {
 
 func comment(network string) string { return "overlay-net=" + network }
 
-func isDrop(rule []string) bool { return slices.Equal(rule[max(len(rule)-2, 0):], []string{"-j", "DROP"}) }
+func isDrop(rule []string) bool {
+	return slices.Equal(rule[max(len(rule)-2, 0):], []string{"-j", "DROP"})
+}
 
 // Ensure makes the chain, the jump and this network's rules exist —
 // above every network's accepts, a DROP of traffic from cidr to each
@@ -78,13 +90,19 @@ func isDrop(rule []string) bool { return slices.Equal(rule[max(len(rule)-2, 0):]
 // longer served). It is idempotent and cheap when everything is in place
 // (a few iptables reads).
 func (f *Forward) Ensure(cidr netip.Prefix, isolate []netip.Prefix) error {
+	if err := f.rules.checkPrefixes("network", cidr); err != nil {
+		return err
+	}
+	if err := f.rules.checkPrefixes("isolated network", isolate...); err != nil {
+		return err
+	}
 	var drops [][]string
 	for _, o := range isolate {
-		drops = append(drops, f.rules.rule([]string{"-s", cidr.String(), "-d", o.String()}, "DROP"))
+		drops = append(drops, f.rules.rule(slices.Concat(addr("-s", cidr), addr("-d", o)), "DROP"))
 	}
 	accepts := [][]string{
-		f.rules.rule([]string{"-s", cidr.String()}, "ACCEPT"),
-		f.rules.rule([]string{"-d", cidr.String()}, "ACCEPT"),
+		f.rules.rule(addr("-s", cidr), "ACCEPT"),
+		f.rules.rule(addr("-d", cidr), "ACCEPT"),
 	}
 	return f.rules.ensure(drops, accepts)
 }

@@ -1,6 +1,9 @@
 package firewall
 
-import "net/netip"
+import (
+	"net/netip"
+	"slices"
+)
 
 // MasqChain is the nat-table chain overlay owns.
 const MasqChain = "OVERLAY-POSTROUTING"
@@ -41,16 +44,31 @@ func (m *Masq) Ensure(subnet netip.Prefix, keep []netip.Prefix) error {
 	if !subnet.IsValid() {
 		return m.Remove()
 	}
-	src := subnet.String()
+	if err := m.rules.checkPrefixes("subnet", subnet); err != nil {
+		return err
+	}
+	if err := m.rules.checkPrefixes("kept destination", keep...); err != nil {
+		return err
+	}
+	src := addr("-s", subnet)
 	var rules [][]string
 	for _, k := range keep {
-		rules = append(rules, m.rules.rule([]string{"-s", src, "-d", k.String()}, "RETURN"))
+		rules = append(rules, m.rules.rule(slices.Concat(src, addr("-d", k)), "RETURN"))
 	}
-	// --random-fully: source ports picked at random, so two containers'
-	// flows to one destination do not collide on the host's address
-	// (kube-flannel and Kubernetes use it for the same reason).
-	rules = append(rules, m.rules.rule([]string{"-s", src, "!", "-d", multicast}, "MASQUERADE", "--random-fully"))
-	return m.rules.ensure(nil, rules)
+	return m.rules.ensure(nil, append(rules, m.masquerade(src)))
+}
+
+// masquerade is the last rule: anything else from the subnet but multicast.
+// --random-fully picks source ports at random, so two containers' flows to
+// one destination do not collide on the host's address (kube-flannel and
+// Kubernetes use it for the same reason); iptables before 1.6.2 lacks it,
+// and there the rule goes without (as kube-flannel does).
+func (m *Masq) masquerade(src []string) []string {
+	target := []string{"MASQUERADE"}
+	if m.rules.ipt.HasRandomFully() {
+		target = append(target, "--random-fully")
+	}
+	return m.rules.rule(slices.Concat(src, []string{"!", "-d", multicast}), target...)
 }
 
 // Remove deletes this network's rules; the jump and the chain go with the

@@ -2,9 +2,19 @@ package firewall
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 )
+
+// chainMu serialises the edits of our chains within this process. overlayd
+// runs one agent per network, each with its own keepers on the same
+// chains, and a keeper deletes rules by the numbers its List gave: another
+// keeper's insert in between would shift them, and the delete would take
+// the wrong rule — maybe another network's isolating DROP. The chains are
+// process-wide (kernel) state, so their lock is too.
+var chainMu sync.Mutex
 
 // ruleSet keeps one network's rules in a chain of ours, in order: the
 // network's rules are told apart from other networks' by their comment,
@@ -19,8 +29,6 @@ type ruleSet struct {
 	// top reports whether a rule (as wanted, or as listed) belongs to the
 	// top group.
 	top func(rule []string) bool
-	// writes counts the iptables runs that changed something (tests).
-	writes int
 }
 
 // rule builds a rule in the order iptables prints it: matches on
@@ -29,6 +37,30 @@ func (r *ruleSet) rule(match []string, target ...string) []string {
 	out := slices.Clone(match)
 	out = append(out, "-m", "comment", "--comment", r.comment)
 	return append(append(out, "-j"), target...)
+}
+
+// addr is an address match as iptables prints it back, so a listed rule
+// compares equal to the wanted one: the prefix masked (10.244.1.0/24, not
+// 10.244.1.5/24), and no match at all for /0, which iptables leaves out.
+// Otherwise every Ensure would see a difference and rewrite the rules.
+func addr(flag string, p netip.Prefix) []string {
+	if p.Bits() == 0 {
+		return nil
+	}
+	return []string{flag, p.Masked().String()}
+}
+
+// checkPrefixes refuses what iptables would refuse (an invalid or IPv6
+// range) before anything is written: a rule failing halfway through the
+// adds would leave a partial copy next to the old rules, and a new one at
+// every retry.
+func (r *ruleSet) checkPrefixes(what string, ps ...netip.Prefix) error {
+	for _, p := range ps {
+		if !p.IsValid() || !p.Addr().Is4() {
+			return fmt.Errorf("%s %s rules of %s: %s %q is not an IPv4 range", r.table, r.chain, r.comment, what, p)
+		}
+	}
+	return nil
 }
 
 // listed is one of the network's rules in the chain, with its number.
@@ -43,6 +75,8 @@ type listed struct {
 // its old copies deleted after, so there is never a moment without the
 // rules (a RETURN missing ahead of a MASQUERADE, an isolating DROP gone).
 func (r *ruleSet) ensure(top, bottom [][]string) error {
+	chainMu.Lock()
+	defer chainMu.Unlock()
 	if err := r.ensureChain(); err != nil {
 		return err
 	}
@@ -84,7 +118,6 @@ func (r *ruleSet) write(what string, err error, rule []string) error {
 	if err != nil {
 		return fmt.Errorf("%s rule %q in %s %s: %w", what, strings.Join(rule, " "), r.table, r.chain, err)
 	}
-	r.writes++
 	return nil
 }
 
@@ -96,7 +129,6 @@ func (r *ruleSet) deleteNumbers(ns []int) error {
 		if err := r.ipt.DeleteById(r.table, r.chain, n); err != nil {
 			return fmt.Errorf("delete stale rule %d of %s %s: %w", n, r.table, r.chain, err)
 		}
-		r.writes++
 	}
 	return nil
 }
@@ -136,7 +168,6 @@ func (r *ruleSet) ensureChain() error {
 		if err := r.ipt.NewChain(r.table, r.chain); err != nil {
 			return fmt.Errorf("create chain %s %s: %w", r.table, r.chain, err)
 		}
-		r.writes++
 	}
 	jump := []string{"-j", r.chain}
 	ok, err = r.ipt.Exists(r.table, r.hook, jump...)
@@ -148,7 +179,6 @@ func (r *ruleSet) ensureChain() error {
 		if err := r.ipt.Insert(r.table, r.hook, 1, jump...); err != nil {
 			return fmt.Errorf("add jump %s -> %s: %w", r.hook, r.chain, err)
 		}
-		r.writes++
 	}
 	return nil
 }
@@ -156,9 +186,14 @@ func (r *ruleSet) ensureChain() error {
 // remove deletes this network's rules; when no other network's rules are
 // left it also removes the jump and the chain. Absent rules are success.
 func (r *ruleSet) remove() error {
+	chainMu.Lock()
+	defer chainMu.Unlock()
 	ok, err := r.ipt.ChainExists(r.table, r.chain)
-	if err != nil || !ok {
-		return err
+	if err != nil {
+		return fmt.Errorf("look for chain %s %s: %w", r.table, r.chain, err)
+	}
+	if !ok {
+		return nil
 	}
 	top, bottom, err := r.current()
 	if err != nil {
@@ -174,8 +209,21 @@ func (r *ruleSet) remove() error {
 	if len(lines) > 1 {
 		return nil // other networks still use the chain
 	}
-	if err := r.ipt.Delete(r.table, r.hook, "-j", r.chain); err != nil {
-		return fmt.Errorf("delete jump %s -> %s: %w", r.hook, r.chain, err)
+	return r.removeChain()
+}
+
+// removeChain deletes the jump, if there, and the empty chain (a jump
+// already gone, e.g. flushed by hand, is no reason to keep the chain).
+func (r *ruleSet) removeChain() error {
+	jump := []string{"-j", r.chain}
+	ok, err := r.ipt.Exists(r.table, r.hook, jump...)
+	if err != nil {
+		return fmt.Errorf("check jump %s -> %s: %w", r.hook, r.chain, err)
+	}
+	if ok {
+		if err := r.ipt.Delete(r.table, r.hook, jump...); err != nil {
+			return fmt.Errorf("delete jump %s -> %s: %w", r.hook, r.chain, err)
+		}
 	}
 	if err := r.ipt.ClearAndDeleteChain(r.table, r.chain); err != nil {
 		return fmt.Errorf("delete chain %s %s: %w", r.table, r.chain, err)
