@@ -275,3 +275,38 @@ func TestMasqEnsure(t *testing.T) {
 		}
 	})
 }
+
+// The fake prints rules as iptables-nft does, and the wanted rules are
+// built in that form: the same calls against both give the same chains,
+// line for line (quotes included), and a second round writes nothing on
+// the real one — also for an unmasked subnet and a kept /0.
+func TestFakePrintsLikeIptables(t *testing.T) {
+	inNewNetns(t, func(ns.NetNS) {
+		real, fake := newCountingRunner(t), newFake()
+		calls := func(ipt runner) error {
+			m, f := newMasq(ipt, "default"), newForward(ipt, "default")
+			if err := m.Ensure(netip.MustParsePrefix("10.244.1.7/24"), pfx("10.244.0.0/16", "198.19.10.0/24", "0.0.0.0/0")); err != nil {
+				return err
+			}
+			return f.Ensure(netip.MustParsePrefix("10.244.3.4/16"), pfx("10.245.0.0/16", "198.19.10.1/32"))
+		}
+		for _, ipt := range []runner{real, fake} {
+			if err := calls(ipt); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, tc := range [][2]string{{"nat", MasqChain}, {"filter", Chain}, {"nat", "POSTROUTING"}, {"filter", "FORWARD"}} {
+			got, err := real.List(tc[0], tc[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := fake.rules(tc[0], tc[1]); !slices.Equal(got[1:], want) {
+				t.Errorf("%s %s, iptables:\n%s\nfake:\n%s", tc[0], tc[1], strings.Join(got[1:], "\n"), strings.Join(want, "\n"))
+			}
+		}
+		real.writes = 0
+		if err := calls(real); err != nil || real.writes != 0 {
+			t.Errorf("second round: %d writes, %v; want none", real.writes, err)
+		}
+	})
+}
