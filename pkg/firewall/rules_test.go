@@ -526,3 +526,16 @@ func TestConcurrentKeepers(t *testing.T) {
 	slices.Sort(want)
 	wantRules(t, got, want...)
 }
+
+// A jump already gone (flushed by hand) does not stop Remove from taking
+// the rules and the chain.
+func TestRemoveWithoutJump(t *testing.T) {
+	f := newFake()
+	fw := newForward(f, "a")
+	mustNil(t, fw.Ensure(netip.MustParsePrefix("10.244.0.0/16"), nil))
+	mustNil(t, f.Delete("filter", "FORWARD", "-j", Chain))
+	mustNil(t, fw.Remove())
+	if ok, _ := f.ChainExists("filter", Chain); ok {
+		t.Error("chain left after Remove")
+	}
+}
