@@ -65,8 +65,8 @@ type Deps struct {
 	OtherNetworks func() []netip.Prefix
 	Masq          Masquerade    // nil: no masquerade is kept (the host file says so)
 	Ingress       IngressFilter // nil: no ingress filter is kept
-	Log      *slog.Logger
-	Registry prometheus.Registerer // nil: metrics are not exported
+	Log           *slog.Logger
+	Registry      prometheus.Registerer // nil: metrics are not exported
 }
 
 // fileCheckInterval is how often the agent looks at what no kernel event
