@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -48,20 +49,23 @@ func underlayHost(t *testing.T) (host nsNetNS, ul0, ul1 int) {
 
 func TestFindUnderlay(t *testing.T) {
 	host, ul0, ul1 := underlayHost(t)
+	// Segments hold the global prefixes only: ul1's link-scope address is
+	// no segment a peer could share.
+	seg0, seg1 := []netip.Prefix{mustPrefix("198.18.0.0/24")}, []netip.Prefix{mustPrefix("198.18.1.0/24")}
 	tests := []struct {
 		arg  string
 		want Underlay
 	}{
-		{"", Underlay{Name: "ul0", Index: ul0, IP: netip.MustParseAddr("198.18.0.1"), MTU: 1500}},
-		{"ul0", Underlay{Name: "ul0", Index: ul0, IP: netip.MustParseAddr("198.18.0.1"), MTU: 1500}},
-		{"ul1", Underlay{Name: "ul1", Index: ul1, IP: netip.MustParseAddr("198.18.1.1"), MTU: 9000}},
-		{"198.18.1.1", Underlay{Name: "ul1", Index: ul1, IP: netip.MustParseAddr("198.18.1.1"), MTU: 9000}},
-		{"198.18.9.1", Underlay{Name: "ul1", Index: ul1, IP: netip.MustParseAddr("198.18.9.1"), MTU: 9000}},
+		{"", Underlay{Name: "ul0", Index: ul0, IP: netip.MustParseAddr("198.18.0.1"), MTU: 1500, Segments: seg0}},
+		{"ul0", Underlay{Name: "ul0", Index: ul0, IP: netip.MustParseAddr("198.18.0.1"), MTU: 1500, Segments: seg0}},
+		{"ul1", Underlay{Name: "ul1", Index: ul1, IP: netip.MustParseAddr("198.18.1.1"), MTU: 9000, Segments: seg1}},
+		{"198.18.1.1", Underlay{Name: "ul1", Index: ul1, IP: netip.MustParseAddr("198.18.1.1"), MTU: 9000, Segments: seg1}},
+		{"198.18.9.1", Underlay{Name: "ul1", Index: ul1, IP: netip.MustParseAddr("198.18.9.1"), MTU: 9000, Segments: seg1}},
 	}
 	for _, tt := range tests {
 		var got Underlay
 		do(t, host, func() (err error) { got, err = FindUnderlay(tt.arg); return err })
-		if got != tt.want {
+		if !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("FindUnderlay(%q) = %+v, want %+v", tt.arg, got, tt.want)
 		}
 	}
