@@ -14,14 +14,15 @@
 // tells every host where every VTEP is, so the kernel never has to ask.
 //
 // Ownership: anything attached to our VXLAN device is ours (we created the
-// device); entries on any other device are never read for deletion, let alone
-// removed. Peer programming is level-triggered: SyncPeers compares the wanted
-// peers with what the kernel has on our device and applies the difference,
-// adding before deleting so a changed peer never loses its route in between.
-// Routes we write carry protocol RouteProtocol (86) so people can find them,
-// but every non-kernel route on our device is treated as ours. A route to a
-// peer subnet that already exists on another device is reported, never
-// replaced.
+// device); on any other device only routes of protocol 86 are ever read for
+// deletion (direct routes and orphans, below), nothing else. Peer
+// programming is level-triggered: SyncPeers compares the wanted peers with
+// what the kernel has on our device (and the direct routes) and applies the
+// difference, adding before deleting so a changed peer never loses its
+// route in between. Routes we write carry protocol RouteProtocol (86) so
+// people can find them, and every non-kernel route on our device is treated
+// as ours. A route to a peer subnet that already exists and is not ours is
+// reported, never replaced.
 //
 // Direct routes: a peer in ModeDirect (on this host's L2 segment, in a
 // network that routes directly) has its subnet routed unencapsulated,
