@@ -177,9 +177,11 @@ var (
 			return routeTable.value(a.Route, b.Route)
 		},
 		multi: true,
-		// A replace does overwrite the route on the other device (the
-		// kernel matches by destination), but the plan says so, and a route
-		// at another metric, which the replace misses, goes too.
+		// The replace that writes a route overwrites ours to the same
+		// destination on the other device too (the kernel matches by
+		// destination), but the plan still deletes that one: so it shows
+		// the switch, and a route at another metric, which the replace
+		// misses, goes as well.
 		overwrites: func(want, have ourRoute) bool { return want.direct == have.direct },
 	}
 	neighTable = table[Neigh]{
