@@ -36,10 +36,16 @@ func installedFor(peers ...Peer) Installed {
 func planLines(p Plan) []string {
 	var out []string
 	for _, r := range p.AddRoutes {
-		out = append(out, fmt.Sprintf("+route %s via %s", r.Dst, r.Via))
+		out = append(out, routeLine("+route", r))
 	}
 	for _, r := range p.DelRoutes {
-		out = append(out, fmt.Sprintf("-route %s via %s", r.Dst, r.Via))
+		out = append(out, routeLine("-route", r))
+	}
+	for _, r := range p.AddDirect {
+		out = append(out, routeLine("+direct", r))
+	}
+	for _, r := range p.DelDirect {
+		out = append(out, routeLine("-direct", r))
 	}
 	for _, n := range p.AddNeighs {
 		out = append(out, fmt.Sprintf("+neigh %s %s", n.IP, n.MAC))
@@ -54,6 +60,14 @@ func planLines(p Plan) []string {
 		out = append(out, fmt.Sprintf("-fdb %s %s", f.MAC, f.Dst))
 	}
 	return out
+}
+
+func routeLine(op string, r Route) string {
+	s := fmt.Sprintf("%s %s via %s", op, r.Dst, r.Via)
+	if r.Src.IsValid() {
+		s += " src " + r.Src.String()
+	}
+	return s
 }
 
 func TestDiff(t *testing.T) {
@@ -129,15 +143,122 @@ func TestDiff(t *testing.T) {
 	}
 }
 
+// directTarget is host 1's target with direct routes: underlay eth0,
+// range 10.244.0.0/16, its own overlay address as the direct source.
+var directTarget = PeerTarget{Device: "overlay.1", Underlay: "eth0", DirectSrc: netip.MustParseAddr("10.244.1.0"),
+	Range: netip.MustParsePrefix("10.244.0.0/16")}
+
+// direct is peer n in direct mode.
+func direct(n int) Peer {
+	p := peer(n)
+	p.Mode = ModeDirect
+	return p
+}
+
+// directRoute is the direct route to peer n as directTarget installs it.
+func directRoute(n int) Route {
+	p := peer(n)
+	return Route{Dst: p.Subnet, Via: p.PublicIP, Src: directTarget.DirectSrc}
+}
+
+// installedDirect is what SyncPeersTarget leaves for direct peers.
+func installedDirect(ns ...int) Installed {
+	var in Installed
+	for _, n := range ns {
+		p := peer(n)
+		in.Direct = append(in.Direct, directRoute(n))
+		in.Neighs = append(in.Neighs, Neigh{IP: p.VTEPIP, MAC: p.VTEPMAC})
+		in.FDB = append(in.FDB, FDBEntry{MAC: p.VTEPMAC, Dst: p.PublicIP})
+	}
+	return in
+}
+
+func TestDiffDirect(t *testing.T) {
+	gw := direct(2)
+	gw.Routes = []netip.Prefix{netip.MustParsePrefix("198.19.10.0/24")}
+	moved := direct(2)
+	moved.PublicIP = netip.MustParseAddr("198.18.0.22")
+	claim := direct(3) // claims subnet 2 directly, which peer 2 wants over VXLAN
+	claim.Subnet = peer(2).Subnet
+	invalid := direct(2)
+	invalid.PublicIP = netip.MustParseAddr("2001:db8::2")
+	noUnderlay := directTarget
+	noUnderlay.Underlay = ""
+	narrow := directTarget
+	narrow.Range = netip.MustParsePrefix("10.244.0.0/23") // 10.244.0-1 only
+	noSrc := installedDirect(2)
+	noSrc.Direct[0].Src = netip.Addr{}
+	both := installedDirect(2)
+	both.Routes = installedFor(peer(2)).Routes
+
+	tests := []struct {
+		name      string
+		target    PeerTarget
+		wanted    []Peer
+		installed Installed
+		want      []string
+	}{
+		{"direct peer from scratch: its subnet on the underlay, neighbour and FDB on our device", directTarget,
+			[]Peer{direct(2), peer(3)}, Installed{}, []string{
+				"+route 10.244.3.0/24 via 10.244.3.0", "+direct 10.244.2.0/24 via 198.18.0.2 src 10.244.1.0",
+				"+neigh 10.244.2.0 02:00:00:00:00:02", "+neigh 10.244.3.0 02:00:00:00:00:03",
+				"+fdb 02:00:00:00:00:02 198.18.0.2", "+fdb 02:00:00:00:00:03 198.18.0.3",
+			}},
+		{"direct peer in place", directTarget, []Peer{direct(2)}, installedDirect(2), nil},
+		{"switch to direct: add on the underlay, delete on our device", directTarget, []Peer{direct(2)}, installedFor(peer(2)), []string{
+			"-route 10.244.2.0/24 via 10.244.2.0", "+direct 10.244.2.0/24 via 198.18.0.2 src 10.244.1.0",
+		}},
+		{"switch to VXLAN: add on our device, delete on the underlay", directTarget, []Peer{peer(2)}, installedDirect(2), []string{
+			"+route 10.244.2.0/24 via 10.244.2.0", "-direct 10.244.2.0/24 via 198.18.0.2 src 10.244.1.0",
+		}},
+		{"gone direct peer removed from both devices", directTarget, nil, installedDirect(2), []string{
+			"-direct 10.244.2.0/24 via 198.18.0.2 src 10.244.1.0", "-neigh 10.244.2.0 02:00:00:00:00:02", "-fdb 02:00:00:00:00:02 198.18.0.2",
+		}},
+		{"a direct gateway's LANs stay on VXLAN", directTarget, []Peer{gw}, Installed{}, []string{
+			"+route 198.19.10.0/24 via 10.244.2.0", "+direct 10.244.2.0/24 via 198.18.0.2 src 10.244.1.0",
+			"+neigh 10.244.2.0 02:00:00:00:00:02", "+fdb 02:00:00:00:00:02 198.18.0.2",
+		}},
+		{"no underlay: a direct peer goes over VXLAN", noUnderlay, []Peer{direct(2)}, installedFor(peer(2)), nil},
+		{"subnet outside the range: over VXLAN", narrow, []Peer{direct(2)}, installedFor(peer(2)), nil},
+		{"direct peer's public IP changed: route and FDB rewritten", directTarget, []Peer{moved}, installedDirect(2), []string{
+			"+direct 10.244.2.0/24 via 198.18.0.22 src 10.244.1.0", "+fdb 02:00:00:00:00:02 198.18.0.22",
+		}},
+		{"direct source changed", directTarget, []Peer{direct(2)}, noSrc, []string{
+			"+direct 10.244.2.0/24 via 198.18.0.2 src 10.244.1.0",
+		}},
+		{"one subnet wanted over VXLAN and directly: VXLAN wins", directTarget, []Peer{claim, peer(2)}, Installed{}, []string{
+			"+route 10.244.2.0/24 via 10.244.2.0",
+			"+neigh 10.244.2.0 02:00:00:00:00:02", "+neigh 10.244.3.0 02:00:00:00:00:03",
+			"+fdb 02:00:00:00:00:02 198.18.0.2", "+fdb 02:00:00:00:00:03 198.18.0.3",
+		}},
+		{"invalid direct peer skipped and its entries removed", directTarget, []Peer{invalid}, installedDirect(2), []string{
+			"-direct 10.244.2.0/24 via 198.18.0.2 src 10.244.1.0", "-neigh 10.244.2.0 02:00:00:00:00:02", "-fdb 02:00:00:00:00:02 198.18.0.2",
+		}},
+		{"ours on both devices: the unwanted one is deleted", directTarget, []Peer{direct(2)}, both, []string{
+			"-route 10.244.2.0/24 via 10.244.2.0",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := planLines(DiffTarget(tt.target, tt.wanted, tt.installed))
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("DiffTarget:\n got %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestDiffIgnoresPeerOrder(t *testing.T) {
-	peers := []Peer{peer(4), peer(2), peer(3)}
+	peers := []Peer{peer(4), direct(2), peer(3)}
 	claim := peer(5)
 	claim.Subnet = peer(2).Subnet
-	peers = append(peers, claim)
-	want := planLines(Diff(peers, installedFor(peer(7))))
+	claimDirect := direct(6)
+	claimDirect.Subnet = peer(3).Subnet
+	peers = append(peers, claim, claimDirect)
+	want := planLines(DiffTarget(directTarget, peers, installedFor(peer(7))))
 	for i := range peers {
 		rotated := append(slices.Clone(peers[i:]), peers[:i]...)
-		if got := planLines(Diff(rotated, installedFor(peer(7)))); !slices.Equal(got, want) {
+		if got := planLines(DiffTarget(directTarget, rotated, installedFor(peer(7)))); !slices.Equal(got, want) {
 			t.Errorf("rotation %d: got %q, want %q", i, got, want)
 		}
 	}
@@ -161,6 +282,9 @@ func TestPlanEmpty(t *testing.T) {
 	if (Plan{DelFDB: []FDBEntry{{}}}).Empty() {
 		t.Error("plan with a delete reported empty")
 	}
+	if (Plan{AddDirect: []Route{{}}}).Empty() || (Plan{DelDirect: []Route{{}}}).Empty() {
+		t.Error("plan with a direct route reported empty")
+	}
 }
 
 func TestValidatePeer(t *testing.T) {
@@ -173,14 +297,20 @@ func TestValidatePeer(t *testing.T) {
 		"zero MAC":      mod(func(p *Peer) { p.VTEPMAC = make(net.HardwareAddr, 6) }),
 		"multicast MAC": mod(func(p *Peer) { p.VTEPMAC = net.HardwareAddr{1, 0, 0x5e, 0, 0, 1} }),
 		"IPv6 public":   mod(func(p *Peer) { p.PublicIP = netip.MustParseAddr("2001:db8::1") }),
+		"direct, IPv6 public": mod(func(p *Peer) {
+			p.Mode, p.PublicIP = ModeDirect, netip.MustParseAddr("2001:db8::1")
+		}),
+		"unknown mode": mod(func(p *Peer) { p.Mode = 7 }),
 	}
 	for name, p := range bad {
 		if err := ValidatePeer(p); err == nil {
 			t.Errorf("%s: ValidatePeer accepted %+v", name, p)
 		}
 	}
-	if err := ValidatePeer(peer(2)); err != nil {
-		t.Errorf("ValidatePeer(good) = %v", err)
+	for _, good := range []Peer{peer(2), direct(2)} {
+		if err := ValidatePeer(good); err != nil {
+			t.Errorf("ValidatePeer(%+v) = %v", good, err)
+		}
 	}
 }
 

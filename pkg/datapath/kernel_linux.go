@@ -16,11 +16,11 @@ func (Kernel) EnsureVXLAN(spec VXLANSpec) (VXLANResult, error) { return Reconcil
 func (Kernel) EnsureBridge(spec BridgeSpec) error { return EnsureBridge(spec) }
 
 func (Kernel) SyncPeers(t PeerTarget, peers []Peer) (Plan, error) {
-	return SyncPeersFrom(t.Device, t.Src, peers)
+	return SyncPeersTarget(t, peers)
 }
 
 func (Kernel) RemoveOrphans(network string, t PeerTarget) ([]string, error) {
-	return RemoveOrphans(network, t.Device, t.Range)
+	return RemoveOrphans(network, t)
 }
 
 func (Kernel) OtherRoutes(exclude string) ([]netip.Prefix, error) { return OtherRoutes(exclude) }

@@ -34,11 +34,14 @@ func OwnedLinks(network string) ([]OwnedLink, error) {
 }
 
 // RemoveOrphans deletes what an earlier configuration of network left
-// behind: VXLAN devices of the network other than keep (a VNI or port
+// behind: VXLAN devices of the network other than t.Device (a VNI or port
 // change renames the device; the old one still holds routes to every peer),
-// and routes of ours (protocol RouteProtocol) inside cidr that are on any
-// other device than keep. It returns a description of each thing removed.
-func RemoveOrphans(network, keep string, cidr netip.Prefix) ([]string, error) {
+// and routes of ours (protocol RouteProtocol) inside t.Range on any device
+// but t.Device and, when t has direct routes, t.Underlay: our routes there
+// are the network's direct routes, which SyncPeersTarget keeps (and
+// removes when no peer wants them). It returns a description of each thing
+// removed.
+func RemoveOrphans(network string, t PeerTarget) ([]string, error) {
 	owned, err := OwnedLinks(network)
 	if err != nil {
 		return nil, err
@@ -46,7 +49,7 @@ func RemoveOrphans(network, keep string, cidr netip.Prefix) ([]string, error) {
 	var removed []string
 	var errs []error
 	for _, l := range owned {
-		if l.Type != "vxlan" || l.Name == keep {
+		if l.Type != "vxlan" || l.Name == t.Device {
 			continue
 		}
 		if err := deleteLink(l.Name, "vxlan"); err != nil {
@@ -55,7 +58,11 @@ func RemoveOrphans(network, keep string, cidr netip.Prefix) ([]string, error) {
 		}
 		removed = append(removed, "device "+l.Name)
 	}
-	routes, err := strayRoutes(keep, cidr)
+	keep := []string{t.Device}
+	if t.direct() {
+		keep = append(keep, t.Underlay)
+	}
+	routes, err := strayRoutes(t.Range, keep...)
 	if err != nil {
 		return removed, errors.Join(append(errs, err)...)
 	}
@@ -69,14 +76,19 @@ func RemoveOrphans(network, keep string, cidr netip.Prefix) ([]string, error) {
 	return removed, errors.Join(errs...)
 }
 
-// strayRoutes returns our routes inside cidr that are not on device keep.
-func strayRoutes(keep string, cidr netip.Prefix) ([]netlink.Route, error) {
+// strayRoutes returns our routes inside cidr that are on none of the
+// devices named keep.
+func strayRoutes(cidr netip.Prefix, keep ...string) ([]netlink.Route, error) {
 	if !cidr.IsValid() {
 		return nil, nil
 	}
-	keepIdx, err := indexOrNone(keep)
-	if err != nil {
-		return nil, err
+	kept := make(map[int]bool, len(keep))
+	for _, name := range keep {
+		idx, err := indexOrNone(name)
+		if err != nil {
+			return nil, err
+		}
+		kept[idx] = true
 	}
 	filter := &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN}
 	all, err := netlinksafe.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
@@ -85,8 +97,7 @@ func strayRoutes(keep string, cidr netip.Prefix) ([]netlink.Route, error) {
 	}
 	var out []netlink.Route
 	for _, r := range all {
-		dst := fromIPNet(r.Dst)
-		if r.LinkIndex != keepIdx && dst.IsValid() && cidr.Contains(dst.Addr()) && dst.Bits() >= cidr.Bits() {
+		if !kept[r.LinkIndex] && within(cidr, fromIPNet(r.Dst)) {
 			out = append(out, r)
 		}
 	}
@@ -112,8 +123,8 @@ func indexOrNone(name string) (int, error) {
 // TeardownNetwork removes every link network owns (its VXLAN devices and
 // bridge, found by alias; with them go their routes, neighbours and FDB
 // entries), the links named in also (devices of releases that set no
-// alias), and our routes inside cidr left on other devices. It returns what
-// it removed.
+// alias), and our routes inside cidr left on other devices (the direct
+// routes on the underlay among them). It returns what it removed.
 func TeardownNetwork(network string, cidr netip.Prefix, also ...OwnedLink) ([]string, error) {
 	owned, err := OwnedLinks(network)
 	if err != nil {
@@ -138,7 +149,7 @@ func TeardownNetwork(network string, cidr netip.Prefix, also ...OwnedLink) ([]st
 		}
 		removed = append(removed, l.Type+" "+l.Name)
 	}
-	routes, err := strayRoutes("", cidr)
+	routes, err := strayRoutes(cidr)
 	errs = append(errs, err)
 	for _, r := range routes {
 		if err := netlink.RouteDel(&r); err != nil && !isAbsent(err) {

@@ -52,7 +52,7 @@ func TestRemoveOrphansTouchesOnlyOurs(t *testing.T) {
 		}
 		// Ours (protocol 86) on the underlay: inside the network (stray) and outside it.
 		for _, dst := range []string{"10.244.9.0/24", "10.99.0.0/24"} {
-			if err := addRoute(ul.Attrs().Index, "ul0", Route{Dst: mustPrefix(dst), Via: netip.MustParseAddr("198.18.0.254")}, false); err != nil {
+			if err := addDirectRoute(device{ul.Attrs().Index, "ul0"}, Route{Dst: mustPrefix(dst), Via: netip.MustParseAddr("198.18.0.254")}, false); err != nil {
 				return err
 			}
 		}
@@ -62,7 +62,9 @@ func TestRemoveOrphansTouchesOnlyOurs(t *testing.T) {
 			return err
 		}
 
-		removed, err := RemoveOrphans("default", keep.Name, mustPrefix("10.244.0.0/16"))
+		// No underlay in the target: it has no direct routes, so our route on
+		// ul0 is a stray.
+		removed, err := RemoveOrphans("default", PeerTarget{Device: keep.Name, Range: mustPrefix("10.244.0.0/16")})
 		if err != nil {
 			return err
 		}

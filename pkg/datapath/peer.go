@@ -9,7 +9,8 @@ import (
 
 // ValidatePeer reports why a peer cannot be programmed, or nil. The
 // datapath is IPv4 only: subnet, VTEP IP and public IP must all be IPv4,
-// and the VTEP MAC an Ethernet address.
+// and the VTEP MAC an Ethernet address. A direct peer needs nothing more:
+// its route goes via its (IPv4) public IP.
 func ValidatePeer(p Peer) error {
 	var errs []error
 	if !p.Subnet.IsValid() || !p.Subnet.Addr().Is4() {
@@ -23,6 +24,9 @@ func ValidatePeer(p Peer) error {
 	}
 	if !p.PublicIP.Is4() {
 		errs = append(errs, fmt.Errorf("public IP %q is not an IPv4 address", p.PublicIP))
+	}
+	if p.Mode != ModeVXLAN && p.Mode != ModeDirect {
+		errs = append(errs, fmt.Errorf("mode %d is unknown", p.Mode))
 	}
 	for _, r := range p.Routes {
 		if !r.IsValid() || !r.Addr().Is4() || r.Bits() == 0 {

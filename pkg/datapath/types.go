@@ -65,12 +65,14 @@ type PeerTarget struct {
 	Range netip.Prefix
 }
 
-// Route is an installed route on our VXLAN device.
+// Route is a route of ours: on our VXLAN device (via a VTEP IP, onlink)
+// or, for a direct peer, on the underlay (via the peer's public IP).
 type Route struct {
 	Dst netip.Prefix
 	Via netip.Addr
 	// Src, when valid, is the preferred source address of traffic this host
-	// sends along the route (an edge host's overlay address).
+	// sends along the route (an edge host's overlay address, or this host's
+	// own overlay address on a direct route).
 	Src netip.Addr
 }
 
@@ -87,11 +89,16 @@ type FDBEntry struct {
 	Dst netip.Addr
 }
 
-// Installed is what the kernel holds on our VXLAN device.
+// Installed is what the kernel holds for one network's peers: everything
+// on our VXLAN device, and the direct routes on the underlay.
 type Installed struct {
+	// Routes, Neighs and FDB are on the VXLAN device.
 	Routes []Route
 	Neighs []Neigh
 	FDB    []FDBEntry
+	// Direct are the routes of protocol RouteProtocol on the underlay whose
+	// destination lies inside the network's range (PeerTarget.Range).
+	Direct []Route
 }
 
 // Plan is the difference between wanted peers and installed state. Add*
@@ -104,11 +111,15 @@ type Plan struct {
 	DelNeighs []Neigh
 	AddFDB    []FDBEntry
 	DelFDB    []FDBEntry
+	// AddDirect and DelDirect are direct routes on the underlay.
+	AddDirect []Route
+	DelDirect []Route
 }
 
 // Empty reports whether the plan changes nothing.
 func (p Plan) Empty() bool {
-	return len(p.AddRoutes)+len(p.DelRoutes)+len(p.AddNeighs)+len(p.DelNeighs)+len(p.AddFDB)+len(p.DelFDB) == 0
+	return len(p.AddRoutes)+len(p.DelRoutes)+len(p.AddNeighs)+len(p.DelNeighs)+
+		len(p.AddFDB)+len(p.DelFDB)+len(p.AddDirect)+len(p.DelDirect) == 0
 }
 
 // VXLANSpec describes the VXLAN device EnsureVXLAN creates or repairs.
@@ -196,10 +207,12 @@ func DeviceName(vni uint32) string {
 
 // RouteProtocol is the rtm_protocol number overlay stamps on the routes it
 // installs, so a person (`ip route show proto 86`) or a later cleanup can tell
-// them apart from routes written by other software. Reconciliation does not
-// rely on it: every non-kernel route on our VXLAN device counts as ours,
-// because we own the device and a stray route on it would misdirect overlay
-// traffic.
+// them apart from routes written by other software. On our VXLAN device
+// reconciliation does not rely on it: every non-kernel route there counts as
+// ours, because we own the device and a stray route on it would misdirect
+// overlay traffic. On the underlay, which is not ours, it is what makes a
+// route ours: a direct route is a route of this protocol there inside the
+// network's range.
 const RouteProtocol = 86
 
 // VXLANResult reports what ReconcileVXLAN did to the device.
