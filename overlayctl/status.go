@@ -13,10 +13,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/overlaynet/overlay/pkg/agent"
 	"github.com/overlaynet/overlay/pkg/datapath"
 	"github.com/overlaynet/overlay/pkg/firewall"
 	"github.com/overlaynet/overlay/pkg/hostfile"
 	"github.com/overlaynet/overlay/pkg/ingress"
+	"github.com/overlaynet/overlay/pkg/netconf"
 	"github.com/overlaynet/overlay/pkg/subnet"
 )
 
@@ -46,16 +48,22 @@ func newStatusCmd(g *globals) *cobra.Command {
 				printStaleMTUs(out, hf)
 			}
 			printIngress(out, g.network)
-			installed, err := datapath.ListInstalled(dev)
+			target := datapath.PeerTarget{Device: dev, Src: src, DirectSrc: own.Addr(), Range: hf.Network}
+			underlay, err := datapath.UnderlayOf(dev)
+			if err == nil {
+				target.Underlay = underlay.Name
+			}
+			installed, err := datapath.ListInstalledTarget(target)
 			if err != nil {
 				return fmt.Errorf("read kernel state of %s: %w", dev, err)
 			}
-			leases, etcdErr := g.leases(cmd)
+			leases, cfg, etcdErr := g.leases(cmd)
 			if etcdErr != nil {
 				fmt.Fprintf(out, "  etcd: %v (showing kernel state only)\n", etcdErr)
 			}
 			printSelf(out, own, leases, etcdErr == nil)
-			printPeers(out, own, src, leases, installed, etcdErr == nil)
+			wanted := wantedPeers(own, leases, cfg, underlay)
+			printPeers(out, target, wanted, installed, etcdErr == nil)
 			return nil
 		},
 	}
@@ -97,23 +105,40 @@ func printIngress(out io.Writer, network string) {
 	fmt.Fprintf(out, "  vxlan ingress filter: %d packets from non-members dropped\n", n)
 }
 
-func (g *globals) leases(cmd *cobra.Command) ([]subnet.Lease, error) {
+// leases reads the network's leases that overlayd programs (those inside
+// their kind's range) and its config.
+func (g *globals) leases(cmd *cobra.Command) ([]subnet.Lease, netconf.Config, error) {
 	c, err := g.connect(cmd.Context())
 	if err != nil {
-		return nil, err
+		return nil, netconf.Config{}, err
 	}
 	defer c.Close()
 	ls, _, err := c.Leases(cmd.Context(), g.network)
 	if err != nil {
-		return nil, err
+		return nil, netconf.Config{}, err
 	}
 	cfg, err := c.NetworkConfig(cmd.Context(), g.network)
 	if err != nil {
-		return nil, err
+		return nil, netconf.Config{}, err
 	}
 	// Leases outside their kind's range (left from an earlier config) are
 	// not programmed by overlayd; don't report them as missing.
-	return slices.DeleteFunc(ls, func(l subnet.Lease) bool { return !l.Kind.Pool(cfg).Contains(l.Subnet) }), nil
+	return slices.DeleteFunc(ls, func(l subnet.Lease) bool { return !l.Kind.Pool(cfg).Contains(l.Subnet) }), cfg, nil
+}
+
+// wantedPeers are the peers etcd says this host should have, each in the
+// mode overlayd picks for it (agent.PeerMode).
+func wantedPeers(own netip.Prefix, leases []subnet.Lease, cfg netconf.Config, u datapath.Underlay) []datapath.Peer {
+	var wanted []datapath.Peer
+	for _, l := range leases {
+		mac, err := l.MAC()
+		if l.Subnet == own || err != nil {
+			continue
+		}
+		wanted = append(wanted, datapath.Peer{Subnet: l.Subnet, VTEPIP: l.Subnet.Addr(), VTEPMAC: mac, PublicIP: l.PublicIP,
+			Routes: l.Advertise, Mode: agent.PeerMode(cfg, u, l)})
+	}
+	return wanted
 }
 
 func printSelf(out io.Writer, own netip.Prefix, leases []subnet.Lease, haveEtcd bool) {
@@ -132,38 +157,38 @@ func printSelf(out io.Writer, own netip.Prefix, leases []subnet.Lease, haveEtcd 
 	fmt.Fprintf(out, "  lease  MISSING: etcd has no lease for %s; peers cannot reach this host's containers\n", own)
 }
 
-// printPeers lists peers wanted by etcd and whether the kernel has them.
-// An edge host's routes carry src, its overlay address. A gateway's
-// advertised LANs are listed as their own rows, via the gateway.
-func printPeers(out io.Writer, own netip.Prefix, src netip.Addr, leases []subnet.Lease, installed datapath.Installed, haveEtcd bool) {
+// printPeers lists peers wanted by etcd, how they are reached (vxlan or
+// direct) and whether the kernel has them. An edge host's routes carry
+// src, its overlay address. A gateway's advertised LANs are listed as their
+// own rows, via the gateway.
+func printPeers(out io.Writer, t datapath.PeerTarget, wanted []datapath.Peer, installed datapath.Installed, haveEtcd bool) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	defer w.Flush()
-	fmt.Fprintln(w, "PEER SUBNET\tVIA\tVTEP MAC\tPUBLIC IP\tSTATE")
+	fmt.Fprintln(w, "PEER SUBNET\tMODE\tVIA\tVTEP MAC\tPUBLIC IP\tSTATE")
 	if !haveEtcd {
 		for _, r := range installed.Routes {
-			fmt.Fprintf(w, "%s\t%s\t\t\tinstalled\n", r.Dst, r.Via)
+			fmt.Fprintf(w, "%s\tvxlan\t%s\t\t\tinstalled\n", r.Dst, r.Via)
+		}
+		for _, r := range installed.Direct {
+			fmt.Fprintf(w, "%s\tdirect\t%s\t\t\tinstalled\n", r.Dst, r.Via)
 		}
 		return
 	}
-	var wanted []datapath.Peer
-	for _, l := range leases {
-		mac, err := l.MAC()
-		if l.Subnet == own || err != nil {
-			continue
-		}
-		wanted = append(wanted, datapath.Peer{Subnet: l.Subnet, VTEPIP: l.Subnet.Addr(), VTEPMAC: mac, PublicIP: l.PublicIP, Routes: l.Advertise})
-	}
-	plan := datapath.DiffFrom(src, wanted, installed)
+	plan := datapath.DiffTarget(t, wanted, installed)
 	for _, p := range wanted {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", p.Subnet, p.VTEPIP, p.VTEPMAC, p.PublicIP, peerState(p, p.Subnet, plan))
+		via := p.VTEPIP
+		if p.Mode == datapath.ModeDirect {
+			via = p.PublicIP
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Subnet, p.Mode, via, p.VTEPMAC, p.PublicIP, peerState(p, p.Subnet, plan))
 		for _, lan := range p.Routes {
-			fmt.Fprintf(w, "%s\t%s\t\t\t%s\n", lan, p.VTEPIP, lanState(p, lan, plan))
+			fmt.Fprintf(w, "%s\tvxlan\t%s\t\t\t%s\n", lan, p.VTEPIP, lanState(p, lan, plan))
 		}
 	}
-	for _, r := range plan.DelRoutes {
-		fmt.Fprintf(w, "%s\t%s\t\t\tstale (no lease; overlayd removes it on its next pass)\n", r.Dst, r.Via)
+	for _, r := range append(slices.Clone(plan.DelRoutes), plan.DelDirect...) {
+		fmt.Fprintf(w, "%s\t\t%s\t\t\tstale (no lease, or another mode; overlayd fixes it on its next pass)\n", r.Dst, r.Via)
 	}
-	if len(wanted) == 0 && len(plan.DelRoutes) == 0 {
+	if len(wanted) == 0 && len(plan.DelRoutes)+len(plan.DelDirect) == 0 {
 		fmt.Fprintln(w, "(no peers)")
 	}
 }
@@ -181,7 +206,8 @@ func lanState(p datapath.Peer, lan netip.Prefix, plan datapath.Plan) string {
 // peerState says what the kernel lacks for the route to dst through p.
 func peerState(p datapath.Peer, dst netip.Prefix, plan datapath.Plan) string {
 	var missing []string
-	if slices.ContainsFunc(plan.AddRoutes, func(r datapath.Route) bool { return r.Dst == dst }) {
+	routeTo := func(r datapath.Route) bool { return r.Dst == dst }
+	if slices.ContainsFunc(plan.AddRoutes, routeTo) || slices.ContainsFunc(plan.AddDirect, routeTo) {
 		missing = append(missing, "route")
 	}
 	if slices.ContainsFunc(plan.AddNeighs, func(n datapath.Neigh) bool { return n.IP == p.VTEPIP }) {

@@ -190,13 +190,14 @@ func memberAddrs(members []subnet.Lease) []netip.Addr {
 	return slices.Compact(out)
 }
 
-// peerMode is how this host reaches a member: directly when the network
-// routes directly and the member's public IP is on this host's own L2
-// segment, else over VXLAN. A gateway stays on VXLAN: its LANs are routed
-// over VXLAN, and one path both ways keeps strict reverse-path filters
-// happy.
-func peerMode(l local, ls subnet.Lease) datapath.PeerMode {
-	if l.Config.DirectRouting && len(ls.Advertise) == 0 && l.Underlay.OnSegment(ls.PublicIP) {
+// PeerMode is how a host with underlay u reaches the member of ls in a
+// network of config cfg: directly when the network routes directly and the
+// member's public IP is on the host's own L2 segment, else over VXLAN. A
+// gateway stays on VXLAN: its LANs are routed over VXLAN, and one path both
+// ways keeps strict reverse-path filters happy. overlayctl status uses it
+// too, so the two agree.
+func PeerMode(cfg netconf.Config, u datapath.Underlay, ls subnet.Lease) datapath.PeerMode {
+	if cfg.DirectRouting && len(ls.Advertise) == 0 && u.OnSegment(ls.PublicIP) {
 		return datapath.ModeDirect
 	}
 	return datapath.ModeVXLAN
@@ -237,7 +238,7 @@ func acceptedPeers(l local, leases []subnet.Lease) ([]datapath.Peer, []subnet.Le
 			rejected = append(rejected, r)
 			continue
 		}
-		p := datapath.Peer{Subnet: ls.Subnet, VTEPIP: ls.Subnet.Addr(), VTEPMAC: mac, PublicIP: ls.PublicIP, Mode: peerMode(l, ls)}
+		p := datapath.Peer{Subnet: ls.Subnet, VTEPIP: ls.Subnet.Addr(), VTEPMAC: mac, PublicIP: ls.PublicIP, Mode: PeerMode(l.Config, l.Underlay, ls)}
 		var dropped []Rejection
 		p.Routes, dropped = seen.acceptRoutes(l.Config, ls)
 		rejected = append(rejected, dropped...)

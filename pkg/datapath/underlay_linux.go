@@ -122,3 +122,17 @@ func routeLinkIndex(r netlink.Route) int {
 	}
 	return r.LinkIndex
 }
+
+// UnderlayOf finds the underlay a VXLAN device of ours sends from (its
+// local address), for tools that were not told --iface.
+func UnderlayOf(device string) (Underlay, error) {
+	link, err := netlinksafe.LinkByName(device)
+	if err != nil {
+		return Underlay{}, fmt.Errorf("look up device %q: %w", device, err)
+	}
+	v, ok := link.(*netlink.Vxlan)
+	if !ok {
+		return Underlay{}, fmt.Errorf("device %q is a %s, not a vxlan device", device, link.Type())
+	}
+	return FindUnderlay(fromIP(v.SrcAddr).String())
+}
