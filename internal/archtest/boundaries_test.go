@@ -16,6 +16,7 @@ var owners = map[string]string{
 	"github.com/vishvananda/netlink": "pkg/datapath",
 	"go.etcd.io/etcd/client/v3":      "pkg/subnet",
 	"github.com/coreos/go-iptables":  "pkg/firewall",
+	"github.com/google/nftables":     "pkg/ingress",
 }
 
 func TestPackageBoundaries(t *testing.T) {
