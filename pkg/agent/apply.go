@@ -153,10 +153,11 @@ func (t *throttle) done(key string) { t.key, t.at = key, time.Now() }
 
 // removeOrphans removes devices of an earlier config of this network and
 // our routes inside it on other devices: at once when the wanted device
-// changes (a VNI or port change), else once per resync interval, so the
+// or the underlay changes (a VNI or port change; direct routes left on an
+// old underlay), else once per resync interval, so the
 // passes that container starts trigger do not dump every link and route.
 func (a *Agent) removeOrphans(w Wanted) error {
-	key := w.VXLAN.Name + " " + w.HostFile.Network.String()
+	key := w.VXLAN.Name + " " + w.Underlay + " " + w.HostFile.Network.String()
 	if !a.orphanCheck.due(key, a.cfg.ResyncInterval) {
 		return nil
 	}
