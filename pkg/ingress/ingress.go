@@ -127,7 +127,8 @@ func (f *Filter) rebuild(conn *nftables.Conn, port uint16, members []nftables.Se
 	table = conn.AddTable(f.tableRef())
 	set := &nftables.Set{Table: table, Name: setName, KeyType: nftables.TypeIPAddr}
 	// AddSet only fails for set types this package does not use.
-	_ = conn.AddSet(set, members)
+	_ = conn.AddSet(set, nil)
+	_ = forChunks(members, func(c []nftables.SetElement) error { return conn.SetAddElements(set, c) })
 	accept := nftables.ChainPolicyAccept
 	chain := conn.AddChain(&nftables.Chain{
 		Name: chainName, Table: table, Type: nftables.ChainTypeFilter,
@@ -161,15 +162,28 @@ func (f *Filter) syncMembers(conn *nftables.Conn, set *nftables.Set, want []nfta
 		return fmt.Errorf("list members of %s: %w", f.table, err)
 	}
 	add, del := diffElements(want, have)
-	if len(add) > 0 {
-		if err := conn.SetAddElements(set, add); err != nil {
-			return fmt.Errorf("add members to %s: %w", f.table, err)
-		}
+	if err := forChunks(add, func(c []nftables.SetElement) error { return conn.SetAddElements(set, c) }); err != nil {
+		return fmt.Errorf("add members to %s: %w", f.table, err)
 	}
-	if len(del) > 0 {
-		if err := conn.SetDeleteElements(set, del); err != nil {
-			return fmt.Errorf("remove members from %s: %w", f.table, err)
+	if err := forChunks(del, func(c []nftables.SetElement) error { return conn.SetDeleteElements(set, c) }); err != nil {
+		return fmt.Errorf("remove members from %s: %w", f.table, err)
+	}
+	return nil
+}
+
+// chunk is how many elements go in one netlink message. The element list
+// is one attribute, whose length field has 16 bits: about 1 800 IPv4
+// elements fit, and more were cut off silently (found at 10 000 members).
+// Messages of one Flush still form one atomic batch.
+const chunk = 1000
+
+func forChunks(els []nftables.SetElement, queue func([]nftables.SetElement) error) error {
+	for len(els) > 0 {
+		n := min(chunk, len(els))
+		if err := queue(els[:n]); err != nil {
+			return err
 		}
+		els = els[n:]
 	}
 	return nil
 }

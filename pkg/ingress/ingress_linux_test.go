@@ -27,7 +27,7 @@ var (
 	stranger = netip.MustParseAddr("198.18.0.3")
 )
 
-func newNS(t *testing.T) ns.NetNS {
+func newNS(t testing.TB) ns.NetNS {
 	t.Helper()
 	n, err := testutils.NewNS()
 	if err != nil {
@@ -37,7 +37,7 @@ func newNS(t *testing.T) ns.NetNS {
 	return n
 }
 
-func newPair(t *testing.T) pair {
+func newPair(t testing.TB) pair {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root to create network namespaces: run make test as root")
@@ -77,7 +77,7 @@ func addrUp(name string, ip netip.Addr) error {
 }
 
 // in runs fn in the host namespace.
-func (p pair) in(t *testing.T, fn func() error) {
+func (p pair) in(t testing.TB, fn func() error) {
 	t.Helper()
 	if err := p.host.Do(func(ns.NetNS) error { return fn() }); err != nil {
 		t.Fatal(err)
