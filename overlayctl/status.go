@@ -130,13 +130,14 @@ func (g *globals) leases(cmd *cobra.Command) ([]subnet.Lease, netconf.Config, er
 // mode overlayd picks for it (agent.PeerMode).
 func wantedPeers(own netip.Prefix, leases []subnet.Lease, cfg netconf.Config, u datapath.Underlay) []datapath.Peer {
 	var wanted []datapath.Peer
+	gateway := slices.ContainsFunc(leases, func(l subnet.Lease) bool { return l.Subnet == own && len(l.Advertise) > 0 })
 	for _, l := range leases {
 		mac, err := l.MAC()
 		if l.Subnet == own || err != nil {
 			continue
 		}
 		wanted = append(wanted, datapath.Peer{Subnet: l.Subnet, VTEPIP: l.Subnet.Addr(), VTEPMAC: mac, PublicIP: l.PublicIP,
-			Routes: l.Advertise, Mode: agent.PeerMode(cfg, u, l)})
+			Routes: l.Advertise, Mode: agent.PeerMode(cfg, u, gateway, l)})
 	}
 	return wanted
 }

@@ -76,15 +76,25 @@ func newAgents(cfg Config, base agent.Deps) ([]*agent.Agent, error) {
 			}
 			deps.Firewall = fw
 		}
-		masq, err := firewall.NewMasq(n.Name)
-		if err != nil {
-			return nil, fmt.Errorf("%w (masquerade needs it; or turn it off for the network: overlayctl network set %s ... --ip-masq=false)", err, n.Name)
+		// Without iptables there is no masquerade: the agent says so and
+		// its host file does not claim it.
+		if masq, err := firewall.NewMasq(n.Name); err == nil {
+			deps.Masq = masq
 		}
-		deps.Masq = masq
+		filter := ingress.New(n.Name)
 		if cfg.IngressFilter {
-			deps.Ingress = ingress.New(n.Name)
+			deps.Ingress = filter
+		} else if err := filter.Remove(); err != nil {
+			// A filter an earlier run left would keep dropping new members.
+			return nil, fmt.Errorf("--ingress-filter=false: remove the filter an earlier run left: %w", err)
 		}
-		a, err := agent.New(cfg.agentConfig(n), deps)
+		acfg := cfg.agentConfig(n)
+		for _, other := range cfg.Networks {
+			if other.Name != n.Name {
+				acfg.Siblings = append(acfg.Siblings, other.Name)
+			}
+		}
+		a, err := agent.New(acfg, deps)
 		if err != nil {
 			return nil, err
 		}
@@ -93,31 +103,43 @@ func newAgents(cfg Config, base agent.Deps) ([]*agent.Agent, error) {
 	return agents, nil
 }
 
-// rangesBut lists the ranges of every agent but the i-th (those that
-// have not published one yet are left out).
+// rangesBut lists what every agent but the i-th routes: its range and its
+// gateways' LANs (an agent that has not published yet adds nothing).
 func rangesBut(agents []*agent.Agent, i int) []netip.Prefix {
 	var out []netip.Prefix
 	for j, a := range agents {
-		if r := a.Range(); j != i && r.IsValid() {
-			out = append(out, r)
+		if j != i {
+			out = append(out, a.Routed()...)
 		}
 	}
 	return out
 }
 
-// startAll starts the agents one after another, so "started" means every
-// network is ready; when one fails, those already started give their
-// leases back and the start fails.
+// startAll prepares every agent (configs waited for and checked, nothing
+// leased or built), then starts them one after another, so "started"
+// means every network is ready and a bad config of one network stops the
+// start before any network builds anything. When one fails, the others
+// give back what they took (leases, ready stamps, locks).
 func startAll(ctx context.Context, agents []*agent.Agent) error {
-	for i, a := range agents {
+	fail := func(a *agent.Agent, err error) error {
+		for _, other := range agents {
+			if other != a { // a failed start undoes itself
+				other.Abandon()
+			}
+		}
+		if len(agents) > 1 {
+			return fmt.Errorf("network %s: %w", a.Network(), err)
+		}
+		return err
+	}
+	for _, a := range agents {
+		if err := a.Prepare(ctx); err != nil {
+			return fail(a, err)
+		}
+	}
+	for _, a := range agents {
 		if err := a.Start(ctx); err != nil {
-			for _, started := range agents[:i] {
-				started.Abandon()
-			}
-			if len(agents) > 1 {
-				return fmt.Errorf("network %s: %w", a.Network(), err)
-			}
-			return err
+			return fail(a, err)
 		}
 	}
 	return nil

@@ -252,32 +252,52 @@ func TestSeveralNetworks(t *testing.T) {
 	a1.mustReach(t, a2.IP)
 	b1.mustReach(t, b2.IP)
 	b2.mustReach(t, b1.IP)
+	// One-way datagrams, so a leak in either direction shows (a ping
+	// needs both); a same-network pair proves the probe itself works.
+	listeners := map[*Container]net.PacketConn{}
+	for _, ct := range []*Container{a1, a2, b1, b2} {
+		listeners[ct] = listenUDP(t, ct)
+	}
+	if err := sendUDP(a2.NS, a1.IP, 3); err != nil || received(listeners[a1], time.Second) == 0 {
+		t.Fatalf("the one-way probe does not get through inside one network (%v)", err)
+	}
 	for _, p := range []struct {
 		from *Container
 		to   *Container
-	}{{a1, b2}, {a1, b1}, {b1, a1}, {b2, a1}} {
-		if err := p.from.Ping(p.to.IP, 2); err == nil {
-			t.Errorf("%s (one network) reached %s (the other)", p.from.Name, p.to.Name)
+	}{{a1, b2}, {b2, a1}, {a1, b1}, {b1, a1}, {a2, b1}, {b1, a2}} {
+		if err := sendUDP(p.from.NS, p.to.IP, 3); err != nil {
+			continue // no route is isolation too
+		}
+		if n := received(listeners[p.to], 500*time.Millisecond); n > 0 {
+			t.Errorf("%s (one network) reached %s (the other): %d datagrams", p.from.Name, p.to.Name, n)
 		}
 	}
 
-	// A config written around overlayctl that clashes: overlayd refuses it
-	// at start, naming the field, and builds nothing for it.
-	c.EtcdPut("/overlay/networks/red/config", `{"network":"10.246.0.0/16","vni":2,"port":8474}`)
+	// A config written around overlayctl that clashes with another network
+	// the same overlayd serves: it refuses to start, naming the field,
+	// builds nothing for either network and takes no lease.
+	c.EtcdPut("/overlay/networks/red/config", `{"network":"10.246.0.0/16","vni":1,"port":8474}`)
 	c.addHost(3)
 	h3 := c.Hosts[2]
 	p := h3.Start("--network", "red")
 	if code, ok := p.WaitExit(30 * time.Second); !ok || code == 0 {
 		t.Fatalf("overlayd with a clashing network config: exit %d (exited %v)", code, ok)
 	}
-	if !strings.Contains(p.Output(), `field "vni" 2 is already network blue's`) {
+	if !strings.Contains(p.Output(), `field "vni" 1 is already network`) {
 		t.Errorf("overlayd's error does not name the clash:\n%s", p.Output())
 	}
 	if links := inNS(t, h3.NS, "ip", "-br", "link", "show"); strings.Contains(links, "overlay.2") || strings.Contains(links, "ovl-red") {
 		t.Errorf("h3 built devices for the refused network: %s", links)
 	}
-	if _, err := hostfile.Read(hostfile.Path(h3.RunDir, "red")); err == nil {
-		t.Error("h3 wrote a host file for the refused network")
+	for _, n := range []string{"red", networkName} {
+		if _, err := hostfile.Read(hostfile.Path(h3.RunDir, n)); err == nil {
+			t.Errorf("h3 wrote a host file for network %s in a refused start", n)
+		}
+	}
+	for _, l := range c.leases() {
+		if l.PublicIP == h3.IP {
+			t.Errorf("h3 holds a lease after a refused start: %+v", l)
+		}
 	}
 }
 
@@ -439,5 +459,15 @@ func TestIngressFilter(t *testing.T) {
 	}
 	if dropped, _ := h1.metric(metrics, "overlay_vxlan_ingress_dropped_packets_total"); dropped <= after {
 		t.Errorf("drop counter did not move for the departed member: %v, was %v", dropped, after)
+	}
+
+	// Turned off, the filter goes: a stale member set must not keep
+	// dropping new members.
+	h1.Daemon.Stop(5 * time.Second)
+	h1.Start("--ingress-filter=false")
+	h1.WaitStampedBy(h1.Daemon)
+	in.send(t, a.IP, 5)
+	if n := received(conn, time.Second); n == 0 {
+		t.Error("with --ingress-filter=false after a filtered run, the old filter still drops")
 	}
 }

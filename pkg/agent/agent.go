@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,6 +48,9 @@ type Config struct {
 	// Advertise lists the legacy LANs an edge host forwards for (a
 	// gateway); every other member routes them through it.
 	Advertise []netip.Prefix
+	// Siblings are the other networks this process serves: a config that
+	// clashes with one of theirs is refused at start.
+	Siblings []string
 
 	LeaseTTL       time.Duration
 	ResyncInterval time.Duration
@@ -82,10 +86,11 @@ type Agent struct {
 	m     *metrics
 	state state.Dir
 
-	unlock  func()
-	vtepMAC string // fixed once identified; read by the session's Remember
-	session *subnet.Session
-	loop    *reconcile.Loop[Wanted]
+	unlock   func()
+	previous state.Network // what the state dir remembered, for the lease
+	vtepMAC  string        // fixed once identified; read by the session's Remember
+	session  *subnet.Session
+	loop     *reconcile.Loop[Wanted]
 
 	// Owned by the control goroutine (and Start before it runs).
 	local    local
@@ -107,6 +112,7 @@ type Agent struct {
 	// Shared between goroutines.
 	watched  atomic.Pointer[[]string]
 	wantFile atomic.Pointer[hostfile.HostFile]
+	routed   atomic.Pointer[[]netip.Prefix]
 	wantHeld atomic.Bool
 	// wantForward: this host routes (a container host or a gateway).
 	wantForward atomic.Bool
@@ -163,20 +169,32 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 // Network is the name of the network this agent serves.
 func (a *Agent) Network() string { return a.cfg.Network }
 
-// Range is the network's range as last published (invalid before Start).
-func (a *Agent) Range() netip.Prefix {
-	if f := a.wantFile.Load(); f != nil {
-		return f.Network
+// Routed lists what this network routes, as last published: its range and
+// the LANs its gateways advertise (nil before Start). The other networks
+// of the process drop traffic to these.
+func (a *Agent) Routed() []netip.Prefix {
+	if r := a.routed.Load(); r != nil {
+		return *r
 	}
-	return netip.Prefix{}
+	return nil
 }
 
-// Abandon undoes a successful Start of an agent that will not Run (another
-// network of the process failed to start): the lease is given back at
-// once and the state dir unlocked; the kernel state stays, as on SIGTERM.
+// Abandon undoes a successful Prepare or Start of an agent that will not
+// Run (another network of the process failed to start): the lease is
+// given back at once, the ready stamp removed (STATUS must not say ready
+// for a subnet no longer held) and the state dir unlocked; the kernel
+// state stays, as on SIGTERM.
 func (a *Agent) Abandon() {
-	a.withdraw()
-	a.unlock()
+	if a.session != nil {
+		a.withdraw()
+		if err := hostfile.RemoveReady(hostfile.ReadyPath(a.cfg.RunDir, a.cfg.Network)); err != nil {
+			a.log.Warn("cannot remove the ready stamp", "err", err)
+		}
+	}
+	if a.unlock != nil {
+		a.unlock()
+		a.unlock = nil
+	}
 }
 
 // Ready reports whether the lease is held, the last pass succeeded and the
@@ -196,6 +214,25 @@ func (a *Agent) Alive() bool {
 // one line for the operator. A failure after leasing withdraws the lease at
 // once, so peers do not route to a host that never came up.
 func (a *Agent) Start(ctx context.Context) error {
+	if err := a.Prepare(ctx); err != nil {
+		return err
+	}
+	if err := a.start(ctx); err != nil {
+		a.unlock()
+		a.unlock = nil
+		return err
+	}
+	return nil
+}
+
+// Prepare does what needs no lease: it locks the state dir, reads who
+// this host is, waits for the network config and checks it. Nothing is
+// leased or built, so a process serving several networks prepares them all
+// before any of them takes a lease (Start prepares if this was not done).
+func (a *Agent) Prepare(ctx context.Context) error {
+	if a.unlock != nil {
+		return nil
+	}
 	unlock, err := a.state.Lock(a.cfg.Network)
 	if errors.Is(err, state.ErrLocked) {
 		return fmt.Errorf("another overlayd already serves network %s with state dir %s (%v); stop it, or give this one its own --state-dir", a.cfg.Network, a.cfg.StateDir, err)
@@ -203,7 +240,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("state dir %s: %w; check --state-dir is writable", a.cfg.StateDir, err)
 	}
-	if err := a.start(ctx); err != nil {
+	if err := a.prepare(ctx); err != nil {
 		unlock()
 		return err
 	}
@@ -211,7 +248,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	return nil
 }
 
-func (a *Agent) start(ctx context.Context) error {
+func (a *Agent) prepare(ctx context.Context) error {
 	l, previous, err := a.identify()
 	if err != nil {
 		return err
@@ -222,14 +259,18 @@ func (a *Agent) start(ctx context.Context) error {
 	if err := a.checkConfig(ctx, l); err != nil {
 		return err
 	}
-	a.local, a.vtepMAC = l, l.VTEPMAC.String()
+	a.local, a.vtepMAC, a.previous = l, l.VTEPMAC.String(), previous
+	if l.Config.IPMasq && !l.CanMasq && l.Kind == subnet.KindHost {
+		a.log.Warn("the network asks for masquerade (ipMasq) but iptables is not usable here: containers reach only the overlay, and the host file says ipMasq false")
+	}
 	if a.local.Routes, err = a.readRoutes(); err != nil {
 		return err
 	}
-	if err := a.checkMembership(ctx); err != nil {
-		return err
-	}
-	if err := a.lease(ctx, previous); err != nil {
+	return a.checkMembership(ctx)
+}
+
+func (a *Agent) start(ctx context.Context) error {
+	if err := a.lease(ctx, a.previous); err != nil {
 		return err
 	}
 	if err := a.firstPass(ctx); err != nil {
@@ -273,7 +314,7 @@ func (a *Agent) identify() (local, state.Network, error) {
 	if a.cfg.PublicIP.IsValid() {
 		publicIP = a.cfg.PublicIP
 	}
-	l := local{Network: a.cfg.Network, Kind: a.cfg.Kind, Advertise: a.cfg.Advertise, HostID: hostID,
+	l := local{Network: a.cfg.Network, Kind: a.cfg.Kind, Advertise: a.cfg.Advertise, HostID: hostID, CanMasq: a.deps.Masq != nil,
 		Underlay: underlay, PublicIP: publicIP, VTEPMAC: mac, Bridge: a.cfg.Bridge}
 	if l.Kind == subnet.KindEdge {
 		l.Bridge = "" // an edge host has no containers to bridge
@@ -299,12 +340,36 @@ func (a *Agent) waitConfig(ctx context.Context) (netconf.Config, error) {
 func (a *Agent) checkConfig(ctx context.Context, l local) error {
 	err := l.Config.CheckUnderlay("this host ("+l.Underlay.Name+")", l.Underlay.MTU)
 	if err == nil {
-		err = a.deps.Etcd.CheckNetworkConfig(ctx, a.cfg.Network, l.Config, nil)
+		err = a.checkSiblings(ctx, l.Config)
 	}
 	if err != nil && ctx.Err() == nil {
 		return fmt.Errorf("%w; fix it with: overlayctl network set %s ...", err, a.cfg.Network)
 	}
 	return err
+}
+
+// checkSiblings refuses a config that clashes with another network this
+// process serves (their devices, routes or ports would collide here). A
+// clash with a network served only elsewhere is logged: it breaks nothing
+// on this host, and networks written before these checks existed must not
+// stop hosts on an upgrade.
+func (a *Agent) checkSiblings(ctx context.Context, cfg netconf.Config) error {
+	others, err := a.deps.Etcd.OtherNetworkConfigs(ctx, a.cfg.Network)
+	if err != nil {
+		return err
+	}
+	served, elsewhere := map[string]netconf.Config{}, map[string]netconf.Config{}
+	for name, c := range others {
+		if slices.Contains(a.cfg.Siblings, name) {
+			served[name] = c
+		} else {
+			elsewhere[name] = c
+		}
+	}
+	if err := cfg.CheckOthers(elsewhere); err != nil {
+		a.log.Warn("the network config clashes with a network this host does not serve; fix it before a host serves both", "err", err)
+	}
+	return cfg.CheckOthers(served) // the caller names the network
 }
 
 // lease starts the lease session and takes the first lease.

@@ -58,6 +58,8 @@ func (a *Agent) publish() Wanted {
 	a.watched.Store(&names)
 	wf := w.HostFile
 	a.wantFile.Store(&wf)
+	routed := routedBy(w)
+	a.routed.Store(&routed)
 	a.wantHeld.Store(w.Held)
 	a.wantForward.Store(w.Forward)
 	a.m.peers.Set(float64(len(w.Peers)))

@@ -16,7 +16,7 @@ func hostLocal() local {
 	cfg := edgeNet
 	cfg.IPMasq = true
 	return local{
-		Network: "default", Config: cfg, Kind: subnet.KindHost, HostID: "me", Bridge: "overlay0",
+		Network: "default", Config: cfg, Kind: subnet.KindHost, HostID: "me", Bridge: "overlay0", CanMasq: true,
 		Underlay: datapath.Underlay{Name: "eth0", Index: 2, IP: netip.MustParseAddr("198.18.0.11"), MTU: 9000,
 			Segments: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")}},
 		PublicIP: netip.MustParseAddr("198.18.0.11"), VTEPMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1},
@@ -91,6 +91,15 @@ func TestPeerModes(t *testing.T) {
 			t.Errorf("directRouting on: %s is %v, want %v", s, got[s], m)
 		}
 	}
+	// A gateway's own view: it reaches everyone over VXLAN too, so the
+	// paths to and from it are the same.
+	g := l
+	g.Advertise = []netip.Prefix{netip.MustParsePrefix("198.19.20.0/24")}
+	for s, m := range modes(g) {
+		if m != datapath.ModeVXLAN {
+			t.Errorf("on a gateway, %s is %v, want vxlan", s, m)
+		}
+	}
 	w, _ := buildWanted(l, nil)
 	if tg := w.target(); tg.Underlay != "eth0" || tg.DirectSrc != netip.MustParseAddr("10.244.1.0") || tg.Range != l.Config.Network {
 		t.Errorf("target = %+v", tg)
@@ -108,7 +117,11 @@ func TestMasqWanted(t *testing.T) {
 	if w.Masq.Subnet != want.Subnet || !slices.Equal(w.Masq.Keep, want.Keep) || !w.HostFile.IPMasq {
 		t.Errorf("masq = %+v ipMasq %v, want %+v and true", w.Masq, w.HostFile.IPMasq, want)
 	}
-	l.Config.IPMasq = false
+	l.CanMasq = false // no iptables: the host file must not claim it
+	if w, _ := buildWanted(l, nil); w.Masq.Subnet.IsValid() || w.HostFile.IPMasq {
+		t.Errorf("no masquerade keeper: masq %+v, host file ipMasq %v", w.Masq, w.HostFile.IPMasq)
+	}
+	l.CanMasq, l.Config.IPMasq = true, false
 	if w, _ := buildWanted(l, nil); w.Masq.Subnet.IsValid() || w.HostFile.IPMasq {
 		t.Errorf("ipMasq off: masq %+v, host file ipMasq %v", w.Masq, w.HostFile.IPMasq)
 	}
@@ -127,12 +140,24 @@ func TestIngressMembers(t *testing.T) {
 		hostLease("10.244.3.0/24", "198.18.0.12", 1, 10),
 		edgeLease("10.244.255.4", "198.18.0.13", 3, 12, "198.19.10.0/24"),
 		edgeLease("10.244.255.5", "198.18.0.14", 4, 13),
-		hostLease("10.244.4.0/24", "198.18.0.12", 5, 14), // duplicate public IP: rejected
-		hostLease("10.244.6.0/24", "10.244.9.9", 6, 15),  // inside the overlay: rejected
+		hostLease("10.244.6.0/24", "10.244.9.9", 6, 15), // inside the overlay: rejected
 	}
 	w, _ := buildWanted(l, leases)
 	want := []netip.Addr{netip.MustParseAddr("198.18.0.12"), netip.MustParseAddr("198.18.0.13"), netip.MustParseAddr("198.18.0.14")}
 	if w.Ingress.Port != l.Config.Port || !slices.Equal(w.Ingress.Members, want) {
 		t.Errorf("ingress = %+v, want port %d members %v", w.Ingress, l.Config.Port, want)
+	}
+}
+
+// Finding (review): another network's traffic reached this network's
+// gateway LANs. What a network routes — its range and its gateways'
+// LANs — is what the other networks of the process drop.
+func TestRoutedBy(t *testing.T) {
+	l := hostLocal()
+	gw := edgeLease("10.244.255.4", "198.18.0.13", 3, 12, "198.19.10.0/24")
+	w, _ := buildWanted(l, []subnet.Lease{gw})
+	want := []netip.Prefix{l.Config.Network, netip.MustParsePrefix("198.19.10.0/24")}
+	if got := routedBy(w); !slices.Equal(got, want) {
+		t.Errorf("routedBy = %v, want %v", got, want)
 	}
 }

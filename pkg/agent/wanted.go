@@ -34,6 +34,9 @@ type local struct {
 	Subnet   netip.Prefix
 	// Held is true while the lease session holds the subnet.
 	Held bool
+	// CanMasq: this process keeps masquerade rules (it has iptables), so
+	// the host file may say ipMasq.
+	CanMasq bool
 }
 
 // Wanted is everything the agent wants on this host: the kernel state it
@@ -141,7 +144,7 @@ func buildWanted(l local, leases []subnet.Lease) (Wanted, []Rejection) {
 	w.Bridge = datapath.BridgeSpec{Name: l.Bridge, Gateway: netip.PrefixFrom(gateway, l.Subnet.Bits()), MTU: mtu, Owner: l.Network}
 	w.Forward = true
 	w.HostFile.Subnet, w.HostFile.Gateway, w.HostFile.Bridge = l.Subnet, gateway, l.Bridge
-	if l.Config.IPMasq {
+	if l.Config.IPMasq && l.CanMasq {
 		w.Masq = masqFor(l, peers)
 		w.HostFile.IPMasq = true
 	}
@@ -180,6 +183,15 @@ func masqFor(l local, peers []datapath.Peer) Masq {
 	return Masq{Subnet: l.Subnet, Keep: keep}
 }
 
+// routedBy is what the network routes: its range and its gateways' LANs.
+func routedBy(w Wanted) []netip.Prefix {
+	out := []netip.Prefix{w.HostFile.Network}
+	for _, p := range w.Peers {
+		out = append(out, p.Routes...)
+	}
+	return out
+}
+
 // memberAddrs lists the members' underlay addresses, sorted, once each.
 func memberAddrs(members []subnet.Lease) []netip.Addr {
 	out := make([]netip.Addr, 0, len(members))
@@ -193,11 +205,12 @@ func memberAddrs(members []subnet.Lease) []netip.Addr {
 // PeerMode is how a host with underlay u reaches the member of ls in a
 // network of config cfg: directly when the network routes directly and the
 // member's public IP is on the host's own L2 segment, else over VXLAN. A
-// gateway stays on VXLAN: its LANs are routed over VXLAN, and one path both
-// ways keeps strict reverse-path filters happy. overlayctl status uses it
+// gateway stays on VXLAN, both ways (selfGateway: this host is one): its
+// LANs are routed over VXLAN, and one path both ways keeps strict
+// reverse-path filters happy. overlayctl status uses it
 // too, so the two agree.
-func PeerMode(cfg netconf.Config, u datapath.Underlay, ls subnet.Lease) datapath.PeerMode {
-	if cfg.DirectRouting && len(ls.Advertise) == 0 && u.OnSegment(ls.PublicIP) {
+func PeerMode(cfg netconf.Config, u datapath.Underlay, selfGateway bool, ls subnet.Lease) datapath.PeerMode {
+	if cfg.DirectRouting && !selfGateway && len(ls.Advertise) == 0 && u.OnSegment(ls.PublicIP) {
 		return datapath.ModeDirect
 	}
 	return datapath.ModeVXLAN
@@ -238,7 +251,7 @@ func acceptedPeers(l local, leases []subnet.Lease) ([]datapath.Peer, []subnet.Le
 			rejected = append(rejected, r)
 			continue
 		}
-		p := datapath.Peer{Subnet: ls.Subnet, VTEPIP: ls.Subnet.Addr(), VTEPMAC: mac, PublicIP: ls.PublicIP, Mode: PeerMode(l.Config, l.Underlay, ls)}
+		p := datapath.Peer{Subnet: ls.Subnet, VTEPIP: ls.Subnet.Addr(), VTEPMAC: mac, PublicIP: ls.PublicIP, Mode: PeerMode(l.Config, l.Underlay, len(l.Advertise) > 0, ls)}
 		var dropped []Rejection
 		p.Routes, dropped = seen.acceptRoutes(l.Config, ls)
 		rejected = append(rejected, dropped...)

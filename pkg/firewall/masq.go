@@ -32,7 +32,13 @@ func NewMasq(network string) (*Masq, error) {
 
 func newMasq(ipt runner, network string) *Masq {
 	return &Masq{rules: ruleSet{ipt: ipt, table: "nat", chain: MasqChain, hook: "POSTROUTING",
-		comment: comment(network), top: func([]string) bool { return false }}}
+		// All of a network's rules are one top group: a change inserts the
+		// new list above the old one and then deletes the old, so a
+		// RETURN added for a new LAN is in force before the old MASQUERADE
+		// goes (appended below it, a flow to that LAN starting meanwhile
+		// would be NATed for its whole life). Networks' rules match only
+		// their own subnet, so their order among each other is free.
+		comment: comment(network), top: func([]string) bool { return true }}}
 }
 
 // Ensure makes this network's rules: RETURN for subnet to each range of
@@ -55,7 +61,7 @@ func (m *Masq) Ensure(subnet netip.Prefix, keep []netip.Prefix) error {
 	for _, k := range keep {
 		rules = append(rules, m.rules.rule(slices.Concat(src, addr("-d", k)), "RETURN"))
 	}
-	return m.rules.ensure(nil, append(rules, m.masquerade(src)))
+	return m.rules.ensure(append(rules, m.masquerade(src)), nil)
 }
 
 // masquerade is the last rule: anything else from the subnet but multicast.

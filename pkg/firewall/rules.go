@@ -87,8 +87,11 @@ func (r *ruleSet) ensure(top, bottom [][]string) error {
 	var stale []int
 	shift := 0 // rules inserted above the old ones
 	if !sameSpecs(haveTop, top) {
-		for _, rule := range slices.Backward(top) {
-			if err := r.write("insert", r.ipt.Insert(r.table, r.chain, 1, rule...), rule); err != nil {
+		// In order from position 1, so at every step the new rules above
+		// are a prefix of the wanted list: a MASQUERADE is never inserted
+		// ahead of the RETURNs that must precede it.
+		for i, rule := range top {
+			if err := r.write("insert", r.ipt.Insert(r.table, r.chain, i+1, rule...), rule); err != nil {
 				return err
 			}
 		}

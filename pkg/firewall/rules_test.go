@@ -104,6 +104,9 @@ func (f *fakeIPT) Insert(table, chain string, pos int, spec ...string) error {
 	if !ok || pos < 1 || pos > len(rules)+1 {
 		return fmt.Errorf("insert %s %d: no such chain or position", chain, pos)
 	}
+	if f.failAppend != nil && f.failAppend(printed(spec)) {
+		return fmt.Errorf("insert %s: refused", chain)
+	}
 	f.chains[key(table, chain)] = slices.Insert(rules, pos-1, printed(spec))
 	f.changed(fmt.Sprintf("-I %s %d %s", chain, pos, printed(spec)))
 	return nil
@@ -352,7 +355,8 @@ func TestMasqTwoNetworks(t *testing.T) {
 	mustNil(t, b.Ensure(netip.MustParsePrefix("10.245.3.0/24"), pfx("10.245.0.0/16")))
 	bRules := masqRules("b", "10.245.3.0/24", "10.245.0.0/16")
 	mustNil(t, a.Ensure(netip.MustParsePrefix("10.244.1.0/24"), pfx("10.244.0.0/16", lan2)))
-	wantRules(t, f.rules("nat", MasqChain), append(slices.Clone(bRules), masqRules("a", "10.244.1.0/24", "10.244.0.0/16", lan2)...)...)
+	// a's changed rules go above b's (order between networks is free).
+	wantRules(t, f.rules("nat", MasqChain), append(masqRules("a", "10.244.1.0/24", "10.244.0.0/16", lan2), bRules...)...)
 
 	mustNil(t, a.Ensure(netip.Prefix{}, nil)) // a turned ipMasq off
 	wantRules(t, f.rules("nat", MasqChain), bRules...)
@@ -414,7 +418,7 @@ func TestMasqFailedAppendKeepsOldRules(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), MasqChain) || !strings.Contains(err.Error(), lan1) {
 		t.Fatalf("err = %v, want one naming the chain and the rule", err)
 	}
-	if got := f.rules("nat", MasqChain); len(got) < len(old) || !slices.Equal(got[:len(old)], old) {
+	if got := f.rules("nat", MasqChain); len(got) < len(old) || !slices.Equal(got[len(got)-len(old):], old) {
 		t.Fatalf("old rules gone after a failed add:\n%s", strings.Join(got, "\n"))
 	}
 	f.failAppend = nil
