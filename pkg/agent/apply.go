@@ -186,15 +186,7 @@ func (a *Agent) ensureForward(network netip.Prefix) error {
 	if a.deps.OtherNetworks != nil {
 		isolate = a.deps.OtherNetworks()
 	}
-	key := fmt.Sprint(network, isolate)
-	if !a.forwardCheck.due(key, a.cfg.ResyncInterval) {
-		return nil
-	}
-	if err := fw.Ensure(network, isolate); err != nil {
-		return err
-	}
-	a.forwardCheck.done(key)
-	return nil
+	return a.throttled(&a.forwardCheck, fmt.Sprint(network, isolate), func() error { return fw.Ensure(network, isolate) })
 }
 
 // ensureMasq checks the masquerade rules when what is wanted changes,
@@ -203,15 +195,7 @@ func (a *Agent) ensureMasq(m Masq) error {
 	if a.deps.Masq == nil {
 		return nil
 	}
-	key := fmt.Sprint(m.Subnet, m.Keep)
-	if !a.masqCheck.due(key, a.cfg.ResyncInterval) {
-		return nil
-	}
-	if err := a.deps.Masq.Ensure(m.Subnet, m.Keep); err != nil {
-		return err
-	}
-	a.masqCheck.done(key)
-	return nil
+	return a.throttled(&a.masqCheck, fmt.Sprint(m.Subnet, m.Keep), func() error { return a.deps.Masq.Ensure(m.Subnet, m.Keep) })
 }
 
 // ensureIngress checks the ingress filter when the members or the port
@@ -221,14 +205,19 @@ func (a *Agent) ensureIngress(in Ingress) error {
 	if a.deps.Ingress == nil {
 		return nil
 	}
-	key := ingressKey(in)
-	if !a.ingressCheck.due(key, a.cfg.ResyncInterval) {
+	return a.throttled(&a.ingressCheck, ingressKey(in), func() error { return a.deps.Ingress.Ensure(in.Port, in.Members) })
+}
+
+// throttled runs ensure when key (what it should make true) changed or its
+// last success is a resync interval old.
+func (a *Agent) throttled(t *throttle, key string, ensure func() error) error {
+	if !t.due(key, a.cfg.ResyncInterval) {
 		return nil
 	}
-	if err := a.deps.Ingress.Ensure(in.Port, in.Members); err != nil {
+	if err := ensure(); err != nil {
 		return err
 	}
-	a.ingressCheck.done(key)
+	t.done(key)
 	return nil
 }
 
