@@ -343,7 +343,9 @@ func TestEnsureIdempotentAndOneBatch(t *testing.T) {
 // filter drops the stranger again.
 func TestEnsureRepairs(t *testing.T) {
 	table := func(f *Filter) *nftables.Table { return f.tableRef() }
-	set := func(f *Filter) *nftables.Set { return &nftables.Set{Table: table(f), Name: setName, KeyType: nftables.TypeIPAddr} }
+	set := func(f *Filter) *nftables.Set {
+		return &nftables.Set{Table: table(f), Name: setName, KeyType: nftables.TypeIPAddr}
+	}
 	chain := func(f *Filter) *nftables.Chain { return &nftables.Chain{Table: table(f), Name: chainName} }
 	accept := nftables.ChainPolicyAccept
 	drop := nftables.ChainPolicyDrop
@@ -573,8 +575,8 @@ func TestNetworksIndependent(t *testing.T) {
 	if p.arrives(t, stranger, port) || !p.arrives(t, stranger, otherPort) || p.arrives(t, member, otherPort) {
 		t.Fatal("the two networks' filters mix")
 	}
-	p.ensure(t, a, port, member, hostIP)  // a's members change
-	p.ensure(t, a, port+1, member, hostIP) // and its port
+	p.ensure(t, a, port, member, hostIP)    // a's members change
+	p.ensure(t, a, port+1, member, hostIP)  // and its port
 	p.nft(t, func(c *nftables.Conn) error { // a is damaged and repaired
 		c.DelTable(a.tableRef())
 		return nil
