@@ -45,6 +45,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -193,16 +194,12 @@ func (f *Filter) plan(conn *nftables.Conn, port uint16, want map[[4]byte]bool) (
 	}
 	p := plan{counter: all.counter}
 	p.rule = len(rules) != 1 || !isRule(rules[0], port)
-	elems, err := conn.GetSetElements(set)
+	have, ok, err := f.members(conn, set)
 	if err != nil {
-		return plan{}, fmt.Errorf("read the members of %s: %w", f.table, err)
+		return plan{}, err
 	}
-	have := make(map[[4]byte]bool, len(elems))
-	for _, e := range elems {
-		if len(e.Key) != 4 || e.IntervalEnd {
-			return all, nil // not a set we made
-		}
-		have[[4]byte(e.Key)] = true
+	if !ok {
+		return all, nil // cannot tell what the set holds: replace it
 	}
 	for k := range want {
 		if !have[k] {
@@ -215,6 +212,42 @@ func (f *Filter) plan(conn *nftables.Conn, port uint16, want map[[4]byte]bool) (
 		}
 	}
 	return p, nil
+}
+
+// members reads the set's elements; ok is false when the set holds
+// something we never put there or the kernel's dump stayed inconsistent.
+//
+// The kernel dumps a set in pieces, each walking the hash table afresh
+// and skipping as many elements as were sent before. Just after thousands
+// of elements came or went, the table resizes in the background and its
+// order changes between pieces: the dump then repeats some elements and
+// leaves out as many others (seen here at 30 000 members, for up to a
+// few hundred ms). Ensure would not delete a departed member it did not
+// see, so a dump with repeats is read again, and after a few tries the
+// set is replaced instead. (No repeats means nothing left out: a dump
+// sends as many elements as the set holds, unless someone else changes
+// it meanwhile, which the next Ensure repairs.)
+func (f *Filter) members(conn *nftables.Conn, set *nftables.Set) (map[[4]byte]bool, bool, error) {
+	for try := range 4 {
+		if try > 0 {
+			time.Sleep(25 * time.Millisecond << (try - 1))
+		}
+		elems, err := conn.GetSetElements(set)
+		if err != nil {
+			return nil, false, fmt.Errorf("read the members of %s: %w", f.table, err)
+		}
+		have := make(map[[4]byte]bool, len(elems))
+		for _, e := range elems {
+			if len(e.Key) != 4 || e.IntervalEnd {
+				return nil, false, nil // not a set we made
+			}
+			have[[4]byte(e.Key)] = true
+		}
+		if len(have) == len(elems) {
+			return have, true, nil
+		}
+	}
+	return nil, false, nil
 }
 
 // chain returns the table's chain of our chain's name, nil when missing.
