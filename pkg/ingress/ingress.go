@@ -72,7 +72,9 @@ const (
 
 // Filter keeps one network's VXLAN ingress filter in the calling
 // process's network namespace. It holds no state but the names: every
-// call reads the kernel.
+// call reads the kernel, so it is safe for concurrent use (the agent's
+// Ensure and a metrics scrape's Dropped), and two Filters of one network
+// are the same filter.
 type Filter struct {
 	network string
 	table   string
@@ -105,7 +107,7 @@ func (f *Filter) Ensure(port uint16, members []netip.Addr) error {
 	// One socket for all the reads; the write gets its own, sized for it.
 	conn, err := nftables.New(nftables.AsLasting())
 	if err != nil {
-		return fmt.Errorf("open nftables: %w", err)
+		return fmt.Errorf("ingress filter %s: open nftables: %w", f.table, err)
 	}
 	defer conn.CloseLasting()
 	p, err := f.plan(conn, port, want)
@@ -117,7 +119,7 @@ func (f *Filter) Ensure(port uint16, members []netip.Addr) error {
 	}
 	w, err := nftables.New(nftables.WithSockOptions(sendBuffer(p.size())))
 	if err != nil {
-		return fmt.Errorf("open nftables: %w", err)
+		return fmt.Errorf("ingress filter %s: open nftables: %w", f.table, err)
 	}
 	if err := f.write(w, port, p); err != nil {
 		return err
@@ -464,7 +466,7 @@ func sendBuffer(n int) nftables.SockOption {
 func (f *Filter) Dropped() (uint64, error) {
 	conn, err := nftables.New(nftables.AsLasting())
 	if err != nil {
-		return 0, fmt.Errorf("open nftables: %w", err)
+		return 0, fmt.Errorf("ingress filter %s: open nftables: %w", f.table, err)
 	}
 	defer conn.CloseLasting()
 	_, err = conn.ListTableOfFamily(f.table, nftables.TableFamilyIPv4)
@@ -494,7 +496,7 @@ func (f *Filter) Dropped() (uint64, error) {
 func (f *Filter) Remove() error {
 	conn, err := nftables.New()
 	if err != nil {
-		return fmt.Errorf("open nftables: %w", err)
+		return fmt.Errorf("ingress filter %s: open nftables: %w", f.table, err)
 	}
 	conn.DelTable(f.tableRef())
 	err = conn.Flush()
