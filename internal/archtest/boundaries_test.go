@@ -17,6 +17,9 @@ var owners = map[string]string{
 	"go.etcd.io/etcd/client/v3":      "pkg/subnet",
 	"github.com/coreos/go-iptables":  "pkg/firewall",
 	"github.com/google/nftables":     "pkg/ingress",
+	// nftables' own netlink socket (pkg/ingress sizes its send buffer);
+	// vishvananda/netlink above is the rtnetlink side.
+	"github.com/mdlayher/netlink": "pkg/ingress",
 }
 
 func TestPackageBoundaries(t *testing.T) {
