@@ -276,19 +276,16 @@ removed too, for devices made by releases that set no alias.`,
 // there are no rules to remove).
 func removeRules(network string, stderr io.Writer) ([]string, error) {
 	var removed []string
-	if fw, err := firewall.NewForward(network); err != nil {
-		fmt.Fprintf(stderr, "overlayctl: forward rules not checked: %v\n", err)
-	} else if err := fw.Remove(); err != nil {
-		return removed, err
+	if tables, err := firewall.NewTables(); err != nil {
+		fmt.Fprintf(stderr, "overlayctl: forward and masquerade rules not checked: %v\n", err)
 	} else {
-		removed = append(removed, "forward rules")
-	}
-	if m, err := firewall.NewMasq(network); err != nil {
-		fmt.Fprintf(stderr, "overlayctl: masquerade rules not checked: %v\n", err)
-	} else if err := m.Remove(); err != nil {
-		return removed, err
-	} else {
-		removed = append(removed, "masquerade rules")
+		if err := tables.Forward(network).Remove(); err != nil {
+			return removed, err
+		}
+		if err := tables.Masq(network).Remove(); err != nil {
+			return removed, err
+		}
+		removed = append(removed, "forward and masquerade rules")
 	}
 	if err := ingress.New(network).Remove(); err != nil {
 		return removed, err

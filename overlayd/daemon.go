@@ -65,21 +65,22 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // newAgents prepares one agent per network, each with its own rule
 // keepers; each network's FORWARD rules drop traffic to the others.
 func newAgents(cfg Config, base agent.Deps) ([]*agent.Agent, error) {
+	// One hold on the iptables chains for every network's keepers.
+	tables, err := firewall.NewTables()
+	if err != nil && cfg.ForwardRules {
+		return nil, fmt.Errorf("%w (or run with --forward-rules=false)", err)
+	}
 	agents := make([]*agent.Agent, len(cfg.Networks))
 	for i, n := range cfg.Networks {
 		deps := base
 		deps.OtherNetworks = func() []netip.Prefix { return rangesBut(agents, i) }
-		if cfg.ForwardRules {
-			fw, err := firewall.NewForward(n.Name)
-			if err != nil {
-				return nil, fmt.Errorf("%w (or run with --forward-rules=false)", err)
-			}
-			deps.Firewall = fw
-		}
 		// Without iptables there is no masquerade: the agent says so and
 		// its host file does not claim it.
-		if masq, err := firewall.NewMasq(n.Name); err == nil {
-			deps.Masq = masq
+		if tables != nil {
+			deps.Masq = tables.Masq(n.Name)
+			if cfg.ForwardRules {
+				deps.Firewall = tables.Forward(n.Name)
+			}
 		}
 		filter := ingress.New(n.Name)
 		if cfg.IngressFilter {

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 
 	"github.com/coreos/go-iptables/iptables"
 )
@@ -54,18 +55,33 @@ type Forward struct {
 	rules ruleSet
 }
 
-// NewForward returns the rule keeper for a network, using the iptables
-// binary on PATH in the current network namespace.
-func NewForward(network string) (*Forward, error) {
+// Tables is this process's hold on overlay's iptables chains: make one
+// per process and take every network's keepers from it. overlayd runs one
+// agent per network, each with keepers on the same chains, and a keeper
+// deletes rules by the numbers its List gave: another keeper's insert in
+// between would shift them and the delete take the wrong rule (maybe
+// another network's isolating DROP). Tables holds the lock that keeps
+// their edits apart.
+type Tables struct {
+	ipt runner
+	mu  sync.Mutex
+}
+
+// NewTables uses the iptables binary on PATH in the current network
+// namespace.
+func NewTables() (*Tables, error) {
 	ipt, err := newRunner()
 	if err != nil {
 		return nil, err
 	}
-	return newForward(ipt, network), nil
+	return newTables(ipt), nil
 }
 
-func newForward(ipt runner, network string) *Forward {
-	return &Forward{rules: ruleSet{ipt: ipt, table: "filter", chain: Chain, hook: "FORWARD",
+func newTables(ipt runner) *Tables { return &Tables{ipt: ipt} }
+
+// Forward returns the FORWARD rule keeper of a network.
+func (t *Tables) Forward(network string) *Forward {
+	return &Forward{rules: ruleSet{ipt: t.ipt, mu: &t.mu, table: "filter", chain: Chain, hook: "FORWARD",
 		comment: comment(network), top: isDrop}}
 }
 

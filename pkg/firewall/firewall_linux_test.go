@@ -91,14 +91,15 @@ func rulesOf(t *testing.T, chain string) []string {
 
 func TestForwardEnsure(t *testing.T) {
 	inNewNetns(t, func(ns.NetNS) {
-		blue, err := NewForward("blue")
+		tables, err := NewTables()
 		if err != nil {
 			t.Fatal(err)
 		}
+		blue := tables.Forward("blue")
 		if err := blue.Ensure(netip.MustParsePrefix("10.99.0.0/16"), nil); err != nil {
 			t.Fatal(err)
 		}
-		f, _ := NewForward("default")
+		f := tables.Forward("default")
 		for range 2 { // idempotent
 			if err := f.Ensure(netip.MustParsePrefix("10.244.0.0/16"), nil); err != nil {
 				t.Fatal(err)
@@ -181,7 +182,7 @@ var (
 func TestForwardIsolation(t *testing.T) {
 	inNewNetns(t, func(ns.NetNS) {
 		ipt := newCountingRunner(t)
-		a, b := newForward(ipt, "a"), newForward(ipt, "b")
+		a, b := newTables(ipt).Forward("a"), newTables(ipt).Forward("b")
 		if err := a.Ensure(netA, nil); err != nil {
 			t.Fatal(err)
 		}
@@ -231,7 +232,7 @@ func TestForwardIsolation(t *testing.T) {
 func TestMasqEnsure(t *testing.T) {
 	inNewNetns(t, func(ns.NetNS) {
 		ipt := newCountingRunner(t)
-		m, other := newMasq(ipt, "default"), newMasq(ipt, "blue")
+		m, other := newTables(ipt).Masq("default"), newTables(ipt).Masq("blue")
 		s1, lan := netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("198.19.10.0/24")
 		if err := other.Ensure(netip.MustParsePrefix("10.245.7.0/24"), []netip.Prefix{netB}); err != nil {
 			t.Fatal(err)
@@ -284,7 +285,7 @@ func TestFakePrintsLikeIptables(t *testing.T) {
 	inNewNetns(t, func(ns.NetNS) {
 		real, fake := newCountingRunner(t), newFake()
 		calls := func(ipt runner) error {
-			m, f := newMasq(ipt, "default"), newForward(ipt, "default")
+			m, f := newTables(ipt).Masq("default"), newTables(ipt).Forward("default")
 			if err := m.Ensure(netip.MustParsePrefix("10.244.1.7/24"), pfx("10.244.0.0/16", "198.19.10.0/24", "0.0.0.0/0")); err != nil {
 				return err
 			}

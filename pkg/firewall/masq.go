@@ -20,18 +20,9 @@ type Masq struct {
 	rules ruleSet
 }
 
-// NewMasq returns the masquerade keeper for a network, using the
-// iptables binary on PATH in the current network namespace.
-func NewMasq(network string) (*Masq, error) {
-	ipt, err := newRunner()
-	if err != nil {
-		return nil, err
-	}
-	return newMasq(ipt, network), nil
-}
-
-func newMasq(ipt runner, network string) *Masq {
-	return &Masq{rules: ruleSet{ipt: ipt, table: "nat", chain: MasqChain, hook: "POSTROUTING",
+// Masq returns the masquerade keeper of a network.
+func (t *Tables) Masq(network string) *Masq {
+	return &Masq{rules: ruleSet{ipt: t.ipt, mu: &t.mu, table: "nat", chain: MasqChain, hook: "POSTROUTING",
 		// All of a network's rules are one top group: a change inserts the
 		// new list above the old one and then deletes the old, so a
 		// RETURN added for a new LAN is in force before the old MASQUERADE

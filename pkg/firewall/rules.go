@@ -8,20 +8,13 @@ import (
 	"sync"
 )
 
-// chainMu serialises the edits of our chains within this process. overlayd
-// runs one agent per network, each with its own keepers on the same
-// chains, and a keeper deletes rules by the numbers its List gave: another
-// keeper's insert in between would shift them, and the delete would take
-// the wrong rule — maybe another network's isolating DROP. The chains are
-// process-wide (kernel) state, so their lock is too.
-var chainMu sync.Mutex
-
 // ruleSet keeps one network's rules in a chain of ours, in order: the
 // network's rules are told apart from other networks' by their comment,
 // and split into a top group (kept above every network's other rules: the
 // drops that isolate networks) and a bottom group (appended).
 type ruleSet struct {
 	ipt     runner
+	mu      *sync.Mutex // the Tables' lock, shared by every keeper
 	table   string
 	chain   string
 	hook    string // the built-in chain whose first rule jumps to chain
@@ -75,8 +68,8 @@ type listed struct {
 // its old copies deleted after, so there is never a moment without the
 // rules (a RETURN missing ahead of a MASQUERADE, an isolating DROP gone).
 func (r *ruleSet) ensure(top, bottom [][]string) error {
-	chainMu.Lock()
-	defer chainMu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if err := r.ensureChain(); err != nil {
 		return err
 	}
@@ -189,8 +182,8 @@ func (r *ruleSet) ensureChain() error {
 // remove deletes this network's rules; when no other network's rules are
 // left it also removes the jump and the chain. Absent rules are success.
 func (r *ruleSet) remove() error {
-	chainMu.Lock()
-	defer chainMu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	ok, err := r.ipt.ChainExists(r.table, r.chain)
 	if err != nil {
 		return fmt.Errorf("look for chain %s %s: %w", r.table, r.chain, err)

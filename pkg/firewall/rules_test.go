@@ -264,7 +264,7 @@ func returnsAbove(t *testing.T, f *fakeIPT, subnet string, dsts ...string) func(
 
 func TestMasqRulesAndJump(t *testing.T) {
 	f := newFake()
-	m := newMasq(f, "default")
+	m := newTables(f).Masq("default")
 	mustNil(t, m.Ensure(netip.MustParsePrefix("10.244.1.0/24"), pfx("10.244.0.0/16", lan1)))
 	wantRules(t, f.rules("nat", MasqChain), masqRules("default", "10.244.1.0/24", "10.244.0.0/16", lan1)...)
 	wantRules(t, f.rules("nat", "POSTROUTING"), "-A POSTROUTING -j OVERLAY-POSTROUTING")
@@ -277,7 +277,7 @@ func TestMasqRulesAndJump(t *testing.T) {
 // iptables prints back, else every pass rewrites the rules.
 func TestMasqCanonicalForm(t *testing.T) {
 	f := newFake()
-	m := newMasq(f, "default")
+	m := newTables(f).Masq("default")
 	ensure := func() {
 		mustNil(t, m.Ensure(netip.MustParsePrefix("10.244.1.7/24"), pfx("10.244.0.0/16", "0.0.0.0/0")))
 	}
@@ -311,7 +311,7 @@ func TestMasqKeepChanges(t *testing.T) {
 		{"all LANs removed", []string{n}, []string{n}},
 	}
 	f := newFake()
-	m := newMasq(f, "default")
+	m := newTables(f).Masq("default")
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
 			f.afterWrite = returnsAbove(t, f, s, st.stable...)
@@ -339,7 +339,7 @@ func assertAddsFirst(t *testing.T, writes []string) {
 
 func TestMasqSubnetChange(t *testing.T) {
 	f := newFake()
-	m := newMasq(f, "default")
+	m := newTables(f).Masq("default")
 	mustNil(t, m.Ensure(netip.MustParsePrefix("10.244.1.0/24"), pfx("10.244.0.0/16")))
 	mustNil(t, m.Ensure(netip.MustParsePrefix("10.244.9.0/24"), pfx("10.244.0.0/16")))
 	wantRules(t, f.rules("nat", MasqChain), masqRules("default", "10.244.9.0/24", "10.244.0.0/16")...)
@@ -350,7 +350,7 @@ func TestMasqSubnetChange(t *testing.T) {
 // go with the last.
 func TestMasqTwoNetworks(t *testing.T) {
 	f := newFake()
-	a, b := newMasq(f, "a"), newMasq(f, "b")
+	a, b := newTables(f).Masq("a"), newTables(f).Masq("b")
 	mustNil(t, a.Ensure(netip.MustParsePrefix("10.244.1.0/24"), pfx("10.244.0.0/16", lan1)))
 	mustNil(t, b.Ensure(netip.MustParsePrefix("10.245.3.0/24"), pfx("10.245.0.0/16")))
 	bRules := masqRules("b", "10.245.3.0/24", "10.245.0.0/16")
@@ -378,7 +378,7 @@ func TestMasqTwoNetworks(t *testing.T) {
 func TestMasqWithoutRandomFully(t *testing.T) {
 	f := newFake()
 	f.noRandom = true
-	mustNil(t, newMasq(f, "a").Ensure(netip.MustParsePrefix("10.244.1.0/24"), nil))
+	mustNil(t, newTables(f).Masq("a").Ensure(netip.MustParsePrefix("10.244.1.0/24"), nil))
 	wantRules(t, f.rules("nat", MasqChain),
 		`-A OVERLAY-POSTROUTING -s 10.244.1.0/24 ! -d 224.0.0.0/4 -m comment --comment "overlay-net=a" -j MASQUERADE`)
 }
@@ -387,7 +387,7 @@ func TestMasqWithoutRandomFully(t *testing.T) {
 // rule failing after some adds would leave a partial copy at every retry.
 func TestInvalidPrefixesWriteNothing(t *testing.T) {
 	f := newFake()
-	m, fw := newMasq(f, "a"), newForward(f, "a")
+	m, fw := newTables(f).Masq("a"), newTables(f).Forward("a")
 	mustNil(t, m.Ensure(netip.MustParsePrefix("10.244.1.0/24"), pfx("10.244.0.0/16")))
 	mustNil(t, fw.Ensure(netip.MustParsePrefix("10.244.0.0/16"), nil))
 	before := len(f.writes)
@@ -410,7 +410,7 @@ func TestInvalidPrefixesWriteNothing(t *testing.T) {
 // next good Ensure cleans up the partial copy.
 func TestMasqFailedAppendKeepsOldRules(t *testing.T) {
 	f := newFake()
-	m := newMasq(f, "a")
+	m := newTables(f).Masq("a")
 	old := masqRules("a", "10.244.1.0/24", "10.244.0.0/16")
 	mustNil(t, m.Ensure(netip.MustParsePrefix("10.244.1.0/24"), pfx("10.244.0.0/16")))
 	f.failAppend = func(r string) bool { return strings.Contains(r, lan1) }
@@ -441,7 +441,7 @@ func forwardRules(net, cidr string, isolate ...string) (drops, accepts []string)
 // other network's rules stay.
 func TestForwardIsolationRules(t *testing.T) {
 	f := newFake()
-	a, b := newForward(f, "a"), newForward(f, "b")
+	a, b := newTables(f).Forward("a"), newTables(f).Forward("b")
 	const na, nb, nc = "10.244.0.0/16", "10.245.0.0/16", "10.246.0.0/16"
 	mustNil(t, a.Ensure(netip.MustParsePrefix(na), nil))
 	mustNil(t, b.Ensure(netip.MustParsePrefix(nb), pfx(na, nc)))
@@ -479,7 +479,7 @@ func TestForwardIsolationRules(t *testing.T) {
 // While a network's DROPs change, the ones it keeps never go missing.
 func TestForwardDropsNeverMissing(t *testing.T) {
 	f := newFake()
-	a := newForward(f, "a")
+	a := newTables(f).Forward("a")
 	const na, nb, nc = "10.244.0.0/16", "10.245.0.0/16", "10.246.0.0/16"
 	mustNil(t, a.Ensure(netip.MustParsePrefix(na), pfx(nb)))
 	f.afterWrite = func() {
@@ -498,7 +498,8 @@ func TestForwardDropsNeverMissing(t *testing.T) {
 // number must not make it delete the wrong rule.
 func TestConcurrentKeepers(t *testing.T) {
 	f := newFake()
-	a, b := newForward(f, "a"), newForward(f, "b")
+	tables := newTables(f) // one per process, as overlayd makes it
+	a, b := tables.Forward("a"), tables.Forward("b")
 	const na, nb = "10.244.0.0/16", "10.245.0.0/16"
 	mustNil(t, b.Ensure(netip.MustParsePrefix(nb), nil))
 	mustNil(t, a.Ensure(netip.MustParsePrefix("10.250.0.0/16"), nil))
@@ -535,7 +536,7 @@ func TestConcurrentKeepers(t *testing.T) {
 // the rules and the chain.
 func TestRemoveWithoutJump(t *testing.T) {
 	f := newFake()
-	fw := newForward(f, "a")
+	fw := newTables(f).Forward("a")
 	mustNil(t, fw.Ensure(netip.MustParsePrefix("10.244.0.0/16"), nil))
 	mustNil(t, f.Delete("filter", "FORWARD", "-j", Chain))
 	mustNil(t, fw.Remove())

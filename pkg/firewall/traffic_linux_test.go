@@ -219,9 +219,11 @@ func TestMasqueradeTraffic(t *testing.T) {
 		t.Helper()
 		l.do(host, func() (err error) {
 			if m == nil {
-				if m, err = NewMasq("default"); err != nil {
+				tables, err := NewTables()
+				if err != nil {
 					return err
 				}
+				m = tables.Masq("default")
 			}
 			return m.Ensure(subnet, keep)
 		})
@@ -350,11 +352,12 @@ func TestIsolationTraffic(t *testing.T) {
 	netA, netB := netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.245.0.0/16")
 	var fa, fb *Forward
 	l.do(host, func() (err error) {
-		if fa, err = NewForward("a"); err != nil {
+		tables, err := NewTables()
+		if err != nil {
 			return err
 		}
-		fb, err = NewForward("b")
-		return err
+		fa, fb = tables.Forward("a"), tables.Forward("b")
+		return nil
 	})
 	ensure := func(isolateA, isolateB []netip.Prefix) {
 		t.Helper()
