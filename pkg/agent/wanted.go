@@ -145,7 +145,7 @@ func buildWanted(l local, leases []subnet.Lease) (Wanted, []Rejection) {
 	w.Forward = true
 	w.HostFile.Subnet, w.HostFile.Gateway, w.HostFile.Bridge = l.Subnet, gateway, l.Bridge
 	if l.Config.IPMasq && l.CanMasq {
-		w.Masq = masqFor(l, peers)
+		w.Masq = Masq{Subnet: l.Subnet, Keep: routedBy(w)}
 		w.HostFile.IPMasq = true
 	}
 	return w, rejected
@@ -171,19 +171,10 @@ func clusterMTU(l local, members []subnet.Lease) (int, string) {
 	return l.Config.OverlayMTU(least), setBy
 }
 
-// masqFor is what a container host masquerades: everything its containers
-// send except to the overlay network (containers and edge hosts) and to
-// the LANs gateways advertise, which must see the containers' own
-// addresses.
-func masqFor(l local, peers []datapath.Peer) Masq {
-	keep := []netip.Prefix{l.Config.Network}
-	for _, p := range peers {
-		keep = append(keep, p.Routes...)
-	}
-	return Masq{Subnet: l.Subnet, Keep: keep}
-}
-
-// routedBy is what the network routes: its range and its gateways' LANs.
+// routedBy is what the network routes: its range (containers and edge
+// hosts) and its gateways' LANs. A container host masquerades everything
+// else its containers send; the other networks of the process drop what
+// they send to it.
 func routedBy(w Wanted) []netip.Prefix {
 	out := []netip.Prefix{w.HostFile.Network}
 	for _, p := range w.Peers {
