@@ -101,7 +101,7 @@ func (a *Agent) notePlan(p datapath.Plan) {
 		return
 	}
 	for kind, n := range map[string]int{
-		"route_added": len(p.AddRoutes), "route_removed": len(p.DelRoutes),
+		"route_added": len(p.AddRoutes) + len(p.AddDirect), "route_removed": len(p.DelRoutes) + len(p.DelDirect),
 		"neigh_added": len(p.AddNeighs), "neigh_removed": len(p.DelNeighs),
 		"fdb_added": len(p.AddFDB), "fdb_removed": len(p.DelFDB),
 	} {
@@ -111,6 +111,7 @@ func (a *Agent) notePlan(p datapath.Plan) {
 	}
 	a.log.Info("peers reconciled",
 		"routes_added", len(p.AddRoutes), "routes_deleted", len(p.DelRoutes),
+		"direct_routes_added", len(p.AddDirect), "direct_routes_deleted", len(p.DelDirect),
 		"neighs_added", len(p.AddNeighs), "neighs_deleted", len(p.DelNeighs),
 		"fdb_added", len(p.AddFDB), "fdb_deleted", len(p.DelFDB))
 }
