@@ -1,12 +1,10 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/netip"
 
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -140,7 +138,7 @@ func attachedAddr(addrs []netip.Prefix, subnet netip.Prefix) (netip.Prefix, erro
 // ipamAdd asks IPAM for the attachment's address and checks it fits the
 // host's subnet.
 func (p plugin) ipamAdd(conf *NetConf, args *skel.CmdArgs, hf hostfile.HostFile) (netip.Prefix, error) {
-	r, err := invoke.DelegateAdd(context.TODO(), conf.IPAM.Type, args.StdinData, nil)
+	r, err := ipamFor(conf).Add(args)
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("ipam plugin %s: %w", conf.IPAM.Type, err)
 	}
@@ -193,7 +191,7 @@ func (p plugin) releaseUnused(conf *NetConf, args *skel.CmdArgs, addr netip.Addr
 			return
 		}
 	}
-	if err := invoke.DelegateDel(context.TODO(), conf.IPAM.Type, args.StdinData, nil); err != nil {
+	if err := ipamFor(conf).Del(args); err != nil {
 		p.logf(args, "release address after %s: %v", after, err)
 	}
 }

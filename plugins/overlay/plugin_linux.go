@@ -1,12 +1,10 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -54,7 +52,7 @@ func (p plugin) del(args *skel.CmdArgs) error {
 				args.ContainerID, args.IfName, err)
 		}
 	}
-	if err := invoke.DelegateDel(context.TODO(), conf.IPAM.Type, args.StdinData, nil); err != nil {
+	if err := ipamFor(conf).Del(args); err != nil {
 		return fmt.Errorf("ipam plugin %s: %w", conf.IPAM.Type, err)
 	}
 	return nil
@@ -82,7 +80,7 @@ func (p plugin) check(args *skel.CmdArgs) error {
 	if err := datapath.CheckContainer(args.Netns, args.IfName, addr); err != nil {
 		return fmt.Errorf("check container %s: %w", args.ContainerID, err)
 	}
-	if err := invoke.DelegateCheck(context.TODO(), conf.IPAM.Type, args.StdinData, nil); err != nil {
+	if err := ipamFor(conf).Check(args); err != nil {
 		return fmt.Errorf("ipam plugin %s: %w", conf.IPAM.Type, err)
 	}
 	return nil
@@ -106,7 +104,7 @@ func (p plugin) status(args *skel.CmdArgs) error {
 	if err := hostfile.CheckReady(ready, time.Now()); err != nil {
 		return cnierr.NotReady(ready, err)
 	}
-	if err := invoke.DelegateStatus(context.TODO(), conf.IPAM.Type, args.StdinData, nil); err != nil {
+	if err := ipamFor(conf).Status(args); err != nil {
 		return fmt.Errorf("ipam plugin %s: %w", conf.IPAM.Type, err)
 	}
 	return nil
@@ -120,7 +118,7 @@ func (p plugin) gc(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if err := invoke.DelegateGC(context.TODO(), conf.IPAM.Type, args.StdinData, nil); err != nil {
+	if err := ipamFor(conf).GC(args); err != nil {
 		return fmt.Errorf("ipam plugin %s: %w", conf.IPAM.Type, err)
 	}
 	return nil

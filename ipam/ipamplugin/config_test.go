@@ -1,4 +1,4 @@
-package main
+package ipamplugin
 
 import (
 	"errors"

@@ -1,4 +1,14 @@
-package main
+// Package ipamplugin is overlay-ipam's CNI verbs: addresses from the subnet
+// overlayd leased for this host, which it reads from the host file
+// (pkg/hostfile), kept in an on-disk store (ipam/store) shared by every
+// plugin process on the host. The overlay-ipam binary (ipam/) wires it to
+// skel; the overlay plugin calls it in-process when its conflist names
+// overlay-ipam.
+//
+// It reads `network` and `runDir` from the top level of the network config
+// it is given and `dataDir` from its `ipam` section, so one conflist entry
+// configures both the overlay plugin and this one.
+package ipamplugin
 
 import (
 	"errors"
@@ -8,6 +18,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/overlaynet/overlay/ipam/allocator"
 	"github.com/overlaynet/overlay/ipam/store"
@@ -15,51 +26,80 @@ import (
 	"github.com/overlaynet/overlay/pkg/hostfile"
 )
 
-// plugin implements the CNI verbs. stdout receives the result JSON and
-// nothing else.
-type plugin struct {
-	stdout io.Writer
+// Plugin implements the CNI verbs of the overlay-ipam binary. Stdout
+// receives the result JSON and nothing else. The overlay plugin runs the
+// same verbs in its own process (Reserve, and Plugin's methods with a nil
+// Stdout) when its conflist names overlay-ipam, saving an exec.
+type Plugin struct {
+	Stdout io.Writer
 }
 
-func (p plugin) add(args *skel.CmdArgs) error {
+// Add reserves the attachment's address and prints the result.
+func (p Plugin) Add(args *skel.CmdArgs) error {
 	c, err := loadConfig(args.StdinData)
 	if err != nil {
 		return err
 	}
-	hf, rng, err := readRange(c, types.ErrTryAgainLater)
+	res, err := reserve(c, args)
 	if err != nil {
 		return err
-	}
-	s, err := openStore(c)
-	if err != nil {
-		return err
-	}
-	a := attachment(args)
-	res, err := s.Reserve(a, rng)
-	if err != nil {
-		return storeError(s, err)
 	}
 	// A runtime that gets no result does not know a new address exists, so
 	// a failure from here on hands it back. An address the attachment held
 	// before this ADD stays: it may be on the container's interface already,
 	// and the runtime can still DEL it.
-	r, err := newResult(res.IP, hf).GetAsVersion(c.CNIVersion)
+	r, err := res.Result.GetAsVersion(c.CNIVersion)
 	if err != nil {
 		err = fmt.Errorf("convert result to version %s: %w", c.CNIVersion, err)
-	} else if err = r.PrintTo(p.stdout); err != nil {
+	} else if err = r.PrintTo(p.Stdout); err != nil {
 		err = fmt.Errorf("write result: %w", err)
 	}
 	if err != nil && res.New {
-		if rerr := s.Release(a); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("release %s again: %w", res.IP, rerr))
+		if rerr := p.Del(args); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("release the address again: %w", rerr))
 		}
 	}
 	return err
 }
 
+// Reservation is what Reserve gave an attachment.
+type Reservation struct {
+	// Result is the IPAM result at the current spec version.
+	Result *current.Result
+	// New is false when the attachment held the address before (a retried
+	// ADD): a failed ADD may hand back only a new one.
+	New bool
+}
+
+// Reserve is ADD without printing: it returns the attachment's address,
+// reserving one if it holds none.
+func Reserve(args *skel.CmdArgs) (Reservation, error) {
+	c, err := loadConfig(args.StdinData)
+	if err != nil {
+		return Reservation{}, err
+	}
+	return reserve(c, args)
+}
+
+func reserve(c *config, args *skel.CmdArgs) (Reservation, error) {
+	hf, rng, err := readRange(c, types.ErrTryAgainLater)
+	if err != nil {
+		return Reservation{}, err
+	}
+	s, err := openStore(c)
+	if err != nil {
+		return Reservation{}, err
+	}
+	res, err := s.Reserve(attachment(args), rng)
+	if err != nil {
+		return Reservation{}, storeError(s, err)
+	}
+	return Reservation{Result: newResult(res.IP, hf), New: res.New}, nil
+}
+
 // del releases the attachment's address. It needs neither the host file nor
 // the container, so it works after both are gone, and on an edge host.
-func (p plugin) del(args *skel.CmdArgs) error {
+func (p Plugin) Del(args *skel.CmdArgs) error {
 	_, s, err := loadStore(args)
 	if err != nil {
 		return err
@@ -73,7 +113,7 @@ func (p plugin) del(args *skel.CmdArgs) error {
 // check verifies the attachment still holds an address and, when the
 // runtime passes the result it cached, that it is the address in there. On
 // an edge host it answers as ADD does, before it touches the store.
-func (p plugin) check(args *skel.CmdArgs) error {
+func (p Plugin) Check(args *skel.CmdArgs) error {
 	c, err := loadConfig(args.StdinData)
 	if err != nil {
 		return err
@@ -103,7 +143,7 @@ func (p plugin) check(args *skel.CmdArgs) error {
 // published a usable subnet and vouched for it recently (its ready stamp is
 // fresh), and the store must be usable. ADD never looks at the stamp, so
 // containers still start while overlayd restarts.
-func (p plugin) status(args *skel.CmdArgs) error {
+func (p Plugin) Status(args *skel.CmdArgs) error {
 	c, err := loadConfig(args.StdinData)
 	if err != nil {
 		return err
@@ -147,7 +187,7 @@ func openStore(c *config) (*store.Store, error) {
 // gc releases every reservation whose attachment the runtime no longer lists
 // as valid; this is what frees addresses of containers lost in a reboot or a
 // runtime crash, which never got their DEL.
-func (p plugin) gc(args *skel.CmdArgs) error {
+func (p Plugin) GC(args *skel.CmdArgs) error {
 	c, s, err := loadStore(args)
 	if err != nil {
 		return err

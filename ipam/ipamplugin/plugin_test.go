@@ -1,4 +1,4 @@
-package main
+package ipamplugin
 
 import (
 	"bytes"
@@ -85,7 +85,7 @@ func cmdArgs(id string, conf []byte) *skel.CmdArgs {
 func add(t *testing.T, id string, conf []byte, cniVersion string) (*current.Result, error) {
 	t.Helper()
 	var out bytes.Buffer
-	if err := (plugin{stdout: &out}).add(cmdArgs(id, conf)); err != nil {
+	if err := (Plugin{Stdout: &out}).Add(cmdArgs(id, conf)); err != nil {
 		if out.Len() != 0 {
 			t.Errorf("failed ADD wrote to stdout: %s", out.String())
 		}
@@ -124,16 +124,16 @@ func TestAddCheckDel(t *testing.T) {
 	if len(res.Routes) != 1 || res.Routes[0].Dst.String() != "0.0.0.0/0" || res.Routes[0].GW.String() != "10.244.7.1" {
 		t.Errorf("ADD result routes = %v, want default via 10.244.7.1", res.Routes)
 	}
-	p := plugin{stdout: &bytes.Buffer{}}
-	if err := p.check(cmdArgs("c1", conf)); err != nil {
+	p := Plugin{Stdout: &bytes.Buffer{}}
+	if err := p.Check(cmdArgs("c1", conf)); err != nil {
 		t.Errorf("CHECK after ADD: %v", err)
 	}
 	for i := range 2 {
-		if err := p.del(cmdArgs("c1", conf)); err != nil {
+		if err := p.Del(cmdArgs("c1", conf)); err != nil {
 			t.Fatalf("DEL #%d: %v", i+1, err)
 		}
 	}
-	if err := p.check(cmdArgs("c1", conf)); err == nil {
+	if err := p.Check(cmdArgs("c1", conf)); err == nil {
 		t.Error("CHECK after DEL succeeded")
 	}
 	if got := e.reservations(t); len(got) != 0 {
@@ -149,7 +149,7 @@ func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("stdout c
 // runtime never learns it exists, so no DEL would free it.
 func TestAddReleasesWhenResultIsLost(t *testing.T) {
 	e := newEnv(t, "10.244.7.0/24")
-	if err := (plugin{stdout: failingWriter{}}).add(cmdArgs("c1", e.conf("1.0.0"))); err == nil {
+	if err := (Plugin{Stdout: failingWriter{}}).Add(cmdArgs("c1", e.conf("1.0.0"))); err == nil {
 		t.Fatal("ADD with a broken stdout succeeded")
 	}
 	if got := e.reservations(t); len(got) != 0 {
@@ -166,7 +166,7 @@ func TestRetriedAddKeepsAddressWhenResultIsLost(t *testing.T) {
 	if _, err := add(t, "c1", conf, "1.0.0"); err != nil {
 		t.Fatalf("ADD: %v", err)
 	}
-	if err := (plugin{stdout: failingWriter{}}).add(cmdArgs("c1", conf)); err == nil {
+	if err := (Plugin{Stdout: failingWriter{}}).Add(cmdArgs("c1", conf)); err == nil {
 		t.Fatal("retried ADD with a broken stdout succeeded")
 	}
 	got := e.reservations(t)
@@ -255,7 +255,7 @@ func TestDelWithoutHostFile(t *testing.T) {
 	if err := os.Remove(e.hostFilePath()); err != nil {
 		t.Fatal(err)
 	}
-	if err := (plugin{}).del(cmdArgs("c1", conf)); err != nil {
+	if err := (Plugin{}).Del(cmdArgs("c1", conf)); err != nil {
 		t.Fatalf("DEL without host file: %v", err)
 	}
 	if got := e.reservations(t); len(got) != 0 {
@@ -271,10 +271,10 @@ func TestCheckComparesPrevResult(t *testing.T) {
 	prev := func(ip string) string {
 		return fmt.Sprintf(`"prevResult":{"cniVersion":"1.0.0","ips":[{"address":%q,"gateway":"10.244.7.1"}]}`, ip)
 	}
-	if err := (plugin{}).check(cmdArgs("c1", e.conf("1.0.0", prev("10.244.7.2/24")))); err != nil {
+	if err := (Plugin{}).Check(cmdArgs("c1", e.conf("1.0.0", prev("10.244.7.2/24")))); err != nil {
 		t.Errorf("CHECK with matching prevResult: %v", err)
 	}
-	if err := (plugin{}).check(cmdArgs("c1", e.conf("1.0.0", prev("10.244.7.99/24")))); err == nil {
+	if err := (Plugin{}).Check(cmdArgs("c1", e.conf("1.0.0", prev("10.244.7.99/24")))); err == nil {
 		t.Error("CHECK with a prevResult naming another address succeeded")
 	}
 }
@@ -284,7 +284,7 @@ func TestCheckComparesPrevResult(t *testing.T) {
 func TestStatus(t *testing.T) {
 	e := newEnv(t, "")
 	conf := e.conf("1.1.0")
-	status := func() error { return (plugin{}).status(cmdArgs("", conf)) }
+	status := func() error { return (Plugin{}).Status(cmdArgs("", conf)) }
 	ce := wantCode(t, status(), types.ErrPluginNotAvailable)
 	if !strings.Contains(ce.Msg, e.hostFilePath()) {
 		t.Errorf("STATUS Msg %q does not name the host file", ce.Msg)
@@ -322,7 +322,7 @@ func TestGC(t *testing.T) {
 	}
 	valid, _ := json.Marshal([]types.GCAttachment{{ContainerID: "keep", IfName: "eth0"}})
 	conf := e.conf("1.1.0", `"cni.dev/valid-attachments":`+string(valid))
-	if err := (plugin{}).gc(&skel.CmdArgs{StdinData: conf}); err != nil {
+	if err := (Plugin{}).GC(&skel.CmdArgs{StdinData: conf}); err != nil {
 		t.Fatalf("GC: %v", err)
 	}
 	got := e.reservations(t)
@@ -339,11 +339,11 @@ func TestPrevResultOnlyMattersToCheck(t *testing.T) {
 		t.Fatalf("ADD: %v", err)
 	}
 	conf := e.conf("1.0.0", `"prevResult":{"ips":"garbage"}`)
-	ce := wantCode(t, (plugin{}).check(cmdArgs("c1", conf)), types.ErrInvalidNetworkConfig)
+	ce := wantCode(t, (Plugin{}).Check(cmdArgs("c1", conf)), types.ErrInvalidNetworkConfig)
 	if !strings.Contains(ce.Msg, `"prevResult"`) {
 		t.Errorf("CHECK error %q does not name prevResult", ce.Msg)
 	}
-	if err := (plugin{}).del(cmdArgs("c1", conf)); err != nil {
+	if err := (Plugin{}).Del(cmdArgs("c1", conf)); err != nil {
 		t.Fatalf("DEL with an undecodable prevResult: %v", err)
 	}
 	if got := e.reservations(t); len(got) != 0 {
@@ -374,7 +374,7 @@ func TestGCAttachmentLists(t *testing.T) {
 			if tt.field != "" {
 				extra = append(extra, tt.field)
 			}
-			err := (plugin{}).gc(&skel.CmdArgs{StdinData: e.conf("1.1.0", extra...)})
+			err := (Plugin{}).GC(&skel.CmdArgs{StdinData: e.conf("1.1.0", extra...)})
 			if tt.wantCode != 0 {
 				wantCode(t, err, tt.wantCode)
 			} else if err != nil {
@@ -431,18 +431,18 @@ func TestEdgeHost(t *testing.T) {
 	if got := e.reservations(t); len(got) != 1 || got[0].Attachment.ContainerID != "old" {
 		t.Errorf("reservations after ADD on an edge host = %v, want only old's", got)
 	}
-	wantEdgeError(t, (plugin{}).check(cmdArgs("old", conf)), types.ErrInvalidNetworkConfig)
-	wantEdgeError(t, (plugin{}).status(cmdArgs("", conf)), types.ErrPluginNotAvailable)
+	wantEdgeError(t, (Plugin{}).Check(cmdArgs("old", conf)), types.ErrInvalidNetworkConfig)
+	wantEdgeError(t, (Plugin{}).Status(cmdArgs("", conf)), types.ErrPluginNotAvailable)
 
 	for i := range 2 {
-		if err := (plugin{}).del(cmdArgs("old", conf)); err != nil {
+		if err := (Plugin{}).Del(cmdArgs("old", conf)); err != nil {
 			t.Fatalf("DEL #%d on an edge host: %v", i+1, err)
 		}
 	}
 	if got := e.reservations(t); len(got) != 0 {
 		t.Errorf("reservations after DEL: %v", got)
 	}
-	if err := (plugin{}).del(cmdArgs("never-added", conf)); err != nil {
+	if err := (Plugin{}).Del(cmdArgs("never-added", conf)); err != nil {
 		t.Errorf("DEL of an attachment never added, on an edge host: %v", err)
 	}
 }
@@ -453,7 +453,7 @@ func TestGCOnEdgeHost(t *testing.T) {
 		t.Fatalf("ADD on the container host: %v", err)
 	}
 	e.writeHostFile(t, edgeHostFile)
-	if err := (plugin{}).gc(&skel.CmdArgs{StdinData: e.conf("1.1.0", `"cni.dev/valid-attachments":[]`)}); err != nil {
+	if err := (Plugin{}).GC(&skel.CmdArgs{StdinData: e.conf("1.1.0", `"cni.dev/valid-attachments":[]`)}); err != nil {
 		t.Fatalf("GC on an edge host: %v", err)
 	}
 	if got := e.reservations(t); len(got) != 0 {
