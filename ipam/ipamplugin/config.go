@@ -94,3 +94,13 @@ func (c *config) validAttachments() ([]types.GCAttachment, error) {
 
 // hostFilePath is where overlayd publishes this host's subnet of the network.
 func (c *config) hostFilePath() string { return hostfile.Path(c.RunDir, c.Network) }
+
+// ValidAttachments decodes a GC request's list of attachments still in
+// use, refusing a request that has none (see validAttachments).
+func ValidAttachments(stdin []byte) ([]types.GCAttachment, error) {
+	c, err := loadConfig(stdin)
+	if err != nil {
+		return nil, err
+	}
+	return c.validAttachments()
+}

@@ -131,3 +131,38 @@ func Decode(err error) *types.Error {
 	}
 	return types.NewError(types.ErrInvalidNetworkConfig, "invalid network config", err.Error())
 }
+
+// IOFailure (code 5) reports a failure to read or change the kernel's or
+// the disk's state that is neither the config's nor the runtime's fault.
+func IOFailure(msg, details string) *types.Error {
+	return types.NewError(types.ErrIOFailure, msg, details)
+}
+
+// DecodeResult (code 6) reports a result (an IPAM plugin's, or the cached
+// prevResult) that does not decode.
+func DecodeResult(what string, err error) *types.Error {
+	return types.NewError(types.ErrDecodingFailure, "cannot decode "+what, err.Error())
+}
+
+// CodeAttachmentChanged is overlay's own code (the spec leaves 100 and up
+// to plugins) for a CHECK that finds the container's interface no longer as
+// ADD left it: missing, down, or without its address.
+const CodeAttachmentChanged uint = 100
+
+// AttachmentChanged (code 100) is CHECK's answer when the container's
+// interface differs from what ADD made.
+func AttachmentChanged(problem string) *types.Error {
+	return types.NewError(CodeAttachmentChanged, "the container's interface is not as ADD left it",
+		problem+"; something outside the runtime changed the container's network: DEL the attachment and ADD it again (restart the container or pod)")
+}
+
+// Wrap gives err, if it carries a CNI code, the same code with context
+// prefixed to its message (skel would otherwise unwrap it and drop the
+// context); any other error becomes an IOFailure saying what failed.
+func Wrap(context string, err error) *types.Error {
+	var ce *types.Error
+	if errors.As(err, &ce) {
+		return types.NewError(ce.Code, context+": "+ce.Msg, ce.Details)
+	}
+	return IOFailure(context, err.Error())
+}

@@ -1,46 +1,68 @@
 package datapath
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 
-	"github.com/containernetworking/plugins/pkg/ip"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 )
 
-// AttachContainer wires the container whose network namespace is at
-// netnsPath into bridge: a veth pair with MTU mtu, the container end named
-// ifName holding addr with a default route via gateway, the host end (named
-// "veth" + 8 hex digits) a port of the bridge. The calling thread must be in
-// the host namespace. ifName must not exist yet in the container. On failure
-// nothing is left behind: once the pair exists, any later error deletes it.
-func AttachContainer(netnsPath, ifName, bridge string, mtu int, addr netip.Prefix, gateway netip.Addr) (ContainerLink, error) {
-	if err := validateAttach(ifName, mtu, addr, gateway); err != nil {
+// ContainerSpec is what AttachContainer builds.
+type ContainerSpec struct {
+	// Netns is the path of the container's network namespace.
+	Netns string
+	// IfName is the container end's name; it must not exist yet.
+	IfName string
+	Bridge string
+	MTU    int
+	// Addr is the container's address with the subnet's prefix length.
+	Addr    netip.Prefix
+	Gateway netip.Addr
+	// Owner is written as the host veth's alias (see VethOwner).
+	Owner VethOwner
+}
+
+// AttachContainer wires a container into the bridge: a veth pair with MTU
+// spec.MTU, the container end named spec.IfName holding spec.Addr with a
+// default route via spec.Gateway, the host end (named "veth" + 8 hex
+// digits) an up port of the bridge in hairpin mode. The calling thread must
+// be in the host namespace.
+//
+// Both ends get their MACs from here, so no link has to be read back for
+// the result, and a udev MACAddressPolicy cannot change them under us. The
+// pair is made by one request from the host namespace, the host end already
+// up and enslaved before the container end comes up: the gratuitous ARP the
+// kernel sends then (arp_notify) reaches the bridge, so a reused address
+// does not meet the previous container's MAC in a neighbour cache. A name
+// already taken in the container is a *IfExistsError. On failure nothing
+// is left behind: once the pair exists, any later error deletes it.
+func AttachContainer(spec ContainerSpec) (ContainerLink, error) {
+	if err := validateAttach(spec.IfName, spec.MTU, spec.Addr, spec.Gateway); err != nil {
 		return ContainerLink{}, err
 	}
-	br, err := lookupBridge(bridge)
+	br, err := lookupBridge(spec.Bridge)
 	if err != nil {
 		return ContainerLink{}, err
 	}
-	cns, err := ns.GetNS(netnsPath)
+	cns, err := ns.GetNS(spec.Netns)
 	if err != nil {
-		return ContainerLink{}, fmt.Errorf("open container netns %q: %w", netnsPath, err)
+		return ContainerLink{}, fmt.Errorf("open container netns %q: %w", spec.Netns, err)
 	}
 	defer cns.Close()
-	var cl ContainerLink
-	err = cns.Do(func(hostNS ns.NetNS) error {
-		cl, err = setupContainerSide(hostNS, ifName, mtu, addr, gateway)
-		return err
-	})
+	cl, err := createPair(spec, br, cns)
 	if err != nil {
-		return ContainerLink{}, fmt.Errorf("attach %q in netns %q: %w", ifName, netnsPath, err)
+		return ContainerLink{}, fmt.Errorf("attach %q in netns %q: %w", spec.IfName, spec.Netns, err)
 	}
-	if err := attachHostVeth(cl.HostVeth, br); err != nil {
-		undo := cns.Do(func(ns.NetNS) error { return deleteLink(ifName, "veth") })
-		return ContainerLink{}, errors.Join(err, undo)
+	err = cns.Do(func(ns.NetNS) error { return configureContainerIf(spec.IfName, spec.Addr, spec.Gateway) })
+	if err != nil {
+		undo := deleteLink(cl.HostVeth, "veth")
+		return ContainerLink{}, errors.Join(fmt.Errorf("attach %q in netns %q: %w", spec.IfName, spec.Netns, err), undo)
 	}
 	return cl, nil
 }
@@ -59,31 +81,92 @@ func validateAttach(ifName string, mtu int, addr netip.Prefix, gw netip.Addr) er
 	return nil
 }
 
-// setupContainerSide runs inside the container namespace.
-func setupContainerSide(hostNS ns.NetNS, ifName string, mtu int, addr netip.Prefix, gw netip.Addr) (ContainerLink, error) {
-	_, err := netlinksafe.LinkByName(ifName)
-	if err == nil {
-		return ContainerLink{}, fmt.Errorf("interface %q already exists in the container; the runtime must pass a free name", ifName)
-	}
-	if !isLinkNotFound(err) {
-		return ContainerLink{}, fmt.Errorf("look up %q: %w", ifName, err)
-	}
-	hostIf, contIf, err := ip.SetupVeth(ifName, mtu, "", hostNS)
+// createPair makes the veth pair: the host end up, aliased, a hairpin port
+// of br; the container end, still down, in cns. A host name that happens
+// to be taken is retried with another.
+func createPair(spec ContainerSpec, br netlink.Link, cns ns.NetNS) (ContainerLink, error) {
+	hostMAC, err := randomMAC()
 	if err != nil {
-		return ContainerLink{}, fmt.Errorf("create veth pair: %w", err)
+		return ContainerLink{}, err
 	}
-	if err := configureContainerIf(ifName, addr, gw); err != nil {
-		return ContainerLink{}, errors.Join(err, deleteLink(ifName, "veth"))
+	ctrMAC, err := randomMAC()
+	if err != nil {
+		return ContainerLink{}, err
 	}
-	return ContainerLink{HostVeth: hostIf.Name, HostMAC: hostIf.HardwareAddr, ContainerMAC: contIf.HardwareAddr}, nil
+	for range 5 {
+		name, err := randomVethName()
+		if err != nil {
+			return ContainerLink{}, err
+		}
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name, attrs.MTU, attrs.HardwareAddr = name, spec.MTU, hostMAC
+		attrs.Flags = net.FlagUp
+		attrs.Alias = spec.Owner.Alias()
+		veth := &netlink.Veth{LinkAttrs: attrs, PeerName: spec.IfName, PeerHardwareAddr: ctrMAC,
+			PeerNamespace: netlink.NsFd(int(cns.Fd()))}
+		err = netlink.LinkAdd(veth)
+		if isExist(err) {
+			if taken, lerr := ifExists(cns, spec.IfName); lerr != nil || taken {
+				return ContainerLink{}, errors.Join(&IfExistsError{IfName: spec.IfName}, lerr)
+			}
+			continue // the host name was taken
+		}
+		if err != nil {
+			return ContainerLink{}, fmt.Errorf("create veth pair: %w", err)
+		}
+		if err := enslave(veth, br); err != nil {
+			return ContainerLink{}, errors.Join(err, deleteLink(name, "veth"))
+		}
+		return ContainerLink{HostVeth: name, HostMAC: hostMAC, ContainerMAC: ctrMAC}, nil
+	}
+	return ContainerLink{}, errors.New("create veth pair: no free host veth name after 5 tries")
 }
 
-// configureContainerIf brings the link up before adding the route: the
-// gateway is only reachable once the link's subnet route exists.
+// enslave makes the host veth a port of br with hairpin on. Hairpin lets a
+// frame leave by the port it came in on. Without it a container cannot
+// reach itself through its host's published port: portmap's DNAT (seen at
+// the bridge via br_netfilter) turns the packet back towards the sender's
+// own port, and the bridge drops it.
+func enslave(veth netlink.Link, br netlink.Link) error {
+	name := veth.Attrs().Name
+	if err := netlink.LinkSetMasterByIndex(veth, br.Attrs().Index); err != nil {
+		return fmt.Errorf("attach %q to bridge %q: %w", name, br.Attrs().Name, err)
+	}
+	if err := netlink.LinkSetHairpin(veth, true); err != nil {
+		return fmt.Errorf("enable hairpin on %q: %w", name, err)
+	}
+	// The kernel ignores an alias in the create request; set it now.
+	if err := netlink.LinkSetAlias(veth, veth.Attrs().Alias); err != nil {
+		return fmt.Errorf("set alias of %q: %w", name, err)
+	}
+	return nil
+}
+
+// ifExists reports whether the container namespace has a link named ifName.
+func ifExists(cns ns.NetNS, ifName string) (bool, error) {
+	found := false
+	err := cns.Do(func(ns.NetNS) error {
+		_, err := netlinksafe.LinkByName(ifName)
+		if isLinkNotFound(err) {
+			return nil
+		}
+		found = err == nil
+		return err
+	})
+	return found, err
+}
+
+// configureContainerIf runs inside the container namespace. arp_notify is
+// set before the link comes up, so the kernel announces the address as it
+// does; the link is up before the route is added, because the gateway is
+// only reachable once the link's subnet route exists.
 func configureContainerIf(ifName string, addr netip.Prefix, gw netip.Addr) error {
 	link, err := netlinksafe.LinkByName(ifName)
 	if err != nil {
 		return fmt.Errorf("look up %q: %w", ifName, err)
+	}
+	if err := setSysctl(fmt.Sprintf("net/ipv4/conf/%s/arp_notify", ifName), "1"); err != nil {
+		return err
 	}
 	if err := netlink.AddrAdd(link, &netlink.Addr{IPNet: toIPNet(addr)}); err != nil {
 		return fmt.Errorf("add address %s to %q: %w", addr, ifName, err)
@@ -106,6 +189,16 @@ func configureContainerIf(ifName string, addr netip.Prefix, gw netip.Addr) error
 	return nil
 }
 
+// randomVethName is "veth" and 8 random hex digits, as CNI plugins name
+// host ends.
+func randomVethName() (string, error) {
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generate veth name: %w", err)
+	}
+	return "veth" + hex.EncodeToString(b), nil
+}
+
 func lookupBridge(name string) (netlink.Link, error) {
 	br, err := netlinksafe.LinkByName(name)
 	if isLinkNotFound(err) {
@@ -118,22 +211,4 @@ func lookupBridge(name string) (netlink.Link, error) {
 		return nil, fmt.Errorf("link %q is of type %s, not a bridge", name, br.Type())
 	}
 	return br, nil
-}
-
-func attachHostVeth(veth string, br netlink.Link) error {
-	link, err := netlinksafe.LinkByName(veth)
-	if err != nil {
-		return fmt.Errorf("look up host veth %q: %w", veth, err)
-	}
-	if err := netlink.LinkSetMaster(link, br); err != nil {
-		return fmt.Errorf("attach %q to bridge %q: %w", veth, br.Attrs().Name, err)
-	}
-	// Hairpin lets a frame leave by the port it came in on. Without it a
-	// container cannot reach itself through its host's published port:
-	// portmap's DNAT (seen at the bridge via br_netfilter) turns the packet
-	// back towards the sender's own port, and the bridge drops it.
-	if err := netlink.LinkSetHairpin(link, true); err != nil {
-		return fmt.Errorf("enable hairpin on %q: %w", veth, err)
-	}
-	return nil
 }

@@ -11,11 +11,12 @@ import (
 )
 
 // CheckContainer verifies that the container's interface ifName exists, is
-// up and holds addr, as a CNI CHECK needs.
+// up and holds addr, as a CNI CHECK needs. An interface that is not so is a
+// *MismatchError; a namespace that cannot be opened is a *NetnsError.
 func CheckContainer(netnsPath, ifName string, addr netip.Prefix) error {
 	cns, err := ns.GetNS(netnsPath)
 	if err != nil {
-		return fmt.Errorf("open container netns %q: %w", netnsPath, err)
+		return &NetnsError{Path: netnsPath, Err: err}
 	}
 	defer cns.Close()
 	err = cns.Do(func(ns.NetNS) error { return checkIf(ifName, addr) })
@@ -28,13 +29,13 @@ func CheckContainer(netnsPath, ifName string, addr netip.Prefix) error {
 func checkIf(ifName string, want netip.Prefix) error {
 	link, err := netlinksafe.LinkByName(ifName)
 	if isLinkNotFound(err) {
-		return fmt.Errorf("interface %q does not exist", ifName)
+		return &MismatchError{fmt.Sprintf("interface %q does not exist", ifName)}
 	}
 	if err != nil {
 		return fmt.Errorf("look up %q: %w", ifName, err)
 	}
 	if link.Attrs().Flags&net.FlagUp == 0 {
-		return fmt.Errorf("interface %q is down", ifName)
+		return &MismatchError{fmt.Sprintf("interface %q is down", ifName)}
 	}
 	addrs, err := netlinksafe.AddrList(link, netlink.FAMILY_V4)
 	if err != nil {
@@ -48,5 +49,5 @@ func checkIf(ifName string, want netip.Prefix) error {
 		}
 		have = append(have, p)
 	}
-	return fmt.Errorf("interface %q lacks address %s (has %v)", ifName, want, have)
+	return &MismatchError{fmt.Sprintf("interface %q lacks address %s (has %v)", ifName, want, have)}
 }

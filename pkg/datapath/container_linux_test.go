@@ -35,7 +35,8 @@ func attach(t *testing.T, host, ctr nsNetNS, ifName string) (ContainerLink, erro
 	var cl ContainerLink
 	var err error
 	do(t, host, func() error {
-		cl, err = AttachContainer(ctr.Path(), ifName, "overlay0", 1450, ctrAddr, ctrGW)
+		cl, err = AttachContainer(ContainerSpec{Netns: ctr.Path(), IfName: ifName, Bridge: "overlay0", MTU: 1450, Addr: ctrAddr, Gateway: ctrGW,
+			Owner: VethOwner{Network: "default", ContainerID: "ctr", IfName: ifName}})
 		return nil
 	})
 	return cl, err

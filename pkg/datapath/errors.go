@@ -50,3 +50,33 @@ type ForeignIfError struct {
 func (e *ForeignIfError) Error() string {
 	return fmt.Sprintf("interface %q is not attached to bridge %q: %s", e.IfName, e.Bridge, e.Reason)
 }
+
+// IfExistsError reports that the container already has a link named IfName,
+// so AttachContainer could not create its end there.
+type IfExistsError struct {
+	IfName string
+}
+
+func (e *IfExistsError) Error() string {
+	return fmt.Sprintf("interface %q already exists in the container", e.IfName)
+}
+
+// MismatchError reports a container interface that is not as
+// AttachContainer left it.
+type MismatchError struct {
+	Reason string
+}
+
+func (e *MismatchError) Error() string { return e.Reason }
+
+// NetnsError reports a container network namespace that cannot be opened.
+type NetnsError struct {
+	Path string
+	Err  error
+}
+
+func (e *NetnsError) Error() string {
+	return fmt.Sprintf("open container netns %q: %v", e.Path, e.Err)
+}
+
+func (e *NetnsError) Unwrap() error { return e.Err }

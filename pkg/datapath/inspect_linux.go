@@ -17,6 +17,9 @@ type ExistingAttachment struct {
 	MTU int
 	// Addrs are the container interface's IPv4 addresses.
 	Addrs []netip.Prefix
+	// Disarmed is true for an interface DisarmContainer left: down and
+	// without IPv4 addresses, its pair waiting to be deleted.
+	Disarmed bool
 }
 
 // InspectContainer tells a CNI ADD what the container already has under
@@ -52,6 +55,7 @@ func InspectContainer(netnsPath, ifName, bridge string) (ExistingAttachment, err
 		ContainerLink: ContainerLink{HostVeth: host.Attrs().Name, HostMAC: host.Attrs().HardwareAddr, ContainerMAC: ce.mac},
 		MTU:           ce.mtu,
 		Addrs:         ce.addrs,
+		Disarmed:      !ce.up && len(ce.addrs) == 0,
 	}, nil
 }
 
@@ -61,6 +65,7 @@ type containerEnd struct {
 	index     int
 	peerIndex int
 	mtu       int
+	up        bool
 	mac       net.HardwareAddr
 	addrs     []netip.Prefix
 }
@@ -95,7 +100,7 @@ func readContainerEnd(hostNS ns.NetNS, ifName, bridge string) (containerEnd, err
 	if err != nil {
 		return containerEnd{}, fmt.Errorf("list addresses of %q: %w", ifName, err)
 	}
-	ce := containerEnd{ifName: ifName, index: a.Index, peerIndex: a.ParentIndex, mtu: a.MTU, mac: a.HardwareAddr}
+	ce := containerEnd{ifName: ifName, index: a.Index, peerIndex: a.ParentIndex, mtu: a.MTU, up: a.Flags&net.FlagUp != 0, mac: a.HardwareAddr}
 	for _, ad := range addrs {
 		ce.addrs = append(ce.addrs, fromIPNet(ad.IPNet))
 	}

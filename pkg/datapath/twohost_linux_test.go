@@ -79,7 +79,9 @@ func bringUp(t *testing.T, h, peer simHost) {
 		if _, err := SyncPeers(dev, []Peer{peer.asPeer()}); err != nil {
 			return err
 		}
-		_, err = AttachContainer(h.ctr.Path(), "eth0", "overlay0", mtu, netip.PrefixFrom(h.ctrIP(), h.subnet.Bits()), h.gateway())
+		_, err = AttachContainer(ContainerSpec{Netns: h.ctr.Path(), IfName: "eth0", Bridge: "overlay0", MTU: mtu,
+			Addr: netip.PrefixFrom(h.ctrIP(), h.subnet.Bits()), Gateway: h.gateway(),
+			Owner: VethOwner{Network: "default", ContainerID: "ctr", IfName: "eth0"}})
 		return err
 	})
 }

@@ -50,7 +50,15 @@ func (p plugin) add(args *skel.CmdArgs) error {
 	case errors.As(err, &foreign):
 		return ifNameTaken(args, foreign.Reason)
 	case err != nil:
-		return bridgeError(fmt.Errorf("container %s: %w", args.ContainerID, err))
+		return bridgeError(fmt.Sprintf("inspect container %s", args.ContainerID), err)
+	}
+	if existing.Disarmed {
+		// A DEL's pair whose deletion has not finished (or whose reaper
+		// died): it holds no address, so nothing can be lost by deleting it.
+		if err := datapath.DetachContainer(args.Netns, args.IfName); err != nil {
+			return cnierr.Wrap("remove the interface an earlier DEL left", err)
+		}
+		return p.addNew(conf, args, hf)
 	}
 	return p.addExisting(conf, args, hf, existing)
 }
@@ -76,10 +84,19 @@ func (p plugin) addNew(conf *NetConf, args *skel.CmdArgs, hf hostfile.HostFile) 
 	if err != nil {
 		return err
 	}
-	link, err := datapath.AttachContainer(args.Netns, args.IfName, hf.Bridge, hf.MTU, addr, hf.Gateway)
+	link, err := datapath.AttachContainer(datapath.ContainerSpec{
+		Netns: args.Netns, IfName: args.IfName, Bridge: hf.Bridge, MTU: hf.MTU, Addr: addr, Gateway: hf.Gateway,
+		Owner: datapath.VethOwner{Network: conf.Network, ContainerID: args.ContainerID, IfName: args.IfName},
+	})
+	var exists *datapath.IfExistsError
+	if errors.As(err, &exists) {
+		// Another process made it since InspectContainer: not under our lock,
+		// so not an overlay ADD.
+		return ifNameTaken(args, "it appeared while this ADD ran")
+	}
 	if err != nil {
 		// The bridge may have gone since checkBridge (overlayd teardown).
-		return bridgeError(fmt.Errorf("attach container %s: %w", args.ContainerID, err))
+		return bridgeError(fmt.Sprintf("attach container %s", args.ContainerID), err)
 	}
 	attached = true
 	a := attachment{link: link, ifName: args.IfName, netns: args.Netns, addr: addr, mtu: hf.MTU, host: hf, dns: conf.DNS}
@@ -140,15 +157,16 @@ func attachedAddr(addrs []netip.Prefix, subnet netip.Prefix) (netip.Prefix, erro
 func (p plugin) ipamAdd(conf *NetConf, args *skel.CmdArgs, hf hostfile.HostFile) (netip.Prefix, error) {
 	r, err := ipamFor(conf).Add(args)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("ipam plugin %s: %w", conf.IPAM.Type, err)
+		return netip.Prefix{}, ipamError(conf, err)
 	}
 	res, err := current.NewResultFromResult(r)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("ipam plugin %s: convert result: %w", conf.IPAM.Type, err)
+		return netip.Prefix{}, cnierr.DecodeResult("the result of ipam plugin "+conf.IPAM.Type, err)
 	}
 	addr, err := ipamAddr(res, hf.Subnet)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("ipam plugin %s: %w", conf.IPAM.Type, err)
+		return netip.Prefix{}, cnierr.InvalidConfig("ipam", fmt.Sprintf("ipam plugin %s: %v; configure it to hand out addresses of the subnet in %s, or use overlay-ipam",
+			conf.IPAM.Type, err, conf.hostFilePath()))
 	}
 	return addr, nil
 }
@@ -156,10 +174,10 @@ func (p plugin) ipamAdd(conf *NetConf, args *skel.CmdArgs, hf hostfile.HostFile)
 func (p plugin) printResult(conf *NetConf, a attachment) error {
 	out, err := a.result().GetAsVersion(conf.CNIVersion)
 	if err != nil {
-		return fmt.Errorf("convert result to version %s: %w", conf.CNIVersion, err)
+		return types.NewError(types.ErrIncompatibleCNIVersion, "cannot give the result in cniVersion "+conf.CNIVersion, err.Error())
 	}
 	if err := out.PrintTo(p.stdout); err != nil {
-		return fmt.Errorf("write result: %w", err)
+		return cnierr.IOFailure("cannot write the result", err.Error())
 	}
 	return nil
 }
@@ -240,14 +258,15 @@ func existingIPAMError(conf *NetConf, args *skel.CmdArgs, have netip.Prefix, err
 func checkBridge(hf hostfile.HostFile) error {
 	gw := netip.PrefixFrom(hf.Gateway, hf.Subnet.Bits())
 	if err := datapath.CheckBridge(hf.Bridge, gw); err != nil {
-		return bridgeError(fmt.Errorf("check bridge: %w", err))
+		return bridgeError("check bridge", err)
 	}
 	return nil
 }
 
 // bridgeError gives the bridge states that overlayd resolves on its own
-// code 11, with what to look at if they persist; other errors pass through.
-func bridgeError(err error) error {
+// code 11, with what to look at if they persist; any other failure of
+// what (reading or changing the kernel's state) is code 5.
+func bridgeError(what string, err error) error {
 	var missing *datapath.BridgeMissingError
 	var noGateway *datapath.BridgeGatewayError
 	switch {
@@ -259,5 +278,12 @@ func bridgeError(err error) error {
 			"overlayd has not finished applying a subnet change (the host file and the bridge disagree); "+
 				"retry, and if this persists check overlayd's log (journalctl -u overlayd)")
 	}
-	return err
+	return cnierr.Wrap(what, err)
+}
+
+// ipamError keeps the code an IPAM failure carries (11 when its store is
+// busy, 7 for its config, …) and says which plugin failed; an error
+// without a code (the plugin could not be run) is 5.
+func ipamError(conf *NetConf, err error) error {
+	return cnierr.Wrap("ipam plugin "+conf.IPAM.Type, err)
 }

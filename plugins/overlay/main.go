@@ -1,10 +1,10 @@
 // Command overlay is the CNI plugin of overlay: it connects a container to
 // this host's overlay bridge with a veth pair and gives it an address from
-// the IPAM plugin (normally overlay-ipam) with a default route via the
-// bridge. It learns the bridge, gateway and MTU from the host file overlayd
-// writes (pkg/hostfile) and never talks to etcd or to the daemon, so
-// containers start and stop while overlayd restarts. Kernel work is done by
-// pkg/datapath.
+// IPAM (overlay-ipam in this process, or the IPAM plugin the conflist
+// names) with a default route via the bridge. It learns the bridge, gateway
+// and MTU from the host file overlayd writes (pkg/hostfile) and never talks
+// to etcd or to the daemon, so containers start and stop while overlayd
+// restarts. Kernel work is done by pkg/datapath.
 package main
 
 import (
@@ -22,6 +22,9 @@ func init() {
 }
 
 func main() {
+	if spec, ok := os.LookupEnv(reapEnv); ok {
+		os.Exit(reapVeth(spec))
+	}
 	p := plugin{stdout: os.Stdout, stderr: os.Stderr}
 	skel.PluginMainFuncs(skel.CNIFuncs{
 		Add:    p.add,

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"github.com/overlaynet/overlay/ipam/ipamplugin"
 	"github.com/overlaynet/overlay/pkg/cnierr"
 	"github.com/overlaynet/overlay/pkg/datapath"
 	"github.com/overlaynet/overlay/pkg/hostfile"
@@ -23,15 +26,17 @@ type plugin struct {
 	stderr io.Writer
 }
 
-// del removes the container's interface, then releases its address. The
-// order matters: releasing first would let a concurrent ADD receive an
-// address the old interface still holds. If detaching fails the address
-// stays reserved and the error asks the runtime to retry DEL. A missing
-// netns (or none given) counts as detached, so DEL still releases the
-// address after the container is gone. While the netns exists DEL holds its
-// lock, so a DEL sent while an ADD still runs (a runtime giving up on a
-// slow ADD) waits for it instead of releasing an address the ADD is about
-// to put on an interface. DEL never reads the host file, so it works
+// del takes the container's address off its interface, releases it, and
+// has the veth pair deleted. The order matters: releasing first would let a
+// concurrent ADD receive an address the old interface still holds. If the
+// interface cannot be disarmed the address stays reserved and the error
+// asks the runtime to retry DEL. A missing netns (or none given) counts as
+// detached, so DEL still releases the address after the container is gone.
+// While the netns exists DEL holds its lock, so a DEL sent while an ADD
+// still runs (a runtime giving up on a slow ADD) waits for it instead of
+// releasing an address the ADD is about to put on an interface. The veth
+// pair's deletion, which the kernel makes slow, finishes after DEL answers
+// (see deleteVethDetached). DEL never reads the host file, so it works
 // without one and on an edge host.
 func (p plugin) del(args *skel.CmdArgs) error {
 	conf, err := loadNetConf(args.StdinData)
@@ -40,20 +45,27 @@ func (p plugin) del(args *skel.CmdArgs) error {
 	}
 	if args.Netns != "" {
 		// A netns that cannot be opened has nothing left to race over;
-		// DetachContainer tells gone from broken.
+		// DisarmContainer tells gone from broken.
 		if n, err := ns.GetNS(args.Netns); err == nil {
 			defer n.Close() // drops the lock
 			if err := lockNetns(n, args.Netns, netnsLockTimeout); err != nil {
 				return err
 			}
 		}
-		if err := datapath.DetachContainer(args.Netns, args.IfName); err != nil {
-			return fmt.Errorf("detach container %s interface %s (its address stays reserved until DEL succeeds): %w",
-				args.ContainerID, args.IfName, err)
-		}
+	}
+	veth, err := datapath.DisarmContainer(args.Netns, args.IfName)
+	if err != nil {
+		return cnierr.IOFailure(fmt.Sprintf("cannot remove container %s's interface %s", args.ContainerID, args.IfName),
+			fmt.Sprintf("%v; its address stays reserved until DEL succeeds: retry DEL", err))
 	}
 	if err := ipamFor(conf).Del(args); err != nil {
-		return fmt.Errorf("ipam plugin %s: %w", conf.IPAM.Type, err)
+		return ipamError(conf, err)
+	}
+	if veth.Index != 0 {
+		if err := deleteVethDetached(veth); err != nil {
+			// The address is off the interface and released; GC removes the pair.
+			p.logf(args, "delete veth pair %s: %v", veth.Name, err)
+		}
 	}
 	return nil
 }
@@ -78,10 +90,10 @@ func (p plugin) check(args *skel.CmdArgs) error {
 		return cnierr.InvalidConfig("prevResult", err.Error())
 	}
 	if err := datapath.CheckContainer(args.Netns, args.IfName, addr); err != nil {
-		return fmt.Errorf("check container %s: %w", args.ContainerID, err)
+		return checkError(args, err)
 	}
 	if err := ipamFor(conf).Check(args); err != nil {
-		return fmt.Errorf("ipam plugin %s: %w", conf.IPAM.Type, err)
+		return ipamError(conf, err)
 	}
 	return nil
 }
@@ -105,23 +117,45 @@ func (p plugin) status(args *skel.CmdArgs) error {
 		return cnierr.NotReady(ready, err)
 	}
 	if err := ipamFor(conf).Status(args); err != nil {
-		return fmt.Errorf("ipam plugin %s: %w", conf.IPAM.Type, err)
+		return ipamError(conf, err)
 	}
 	return nil
 }
 
-// gc forwards to IPAM, which releases addresses of attachments the runtime
-// no longer lists. The plugin itself owns nothing to collect: a host veth
-// disappears with its container's namespace.
+// gc removes what belongs to attachments the runtime no longer lists:
+// first the host veths of this network's attachments (their alias names
+// the attachment; a netns still held open keeps its veth otherwise), then,
+// through IPAM, their addresses. It goes on past every failure and reports
+// them all. An attachment whose veth could not be deleted keeps its
+// address: the interface may still hold it.
 func (p plugin) gc(args *skel.CmdArgs) error {
 	conf, err := loadNetConf(args.StdinData)
 	if err != nil {
 		return err
 	}
-	if err := ipamFor(conf).GC(args); err != nil {
-		return fmt.Errorf("ipam plugin %s: %w", conf.IPAM.Type, err)
+	valid, err := validAttachments(args.StdinData)
+	if err != nil {
+		return err
 	}
-	return nil
+	keep := make(map[string]bool, len(valid))
+	for _, a := range valid {
+		keep[datapath.VethOwner{Network: conf.Network, ContainerID: a.ContainerID, IfName: a.IfName}.Alias()] = true
+	}
+	failed, vethErr := datapath.RemoveStrayVeths(conf.Network, func(alias string) bool { return keep[alias] })
+	if vethErr != nil {
+		vethErr = cnierr.IOFailure("GC could not remove every stray veth", vethErr.Error()+"; their addresses stay reserved; run GC again")
+	}
+	stdin, err := keepAttachments(args.StdinData, failed)
+	if err != nil {
+		return errors.Join(vethErr, err)
+	}
+	gcArgs := *args
+	gcArgs.StdinData = stdin
+	var ipamErr error
+	if err := ipamFor(conf).GC(&gcArgs); err != nil {
+		ipamErr = ipamError(conf, err)
+	}
+	return errors.Join(vethErr, ipamErr)
 }
 
 // readHostFile reads this host's view of the network. Failures carry code
@@ -149,4 +183,49 @@ func prevResult(conf *NetConf) (*current.Result, error) {
 		return nil, cnierr.InvalidConfig("prevResult", err.Error())
 	}
 	return res, nil
+}
+
+// checkError gives CHECK's failures their codes: 4 for a netns that cannot
+// be opened, 100 for an interface that is not as ADD left it, 5 for a
+// failure to read the kernel's state.
+func checkError(args *skel.CmdArgs, err error) error {
+	var netnsErr *datapath.NetnsError
+	var mismatch *datapath.MismatchError
+	switch {
+	case errors.As(err, &netnsErr):
+		return cnierr.BadArgs("CNI_NETNS", fmt.Sprintf("%v; the runtime must pass the path of the container's network namespace", netnsErr))
+	case errors.As(err, &mismatch):
+		return cnierr.AttachmentChanged(fmt.Sprintf("container %s: %s", args.ContainerID, mismatch.Reason))
+	}
+	return cnierr.Wrap("check container "+args.ContainerID, err)
+}
+
+// validAttachments is the runtime's list of attachments GC must keep, as
+// overlay-ipam reads it (a request without one is refused).
+func validAttachments(stdin []byte) ([]types.GCAttachment, error) {
+	return ipamplugin.ValidAttachments(stdin)
+}
+
+// keepAttachments adds the attachments named by the veth aliases failed to
+// the config's valid attachments, so IPAM keeps their addresses.
+func keepAttachments(stdin []byte, failed []string) ([]byte, error) {
+	if len(failed) == 0 {
+		return stdin, nil
+	}
+	var conf map[string]any
+	if err := json.Unmarshal(stdin, &conf); err != nil {
+		return nil, cnierr.Decode(err)
+	}
+	list, ok := conf["cni.dev/valid-attachments"].([]any)
+	if !ok {
+		list, _ = conf["cni.dev/attachments"].([]any)
+	}
+	for _, alias := range failed {
+		if o, ok := datapath.ParseVethAlias(alias); ok {
+			list = append(list, map[string]any{"containerID": o.ContainerID, "ifname": o.IfName})
+		}
+	}
+	conf["cni.dev/valid-attachments"] = list
+	delete(conf, "cni.dev/attachments")
+	return json.Marshal(conf)
 }
