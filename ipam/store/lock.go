@@ -45,7 +45,12 @@ func (s *Store) lock() (unlock func(), err error) {
 		if err == nil {
 			// Closing the descriptor drops the lock; nothing was written
 			// through it, so a close error carries no information.
-			return func() { _ = f.Close() }, nil
+			unlock := func() { _ = f.Close() }
+			if err := s.forgetEarlierBoot(); err != nil {
+				unlock()
+				return nil, err
+			}
+			return unlock, nil
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
 			_ = f.Close()

@@ -2,6 +2,7 @@
 // directory per network, shared by every plugin process on the host:
 //
 //	DATADIR/NETWORK/lock              flock held for a whole transaction
+//	DATADIR/NETWORK/boot_id           the boot the reservations were made in
 //	DATADIR/NETWORK/last_reserved     the address handed out last (a hint)
 //	DATADIR/NETWORK/ips/10.244.3.7    {"containerID":…,"ifName":…}
 //	DATADIR/NETWORK/attachments/HASH  {"containerID":…,"ifName":…,"ip":…}
@@ -12,15 +13,25 @@
 // find the address in O(1) instead of reading every IP file; it is trusted
 // only when the IP file it points at names the same attachment.
 //
-// IP and index files are replaced atomically (pkg/atomicfile; last_reserved,
-// a mere hint, is not), and the order of writes makes a crash at any point
-// harmless:
+// IP and index files are replaced atomically (atomicfile.Replace;
+// last_reserved, a mere hint, is written in place), and the order of writes
+// makes a killed plugin process harmless at any point:
 //
-//   - Reserve writes last_reserved, then the index, then the IP file. A crash
+//   - Reserve writes last_reserved, then the index, then the IP file. A kill
 //     before the IP file leaves an index pointing at an address nobody holds,
 //     which readers ignore: nothing is leaked and nothing handed out twice.
-//   - Release removes the IP file (and fsyncs its directory), then the
-//     index. A crash in between leaves the same harmless dangling index.
+//   - Release removes the IP file, then the index. A kill in between leaves
+//     the same harmless dangling index.
+//
+// Nothing is fsynced. What a process wrote before it was killed is in the
+// page cache and stays; only a machine crash or power loss can lose or tear
+// recent writes, and that same crash ends every container of the machine,
+// so every reservation made before it is worthless. The store therefore
+// records the kernel's boot ID and, on its first use in a later boot,
+// drops all reservations of the earlier one, whatever state the crash left
+// them in. (A store that has no boot ID yet, written by an older version,
+// is adopted as this boot's.) Within one boot, reservations of containers
+// the runtime lost track of (no DEL ever came) are what CNI GC releases.
 //
 // An IP file without an index cannot arise from these sequences (only from
 // outside interference); it still blocks the address, because handing it out
@@ -49,6 +60,7 @@ import (
 
 const (
 	lockFile         = "lock"
+	bootIDFile       = "boot_id"
 	lastReservedFile = "last_reserved"
 	ipsDir           = "ips"
 	attachmentsDir   = "attachments"
@@ -91,7 +103,13 @@ type Store struct {
 	dir string
 	// LockTimeout bounds the wait for the lock; zero means DefaultLockTimeout.
 	LockTimeout time.Duration
+	// BootIDPath is where the current boot's ID is read; empty means the
+	// kernel's (DefaultBootIDPath).
+	BootIDPath string
 }
+
+// DefaultBootIDPath is the kernel's random ID of the current boot.
+const DefaultBootIDPath = "/proc/sys/kernel/random/boot_id"
 
 // New opens (creating if needed) the store of network under dataDir.
 func New(dataDir, network string) (*Store, error) {
@@ -164,9 +182,8 @@ func (s *Store) Reserve(a Attachment, r allocator.Range) (Reservation, error) {
 // writeReservation writes the files of a new reservation in crash-safe order
 // (see the package comment).
 func (s *Store) writeReservation(a Attachment, ip netip.Addr) error {
-	// last_reserved only steers the round-robin, and a torn or lost write
-	// reads as "no hint" (see lastReserved), so it skips the two fsyncs an
-	// atomic replace costs on every ADD.
+	// last_reserved only steers the round-robin, and a torn write reads as
+	// "no hint" (see lastReserved), so it is written in place.
 	if err := os.WriteFile(s.path(lastReservedFile), []byte(ip.String()+"\n"), 0o644); err != nil {
 		return fmt.Errorf("record last reserved address: %w", err)
 	}
@@ -200,7 +217,7 @@ func (s *Store) releaseLocked(a Attachment) error {
 	}
 	// A dangling index must not remove an address someone else now holds.
 	if owner, err := s.readIP(idx.IP); err == nil && owner == a {
-		if err := removeDurably(s.ipPath(idx.IP)); err != nil {
+		if err := removeIfExists(s.ipPath(idx.IP)); err != nil {
 			return fmt.Errorf("release %s of %s: %w", idx.IP, a, err)
 		}
 	}
@@ -291,7 +308,7 @@ func (s *Store) GC(keep func(Attachment) bool) error {
 		if keep(al.Attachment) {
 			continue
 		}
-		if err := removeDurably(s.ipPath(al.IP)); err != nil {
+		if err := removeIfExists(s.ipPath(al.IP)); err != nil {
 			errs = append(errs, fmt.Errorf("gc %s of %s: %w", al.IP, al.Attachment, err))
 		}
 	}
@@ -405,7 +422,7 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", path, err)
 	}
-	return atomicfile.WriteFile(path, append(data, '\n'), 0o644)
+	return atomicfile.Replace(path, append(data, '\n'), 0o644)
 }
 
 func readJSON(path string, v any) error {
@@ -415,24 +432,6 @@ func readJSON(path string, v any) error {
 	}
 	if err := json.Unmarshal(data, v); err != nil {
 		return fmt.Errorf("parse %s: %w", path, err)
-	}
-	return nil
-}
-
-// removeDurably removes path and fsyncs its directory, so the removal is on
-// disk before anything that must follow it (the index removal): otherwise a
-// crash could keep the IP file and lose its index.
-func removeDurably(path string) error {
-	if err := removeIfExists(path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", filepath.Dir(path), err)
 	}
 	return nil
 }

@@ -332,3 +332,57 @@ func TestRejectsEmptyAttachment(t *testing.T) {
 		}
 	}
 }
+
+// A reboot ends every container, so the first use of the store in a new
+// boot drops what the old boot reserved; within a boot nothing is dropped,
+// and a store without a boot ID (written before they were kept) is adopted.
+func TestEarlierBootIsForgotten(t *testing.T) {
+	dir := t.TempDir()
+	bootID := filepath.Join(t.TempDir(), "boot_id")
+	setBoot := func(id string) {
+		if err := os.WriteFile(bootID, []byte(id+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	open := func() *Store {
+		s, err := New(dir, "default")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.BootIDPath = bootID
+		return s
+	}
+	r := newRange(t, "10.244.7.0/24", "10.244.7.1")
+	a, b := Attachment{ContainerID: "a", IfName: "eth0"}, Attachment{ContainerID: "b", IfName: "eth0"}
+
+	// Written before boot IDs were kept: no boot_id file at all.
+	old := open()
+	old.BootIDPath = filepath.Join(t.TempDir(), "missing")
+	if _, err := old.Reserve(a, r); err != nil {
+		t.Fatal(err)
+	}
+	setBoot("boot-1")
+	s := open()
+	if ip, err := s.Lookup(a); err != nil {
+		t.Fatalf("the reservation of a store without a boot ID was dropped: %v", err)
+	} else if _, err := s.Reserve(b, r); err != nil {
+		t.Fatal(err)
+	} else if allocs, _ := s.List(); len(allocs) != 2 {
+		t.Fatalf("same boot: %v, want a (%s) and b", allocs, ip)
+	}
+
+	setBoot("boot-2")
+	allocs, err := open().List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(allocs) != 0 {
+		t.Errorf("after a reboot the store still holds %v", allocs)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "default", "attachments")); err != nil {
+		t.Errorf("attachments dir after dropping: %v", err)
+	}
+	if _, err := open().Reserve(a, r); err != nil {
+		t.Errorf("reserve after a reboot: %v", err)
+	}
+}

@@ -1,5 +1,6 @@
 // Package atomicfile replaces files so that readers see either the old
-// content or the new, never a torn write, even across a crash.
+// content or the new, never a torn write: WriteFile even across a machine
+// crash, Replace across a crash of the writing process only.
 package atomicfile
 
 import (
@@ -11,6 +12,20 @@ import (
 // WriteFile writes data to a temp file beside path, fsyncs it, renames
 // it over path and fsyncs the directory so the rename survives a crash.
 func WriteFile(path string, data []byte, perm os.FileMode) error {
+	return write(path, data, perm, true)
+}
+
+// Replace is WriteFile without the fsyncs: a writer killed at any point
+// leaves the old file or the new one (and maybe a temp file), because the
+// page cache keeps what a process wrote whatever becomes of the process;
+// only a machine crash or power loss can lose or tear the write. It is for
+// state that such a crash makes worthless anyway, where two fsyncs per
+// write would cost more than all the rest of the work.
+func Replace(path string, data []byte, perm os.FileMode) error {
+	return write(path, data, perm, false)
+}
+
+func write(path string, data []byte, perm os.FileMode, durable bool) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create directory %s: %w", dir, err)
@@ -28,15 +43,20 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 		tmp.Close()
 		return fmt.Errorf("chmod %s: %w", tmp.Name(), err)
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("fsync %s: %w", tmp.Name(), err)
+	if durable {
+		if err := tmp.Sync(); err != nil {
+			tmp.Close()
+			return fmt.Errorf("fsync %s: %w", tmp.Name(), err)
+		}
 	}
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", tmp.Name(), err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("rename %s to %s: %w", tmp.Name(), path, err)
+	}
+	if !durable {
+		return nil
 	}
 	d, err := os.Open(dir)
 	if err != nil {

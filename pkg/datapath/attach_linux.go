@@ -1,12 +1,11 @@
 package datapath
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -30,18 +29,21 @@ type ContainerSpec struct {
 
 // AttachContainer wires a container into the bridge: a veth pair with MTU
 // spec.MTU, the container end named spec.IfName holding spec.Addr with a
-// default route via spec.Gateway, the host end (named "veth" + 8 hex
-// digits) an up port of the bridge in hairpin mode. The calling thread must
-// be in the host namespace.
+// default route via spec.Gateway, the host end (named by
+// VethOwner.HostVethName, aliased with VethOwner.Alias) an up port of the
+// bridge in hairpin mode. The calling thread must be in the host namespace.
 //
 // Both ends get their MACs from here, so no link has to be read back for
 // the result, and a udev MACAddressPolicy cannot change them under us. The
-// pair is made by one request from the host namespace, the host end already
-// up and enslaved before the container end comes up: the gratuitous ARP the
-// kernel sends then (arp_notify) reaches the bridge, so a reused address
-// does not meet the previous container's MAC in a neighbour cache. A name
-// already taken in the container is a *IfExistsError. On failure nothing
-// is left behind: once the pair exists, any later error deletes it.
+// steps are ordered so that an ADD killed between any two leaves either
+// nothing or a pair whose container end has no address (see
+// ExistingAttachment.Disarmed), which the next ADD or GC can delete without
+// losing an address: the alias comes right after the pair, the port joins
+// the bridge before the container gets its address. The container then
+// announces its address (gratuitous ARP), so a reused address does not meet
+// the previous container's MAC in the host's or a neighbour's ARP cache. A
+// name already taken in the container is a *IfExistsError. On failure
+// nothing is left behind: once the pair exists, any later error deletes it.
 func AttachContainer(spec ContainerSpec) (ContainerLink, error) {
 	if err := validateAttach(spec.IfName, spec.MTU, spec.Addr, spec.Gateway); err != nil {
 		return ContainerLink{}, err
@@ -55,16 +57,86 @@ func AttachContainer(spec ContainerSpec) (ContainerLink, error) {
 		return ContainerLink{}, fmt.Errorf("open container netns %q: %w", spec.Netns, err)
 	}
 	defer cns.Close()
-	cl, err := createPair(spec, br, cns)
+	cl, host, err := createPair(spec, cns)
 	if err != nil {
 		return ContainerLink{}, fmt.Errorf("attach %q in netns %q: %w", spec.IfName, spec.Netns, err)
 	}
-	err = cns.Do(func(ns.NetNS) error { return configureContainerIf(spec.IfName, spec.Addr, spec.Gateway) })
-	if err != nil {
+	if err := wire(spec, cns, host, br); err != nil {
 		undo := deleteLink(cl.HostVeth, "veth")
 		return ContainerLink{}, errors.Join(fmt.Errorf("attach %q in netns %q: %w", spec.IfName, spec.Netns, err), undo)
 	}
 	return cl, nil
+}
+
+// wire takes a new pair from createPair to a working attachment. The
+// container end comes up first, so that the host end is operationally up
+// by the time it joins the bridge: the kernel then makes it a forwarding
+// port at once, instead of later from its link watcher, and the
+// announcement sent last cannot be dropped by a port still disabled.
+func wire(spec ContainerSpec, cns ns.NetNS, host, br netlink.Link) error {
+	var ctr netlink.Link
+	err := cns.Do(func(ns.NetNS) error {
+		var err error
+		ctr, err = netlinksafe.LinkByName(spec.IfName)
+		if err != nil {
+			return fmt.Errorf("look up %q: %w", spec.IfName, err)
+		}
+		if err := netlink.LinkSetUp(ctr); err != nil {
+			return fmt.Errorf("set %q up: %w", spec.IfName, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	waitOperUp(host)
+	if err := enslave(host, br); err != nil {
+		return err
+	}
+	return cns.Do(func(ns.NetNS) error {
+		if err := configureContainerIf(ctr, spec.Addr, spec.Gateway); err != nil {
+			return err
+		}
+		return announce(ctr)
+	})
+}
+
+// announce has the kernel broadcast a gratuitous ARP for the container's
+// address from its interface, so every neighbour that has the address
+// cached (the host, other containers on the bridge) updates it to this
+// MAC. With arp_notify on, the kernel announces when a link comes up or
+// its MAC is set; setting the MAC it already has is the trigger here,
+// once the port forwards (see wire). Sending the ARP from a packet socket
+// of our own would cost more than the whole ADD: closing one waits for an
+// RCU grace period.
+func announce(link netlink.Link) error {
+	name := link.Attrs().Name
+	if err := setSysctl(fmt.Sprintf("net/ipv4/conf/%s/arp_notify", name), "1"); err != nil {
+		return err
+	}
+	if err := netlink.LinkSetHardwareAddr(link, link.Attrs().HardwareAddr); err != nil {
+		return fmt.Errorf("announce the address of %q: %w", name, err)
+	}
+	return nil
+}
+
+// operUpWait bounds waitOperUp; the link watcher normally takes
+// microseconds, and an ADD should not wait long for an announcement.
+const operUpWait = 50 * time.Millisecond
+
+// waitOperUp waits until the kernel's link watcher has seen the host end's
+// carrier (its operational state is up). Past the bound it returns anyway:
+// the port then starts forwarding a moment later, and only the
+// announcement may be lost.
+func waitOperUp(host netlink.Link) {
+	deadline := time.Now().Add(operUpWait)
+	for pause := 50 * time.Microsecond; time.Now().Before(deadline); pause = min(2*pause, 10*time.Millisecond) {
+		l, err := netlink.LinkByIndex(host.Attrs().Index)
+		if err != nil || l.Attrs().OperState == netlink.OperUp {
+			return
+		}
+		time.Sleep(pause)
+	}
 }
 
 func validateAttach(ifName string, mtu int, addr netip.Prefix, gw netip.Addr) error {
@@ -81,45 +153,42 @@ func validateAttach(ifName string, mtu int, addr netip.Prefix, gw netip.Addr) er
 	return nil
 }
 
-// createPair makes the veth pair: the host end up, aliased, a hairpin port
-// of br; the container end, still down, in cns. A host name that happens
-// to be taken is retried with another.
-func createPair(spec ContainerSpec, br netlink.Link, cns ns.NetNS) (ContainerLink, error) {
+// createPair makes the veth pair, the host end up and aliased, the
+// container end, still down, in cns. The host end's name comes from the
+// attachment (VethOwner.HostVethName); a name that is taken (a pair of the
+// same attachment in another namespace) moves on to the next. The alias
+// follows at once: the kernel ignores one in the create request.
+func createPair(spec ContainerSpec, cns ns.NetNS) (ContainerLink, netlink.Link, error) {
 	hostMAC, err := randomMAC()
 	if err != nil {
-		return ContainerLink{}, err
+		return ContainerLink{}, nil, err
 	}
 	ctrMAC, err := randomMAC()
 	if err != nil {
-		return ContainerLink{}, err
+		return ContainerLink{}, nil, err
 	}
-	for range 5 {
-		name, err := randomVethName()
-		if err != nil {
-			return ContainerLink{}, err
-		}
+	for try := range hostVethTries {
 		attrs := netlink.NewLinkAttrs()
-		attrs.Name, attrs.MTU, attrs.HardwareAddr = name, spec.MTU, hostMAC
+		attrs.Name, attrs.MTU, attrs.HardwareAddr = spec.Owner.HostVethName(try), spec.MTU, hostMAC
 		attrs.Flags = net.FlagUp
-		attrs.Alias = spec.Owner.Alias()
 		veth := &netlink.Veth{LinkAttrs: attrs, PeerName: spec.IfName, PeerHardwareAddr: ctrMAC,
 			PeerNamespace: netlink.NsFd(int(cns.Fd()))}
-		err = netlink.LinkAdd(veth)
+		err = netlink.LinkAdd(veth) // fills in the index
 		if isExist(err) {
 			if taken, lerr := ifExists(cns, spec.IfName); lerr != nil || taken {
-				return ContainerLink{}, errors.Join(&IfExistsError{IfName: spec.IfName}, lerr)
+				return ContainerLink{}, nil, errors.Join(&IfExistsError{IfName: spec.IfName}, lerr)
 			}
-			continue // the host name was taken
+			continue
 		}
 		if err != nil {
-			return ContainerLink{}, fmt.Errorf("create veth pair: %w", err)
+			return ContainerLink{}, nil, fmt.Errorf("create veth pair: %w", err)
 		}
-		if err := enslave(veth, br); err != nil {
-			return ContainerLink{}, errors.Join(err, deleteLink(name, "veth"))
+		if err := netlink.LinkSetAlias(veth, spec.Owner.Alias()); err != nil {
+			return ContainerLink{}, nil, errors.Join(fmt.Errorf("set alias of %q: %w", attrs.Name, err), deleteLink(attrs.Name, "veth"))
 		}
-		return ContainerLink{HostVeth: name, HostMAC: hostMAC, ContainerMAC: ctrMAC}, nil
+		return ContainerLink{HostVeth: attrs.Name, HostMAC: hostMAC, ContainerMAC: ctrMAC}, veth, nil
 	}
-	return ContainerLink{}, errors.New("create veth pair: no free host veth name after 5 tries")
+	return ContainerLink{}, nil, fmt.Errorf("create veth pair: all %d host veth names of attachment %s/%s are taken", hostVethTries, spec.Owner.ContainerID, spec.IfName)
 }
 
 // enslave makes the host veth a port of br with hairpin on. Hairpin lets a
@@ -134,10 +203,6 @@ func enslave(veth netlink.Link, br netlink.Link) error {
 	}
 	if err := netlink.LinkSetHairpin(veth, true); err != nil {
 		return fmt.Errorf("enable hairpin on %q: %w", name, err)
-	}
-	// The kernel ignores an alias in the create request; set it now.
-	if err := netlink.LinkSetAlias(veth, veth.Attrs().Alias); err != nil {
-		return fmt.Errorf("set alias of %q: %w", name, err)
 	}
 	return nil
 }
@@ -156,25 +221,15 @@ func ifExists(cns ns.NetNS, ifName string) (bool, error) {
 	return found, err
 }
 
-// configureContainerIf runs inside the container namespace. arp_notify is
-// set before the link comes up, so the kernel announces the address as it
-// does; the link is up before the route is added, because the gateway is
-// only reachable once the link's subnet route exists.
-func configureContainerIf(ifName string, addr netip.Prefix, gw netip.Addr) error {
-	link, err := netlinksafe.LinkByName(ifName)
-	if err != nil {
-		return fmt.Errorf("look up %q: %w", ifName, err)
-	}
-	if err := setSysctl(fmt.Sprintf("net/ipv4/conf/%s/arp_notify", ifName), "1"); err != nil {
-		return err
-	}
+// configureContainerIf runs inside the container namespace, on a link
+// that is up: the gateway is reachable once the address's subnet route
+// exists.
+func configureContainerIf(link netlink.Link, addr netip.Prefix, gw netip.Addr) error {
+	ifName := link.Attrs().Name
 	if err := netlink.AddrAdd(link, &netlink.Addr{IPNet: toIPNet(addr)}); err != nil {
 		return fmt.Errorf("add address %s to %q: %w", addr, ifName, err)
 	}
-	if err := netlink.LinkSetUp(link); err != nil {
-		return fmt.Errorf("set %q up: %w", ifName, err)
-	}
-	err = netlink.RouteAdd(&netlink.Route{
+	err := netlink.RouteAdd(&netlink.Route{
 		LinkIndex: link.Attrs().Index,
 		Dst:       toIPNet(netip.PrefixFrom(netip.IPv4Unspecified(), 0)),
 		Gw:        toIP(gw),
@@ -187,16 +242,6 @@ func configureContainerIf(ifName string, addr netip.Prefix, gw netip.Addr) error
 		return fmt.Errorf("add default route via %s dev %q: %w", gw, ifName, err)
 	}
 	return nil
-}
-
-// randomVethName is "veth" and 8 random hex digits, as CNI plugins name
-// host ends.
-func randomVethName() (string, error) {
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("generate veth name: %w", err)
-	}
-	return "veth" + hex.EncodeToString(b), nil
 }
 
 func lookupBridge(name string) (netlink.Link, error) {

@@ -101,8 +101,12 @@ func TestAttachContainer(t *testing.T) {
 		return err
 	})
 
-	if !regexp.MustCompile(`^veth[0-9a-f]{8}$`).MatchString(cl.HostVeth) {
-		t.Errorf("host veth name %q, want veth + 8 hex digits", cl.HostVeth)
+	owner := VethOwner{Network: "default", ContainerID: "ctr", IfName: "eth0"}
+	if !regexp.MustCompile(`^ovl[0-9a-f]{12}$`).MatchString(cl.HostVeth) || cl.HostVeth != owner.HostVethName(0) {
+		t.Errorf("host veth name %q, want %q (ovl + 12 hex digits of the attachment)", cl.HostVeth, owner.HostVethName(0))
+	}
+	if hostEnd.Attrs().Alias != "overlay:default:ctr:eth0" {
+		t.Errorf("host veth alias %q, want overlay:default:ctr:eth0", hostEnd.Attrs().Alias)
 	}
 	if !inside.up || inside.mtu != 1450 || !bytes.Equal(inside.mac, cl.ContainerMAC) {
 		t.Errorf("container eth0: %+v, want up, MTU 1450, MAC %s", inside, cl.ContainerMAC)
@@ -236,7 +240,10 @@ func TestInspectContainer(t *testing.T) {
 	inspect := func(ifName, bridge string) (ExistingAttachment, error) {
 		var ex ExistingAttachment
 		var err error
-		do(t, host, func() error { ex, err = InspectContainer(ctr.Path(), ifName, bridge); return nil })
+		do(t, host, func() error {
+			ex, err = InspectContainer(ctr.Path(), ifName, bridge, VethOwner{Network: "default", ContainerID: "ctr", IfName: ifName})
+			return nil
+		})
 		return ex, err
 	}
 

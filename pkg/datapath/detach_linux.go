@@ -134,11 +134,25 @@ func DeleteHostVeth(v HostVeth) error {
 	return nil
 }
 
-// RemoveStrayVeths deletes every host veth of network (by its VethOwner
-// alias) whose attachment keep rejects, and returns the owners' aliases it
+// RemoveStrayVeths deletes every host veth of network whose attachment is
+// not in valid: one its alias names (see VethOwner.Alias), or one without
+// an alias but with a name HostVethName gives (an ADD died before it set
+// the alias; such a veth is off the bridge and holds no address) that is
+// not a valid attachment's. It returns the owners of the aliased veths it
 // could not delete with the joined errors. It reads the host's whole link
 // table, which only GC does.
-func RemoveStrayVeths(network string, keep func(alias string) bool) (failed []string, err error) {
+//
+// An unaliased veth cannot tell which network it is of: one that another
+// network's ADD is creating at this very moment is deleted too, and that
+// ADD fails and is retried by the runtime.
+func RemoveStrayVeths(network string, valid []VethOwner) (failed []VethOwner, err error) {
+	keep := make(map[string]bool, len(valid)*(hostVethTries+1))
+	for _, o := range valid {
+		keep[o.Alias()] = true
+		for _, n := range o.hostVethNames() {
+			keep[n] = true
+		}
+	}
 	links, err := netlinksafe.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
@@ -146,11 +160,15 @@ func RemoveStrayVeths(network string, keep func(alias string) bool) (failed []st
 	var errs []error
 	for _, l := range links {
 		a := l.Attrs()
-		if l.Type() != "veth" || !ownedBy(a.Alias, network) || keep(a.Alias) {
+		stray := ownedBy(a.Alias, network) && !keep[a.Alias] ||
+			a.Alias == "" && a.MasterIndex == 0 && isHostVethName(a.Name) && !keep[a.Name]
+		if l.Type() != "veth" || !stray {
 			continue
 		}
 		if err := netlink.LinkDel(l); err != nil && !isAbsent(err) {
-			failed = append(failed, a.Alias)
+			if o, ok := ParseVethAlias(a.Alias); ok {
+				failed = append(failed, o)
+			}
 			errs = append(errs, fmt.Errorf("delete stray veth %s (%s): %w", a.Name, a.Alias, err))
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -17,8 +18,9 @@ type ExistingAttachment struct {
 	MTU int
 	// Addrs are the container interface's IPv4 addresses.
 	Addrs []netip.Prefix
-	// Disarmed is true for an interface DisarmContainer left: down and
-	// without IPv4 addresses, its pair waiting to be deleted.
+	// Disarmed is true for an interface without IPv4 addresses, which
+	// DisarmContainer or an ADD that died half-way left: deleting it loses
+	// nothing.
 	Disarmed bool
 }
 
@@ -26,10 +28,11 @@ type ExistingAttachment struct {
 // ifName, changing nothing: ErrNoContainerIf when there is no such
 // interface; a *ForeignIfError when there is one but it is not one end of a
 // veth pair whose other end is a port of bridge in the calling thread's
-// namespace (the host's); otherwise the attachment with its addresses. A
+// namespace (the host's), or owner's host veth off the bridge; otherwise
+// the attachment with its addresses. A
 // missing bridge is a *BridgeMissingError. It reads single links by name or
 // index and the container's IPv4 addresses, never the host's link table.
-func InspectContainer(netnsPath, ifName, bridge string) (ExistingAttachment, error) {
+func InspectContainer(netnsPath, ifName, bridge string, owner VethOwner) (ExistingAttachment, error) {
 	br, err := lookupBridge(bridge)
 	if err != nil {
 		return ExistingAttachment{}, err
@@ -47,7 +50,7 @@ func InspectContainer(netnsPath, ifName, bridge string) (ExistingAttachment, err
 	if err != nil {
 		return ExistingAttachment{}, fmt.Errorf("inspect %q in netns %q: %w", ifName, netnsPath, err)
 	}
-	host, err := readHostEnd(ce, br)
+	host, err := readHostEnd(ce, br, owner)
 	if err != nil {
 		return ExistingAttachment{}, err
 	}
@@ -55,7 +58,7 @@ func InspectContainer(netnsPath, ifName, bridge string) (ExistingAttachment, err
 		ContainerLink: ContainerLink{HostVeth: host.Attrs().Name, HostMAC: host.Attrs().HardwareAddr, ContainerMAC: ce.mac},
 		MTU:           ce.mtu,
 		Addrs:         ce.addrs,
-		Disarmed:      !ce.up && len(ce.addrs) == 0,
+		Disarmed:      len(ce.addrs) == 0,
 	}, nil
 }
 
@@ -65,7 +68,6 @@ type containerEnd struct {
 	index     int
 	peerIndex int
 	mtu       int
-	up        bool
 	mac       net.HardwareAddr
 	addrs     []netip.Prefix
 }
@@ -100,7 +102,7 @@ func readContainerEnd(hostNS ns.NetNS, ifName, bridge string) (containerEnd, err
 	if err != nil {
 		return containerEnd{}, fmt.Errorf("list addresses of %q: %w", ifName, err)
 	}
-	ce := containerEnd{ifName: ifName, index: a.Index, peerIndex: a.ParentIndex, mtu: a.MTU, up: a.Flags&net.FlagUp != 0, mac: a.HardwareAddr}
+	ce := containerEnd{ifName: ifName, index: a.Index, peerIndex: a.ParentIndex, mtu: a.MTU, mac: a.HardwareAddr}
 	for _, ad := range addrs {
 		ce.addrs = append(ce.addrs, fromIPNet(ad.IPNet))
 	}
@@ -108,9 +110,10 @@ func readContainerEnd(hostNS ns.NetNS, ifName, bridge string) (containerEnd, err
 }
 
 // readHostEnd finds the container end's peer in the calling thread's (the
-// host's) namespace and checks it is a port of br that points back at the
-// container end.
-func readHostEnd(ce containerEnd, br netlink.Link) (netlink.Link, error) {
+// host's) namespace and checks it points back at the container end and is
+// a port of br, or is owner's veth that an ADD killed before it joined the
+// bridge.
+func readHostEnd(ce containerEnd, br netlink.Link, owner VethOwner) (netlink.Link, error) {
 	bridge := br.Attrs().Name
 	foreign := func(format string, args ...any) error {
 		return &ForeignIfError{IfName: ce.ifName, Bridge: bridge, Reason: fmt.Sprintf(format, args...)}
@@ -127,7 +130,8 @@ func readHostEnd(ce containerEnd, br netlink.Link) (netlink.Link, error) {
 	switch {
 	case peer.Type() != "veth" || pa.ParentIndex != ce.index:
 		return nil, foreign("host link %q (index %d) is not its veth peer", pa.Name, pa.Index)
-	case pa.MasterIndex != br.Attrs().Index:
+	case pa.MasterIndex == br.Attrs().Index:
+	case pa.MasterIndex != 0 || !slices.Contains(owner.hostVethNames(), pa.Name):
 		return nil, foreign("its host end %q is not a port of the bridge", pa.Name)
 	}
 	return peer, nil

@@ -3,6 +3,7 @@ package datapath
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"strings"
 )
 
@@ -33,6 +34,38 @@ func (o VethOwner) Alias() string {
 	}
 	sum := sha256.Sum256([]byte(o.ContainerID + ":" + o.IfName))
 	return vethAliasPrefix(o.Network) + "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// hostVethTries is how many names AttachContainer tries for a host veth.
+const hostVethTries = 4
+
+// HostVethName is the host veth's name: "ovl" and 12 hex digits of a hash
+// of the attachment (and try, should a name be taken). A name is the one
+// thing a link gets in the same request that creates it (the kernel
+// ignores an alias there), so it is what identifies the veth of an ADD
+// that died before it could set the alias.
+func (o VethOwner) HostVethName(try int) string {
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s\x00%d", o.Network, o.ContainerID, o.IfName, try))
+	return "ovl" + hex.EncodeToString(sum[:6])
+}
+
+// hostVethNames are every name HostVethName gives o.
+func (o VethOwner) hostVethNames() []string {
+	names := make([]string, hostVethTries)
+	for i := range names {
+		names[i] = o.HostVethName(i)
+	}
+	return names
+}
+
+// isHostVethName reports whether name is one HostVethName gives.
+func isHostVethName(name string) bool {
+	hexPart, ok := strings.CutPrefix(name, "ovl")
+	if !ok || len(hexPart) != 12 {
+		return false
+	}
+	_, err := hex.DecodeString(hexPart)
+	return err == nil && strings.ToLower(hexPart) == hexPart
 }
 
 // ownedBy reports whether alias marks a host veth of network.

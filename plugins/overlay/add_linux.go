@@ -42,7 +42,7 @@ func (p plugin) add(args *skel.CmdArgs) error {
 	if err := checkBridge(hf); err != nil {
 		return err
 	}
-	existing, err := datapath.InspectContainer(args.Netns, args.IfName, hf.Bridge)
+	existing, err := datapath.InspectContainer(args.Netns, args.IfName, hf.Bridge, owner(conf, args))
 	var foreign *datapath.ForeignIfError
 	switch {
 	case errors.Is(err, datapath.ErrNoContainerIf):
@@ -86,7 +86,7 @@ func (p plugin) addNew(conf *NetConf, args *skel.CmdArgs, hf hostfile.HostFile) 
 	}
 	link, err := datapath.AttachContainer(datapath.ContainerSpec{
 		Netns: args.Netns, IfName: args.IfName, Bridge: hf.Bridge, MTU: hf.MTU, Addr: addr, Gateway: hf.Gateway,
-		Owner: datapath.VethOwner{Network: conf.Network, ContainerID: args.ContainerID, IfName: args.IfName},
+		Owner: owner(conf, args),
 	})
 	var exists *datapath.IfExistsError
 	if errors.As(err, &exists) {
@@ -286,4 +286,9 @@ func bridgeError(what string, err error) error {
 // without a code (the plugin could not be run) is 5.
 func ipamError(conf *NetConf, err error) error {
 	return cnierr.Wrap("ipam plugin "+conf.IPAM.Type, err)
+}
+
+// owner is the attachment the host veth is named and aliased after.
+func owner(conf *NetConf, args *skel.CmdArgs) datapath.VethOwner {
+	return datapath.VethOwner{Network: conf.Network, ContainerID: args.ContainerID, IfName: args.IfName}
 }

@@ -137,11 +137,11 @@ func (p plugin) gc(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	keep := make(map[string]bool, len(valid))
-	for _, a := range valid {
-		keep[datapath.VethOwner{Network: conf.Network, ContainerID: a.ContainerID, IfName: a.IfName}.Alias()] = true
+	owners := make([]datapath.VethOwner, len(valid))
+	for i, a := range valid {
+		owners[i] = datapath.VethOwner{Network: conf.Network, ContainerID: a.ContainerID, IfName: a.IfName}
 	}
-	failed, vethErr := datapath.RemoveStrayVeths(conf.Network, func(alias string) bool { return keep[alias] })
+	failed, vethErr := datapath.RemoveStrayVeths(conf.Network, owners)
 	if vethErr != nil {
 		vethErr = cnierr.IOFailure("GC could not remove every stray veth", vethErr.Error()+"; their addresses stay reserved; run GC again")
 	}
@@ -206,9 +206,9 @@ func validAttachments(stdin []byte) ([]types.GCAttachment, error) {
 	return ipamplugin.ValidAttachments(stdin)
 }
 
-// keepAttachments adds the attachments named by the veth aliases failed to
-// the config's valid attachments, so IPAM keeps their addresses.
-func keepAttachments(stdin []byte, failed []string) ([]byte, error) {
+// keepAttachments adds the attachments failed to the config's valid
+// attachments, so IPAM keeps their addresses.
+func keepAttachments(stdin []byte, failed []datapath.VethOwner) ([]byte, error) {
 	if len(failed) == 0 {
 		return stdin, nil
 	}
@@ -220,10 +220,8 @@ func keepAttachments(stdin []byte, failed []string) ([]byte, error) {
 	if !ok {
 		list, _ = conf["cni.dev/attachments"].([]any)
 	}
-	for _, alias := range failed {
-		if o, ok := datapath.ParseVethAlias(alias); ok {
-			list = append(list, map[string]any{"containerID": o.ContainerID, "ifname": o.IfName})
-		}
+	for _, o := range failed {
+		list = append(list, map[string]any{"containerID": o.ContainerID, "ifname": o.IfName})
 	}
 	conf["cni.dev/valid-attachments"] = list
 	delete(conf, "cni.dev/attachments")

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"syscall"
 
-
 	"github.com/overlaynet/overlay/pkg/datapath"
 )
 
