@@ -30,7 +30,10 @@ BINARIES := \
 	devetcd:./hack/devetcd \
 	demo-echo:./hack/demo-echo \
 	cnitool:github.com/containernetworking/cni/cnitool \
-	portmap:github.com/containernetworking/plugins/plugins/meta/portmap
+	portmap:github.com/containernetworking/plugins/plugins/meta/portmap \
+	bandwidth:github.com/containernetworking/plugins/plugins/meta/bandwidth \
+	firewall:github.com/containernetworking/plugins/plugins/meta/firewall \
+	tuning:github.com/containernetworking/plugins/plugins/meta/tuning
 
 .PHONY: all deps build test vet unit e2e demo demo-down clean fmt
 

@@ -8,8 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # command -> Debian package that provides it. Only commands our own scripts
-# or the plugins call are listed: ip (iproute2), iptables (the chained
-# portmap plugin in the shipped conflists), ping (ping matrix), iperf3 (throughput),
+# or the plugins call are listed: ip and tc (iproute2; the e2e tests read
+# the bandwidth plugin's qdiscs with tc), iptables (the chained portmap and
+# firewall plugins; ip6tables comes with it), ping (ping matrix), iperf3 (throughput),
 # jq (parsing cnitool/overlayctl JSON), curl (e2e writes a bad config through
 # etcd's JSON gateway), pgrep/ps (procps).
 declare -A PKG_FOR=(
@@ -21,6 +22,7 @@ declare -A PKG_FOR=(
 	[curl]=curl
 	[pgrep]=procps
 	[ss]=iproute2
+	[tc]=iproute2
 )
 
 ensure_go() {

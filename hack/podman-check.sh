@@ -9,12 +9,16 @@
 # overlayd per host), then runs podman INSIDE each host namespace with all of
 # podman's state in temp dirs (--root, --runroot, --tmpdir, CONTAINERS_CONF):
 # network backend "cni", plugin dir bin/, network config dir holding the
-# shipped conf/10-overlay.conflist (overlay + portmap) with runDir/dataDir
-# pointing at the host's dirs. Containers run from a busybox rootfs directory
+# shipped conf/10-overlay-podman.conflist (overlay + portmap + firewall +
+# tuning) with runDir/dataDir pointing at the host's dirs, the firewall
+# plugin's backend pinned to iptables (left empty it would use a firewalld
+# answering on the machine's D-Bus) and tuning's backups in the host's dir. Containers run from a busybox rootfs directory
 # (--rootfs), no image registry needed.
 #
 # Checks: each container gets an address of its host's subnet; a container on
-# h1 pings one on h2 and back; `podman rm -f` (CNI DEL) removes the host veth
+# h1 pings one on h2 and back; --mac-address reaches eth0 (podman passes it
+# in CNI_ARGS, the chained tuning plugin sets it) and the firewall plugin's
+# rules for the address exist while it runs and are gone after rm; `podman rm -f` (CNI DEL) removes the host veth
 # and frees the IPAM reservation; a second container starts after and reuses
 # nothing still in use. Teardown (pass or fail) removes podman's containers and
 # dirs, the cni-* namespaces podman made (only those), overlayd/devetcd and the
@@ -29,7 +33,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/check-lib.sh"
 CIDR=10.244.0.0/16
 HOSTS=2
 KEEP="${KEEP:-0}"
-CONFLIST="$CLUSTER_REPO/conf/10-overlay.conflist"
+CONFLIST="$CLUSTER_REPO/conf/10-overlay-podman.conflist"
 START_EPOCH="$(date +%s)"
 NETNS_BEFORE="$(ip netns list 2>/dev/null | awk '{print $1}' | sort)"
 ROOTFS=""
@@ -71,8 +75,10 @@ podman_setup() {
 	[[ "$NOFILE" != unlimited ]] || NOFILE=1048576
 	[[ "$NPROC" != unlimited ]] && ((NPROC < 32768)) || NPROC=32768
 	record "podman $n $pd"
-	jq --arg run "$dir/run" --arg data "$dir/cni" \
-		'(.plugins[] | select(.type == "overlay")) |= (.runDir = $run | .ipam.dataDir = $data)' \
+	jq --arg run "$dir/run" --arg data "$dir/cni" --arg tuning "$dir/tuning" \
+		'(.plugins[] | select(.type == "overlay")) |= (.runDir = $run | .ipam.dataDir = $data)
+		| (.plugins[] | select(.type == "firewall" and (.backend // "") == "")) |= (.backend = "iptables")
+		| (.plugins[] | select(.type == "tuning")) |= (.dataDir = $tuning)' \
 		"$CONFLIST" >"$pd/net.d/10-overlay.conflist"
 	cat >"$pd/containers.conf" <<-EOF
 		[network]
@@ -261,6 +267,24 @@ check_rm() {
 	echo "host veth (ifindex $iflink) gone, $ip released"
 }
 
+# check_mac N NAME MAC: eth0 in NAME has MAC (podman run --mac-address).
+check_mac() {
+	local got
+	got="$(pm "$1" exec "$2" cat /sys/class/net/eth0/address)"
+	[[ "$got" == "$3" ]] || { echo "eth0 in $2 has $got, want $3"; return 1; }
+	echo "eth0 $got"
+}
+
+# check_fw N IP WANT: the firewall plugin's CNI-FORWARD rules for IP in host
+# N: WANT 2 while the container runs (-s IP accept, -d IP established), 0
+# after rm.
+check_fw() {
+	local got
+	got="$(ip netns exec "$(host_ns "$1")" iptables -S CNI-FORWARD 2>&1 | grep -cE -- "-[sd] $2/32 " || true)"
+	[[ "$got" == "$3" ]] || { echo "CNI-FORWARD in h$1 has $got rules for $2, want $3"; return 1; }
+	echo "$got rules for $2 in CNI-FORWARD"
+}
+
 # http_get N NAME HOST PORT: an HTTP GET with busybox nc from container NAME
 # on host N (busybox wget segfaults in Debian's busybox-static 1.35).
 http_get() {
@@ -434,10 +458,14 @@ check "ping h1/c1 -> h2/c2 ${CIP[c2]}" check_ping 1 c1 "${CIP[c2]}"
 check "ping h2/c2 -> h1/c1 ${CIP[c1]}" check_ping 2 c2 "${CIP[c1]}"
 check "podman rm -f c1 (CNI DEL): veth and address freed" check_rm 1 c1
 
-start_container 1 c3
+C3_MAC=02:42:0a:f4:00:77
+RUN_OPTS="--mac-address $C3_MAC" start_container 1 c3
 check "c3 (h1): address in h1's subnet" check_ip 1 c3
+check "c3: --mac-address set by the chained tuning plugin" check_mac 1 c3 "$C3_MAC"
+check "c3: firewall plugin's rules for ${CIP[c3]}" check_fw 1 "${CIP[c3]}" 2
 check "ping h2/c2 -> h1/c3 ${CIP[c3]}" check_ping 2 c2 "${CIP[c3]}"
 check "podman rm -f c3 (CNI DEL): veth and address freed" check_rm 1 c3
+check "podman rm -f c3: firewall rules for ${CIP[c3]} gone" check_fw 1 "${CIP[c3]}" 0
 
 # A container that ends by itself: DEL comes from conmon's exit command.
 start_container 1 e1 /bin/busybox sleep 2

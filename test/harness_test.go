@@ -534,8 +534,11 @@ type Container struct {
 	Name string
 	NS   string
 	IP   netip.Addr
-	rt   *libcni.RuntimeConf
-	list *libcni.NetworkConfigList
+	// Result is what ADD of the whole chain returned: the meta plugins add
+	// to it (bandwidth's ifb device, tuning's MAC).
+	Result *types100.Result
+	rt     *libcni.RuntimeConf
+	list   *libcni.NetworkConfigList
 }
 
 // confList is the test's conflist for h: the overlay plugin alone, with the
@@ -562,9 +565,20 @@ func (h *Host) confListFor(network string) *libcni.NetworkConfigList {
 	return l
 }
 
+// TuningDir is where the tuning plugin of h's conflists keeps its backups
+// (the settings to restore on DEL), one file per attachment.
+func (h *Host) TuningDir() string {
+	return filepath.Join(h.c.Dir, fmt.Sprintf("h%d", h.N), "tuning")
+}
+
 // shippedConfList loads conf/NAME (as a runtime would find it in its conf
 // dir) and points its overlay plugin at h's dirs. Every plugin of the chain
-// must be in the bin dir: make build puts portmap there too.
+// must be in the bin dir: make build puts the reference meta plugins
+// (portmap, bandwidth, firewall, tuning) there too. Two settings that would
+// reach outside the test's namespaces are pinned: a firewall plugin without
+// a backend would use the machine's firewalld if one answers on D-Bus, so
+// it gets "iptables" (rules in h's namespace); tuning keeps its backups of
+// the interface settings in h's dir instead of /run/cni/tuning.
 func (h *Host) shippedConfList(name string) *libcni.NetworkConfigList {
 	t := h.c.t
 	t.Helper()
@@ -584,7 +598,14 @@ func (h *Host) shippedConfList(name string) *libcni.NetworkConfigList {
 		if _, err := os.Stat(filepath.Join(h.c.Bin, typ)); err != nil {
 			t.Fatalf("%s: plugin %q is not in %s; run make build", path, typ, h.c.Bin)
 		}
-		if typ == "overlay" {
+		switch typ {
+		case "firewall":
+			if b, _ := m["backend"].(string); b == "" {
+				m["backend"] = "iptables"
+			}
+		case "tuning":
+			m["dataDir"] = h.TuningDir()
+		case "overlay":
 			m["runDir"] = h.RunDir
 			ipam, _ := m["ipam"].(map[string]any)
 			if ipam == nil {
@@ -649,11 +670,18 @@ func (h *Host) AttachWith(name string, list *libcni.NetworkConfigList) (*Contain
 // AttachWithCaps is AttachWith with capability arguments for the chain,
 // e.g. "portMappings" for portmap, as a runtime passes them.
 func (h *Host) AttachWithCaps(name string, list *libcni.NetworkConfigList, caps map[string]any) (*Container, error) {
+	h.c.t.Helper()
+	return h.AttachWithArgs(name, list, caps, nil)
+}
+
+// AttachWithArgs is AttachWithCaps with CNI_ARGS too (e.g. podman passes
+// MAC=... for --mac-address, which the tuning plugin applies).
+func (h *Host) AttachWithArgs(name string, list *libcni.NetworkConfigList, caps map[string]any, args [][2]string) (*Container, error) {
 	t := h.c.t
 	t.Helper()
 	ct := &Container{Host: h, Name: name, NS: fmt.Sprintf("%s-h%d-%s", h.c.Prefix, h.N, name), list: list}
 	addNetns(t, ct.NS)
-	ct.rt = &libcni.RuntimeConf{ContainerID: ct.NS, NetNS: "/var/run/netns/" + ct.NS, IfName: "eth0", CapabilityArgs: caps}
+	ct.rt = &libcni.RuntimeConf{ContainerID: ct.NS, NetNS: "/var/run/netns/" + ct.NS, IfName: "eth0", CapabilityArgs: caps, Args: args}
 	t.Cleanup(func() { _ = ct.Del() })
 	var res *types100.Result
 	err := h.cniIn(h.cacheDir, func(cni *libcni.CNIConfig) error {
@@ -673,6 +701,7 @@ func (h *Host) AttachWithCaps(name string, list *libcni.NetworkConfigList, caps 
 		return ct, fmt.Errorf("CNI ADD %s on h%d: result has no IP: %+v", name, h.N, res)
 	}
 	ct.IP, _ = netip.AddrFromSlice(res.IPs[0].Address.IP.To4())
+	ct.Result = res
 	return ct, nil
 }
 
