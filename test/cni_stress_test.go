@@ -70,6 +70,11 @@ func TestCNIConcurrentAttach(t *testing.T) {
 			t.Errorf("IPAM store reserves %s for %q, which no ADD was given", ip, id)
 		}
 	}
+	for _, sub := range []string{"ips", "attachments"} {
+		if files := h1.storeFiles(sub); len(files) != n {
+			t.Errorf("IPAM store %s/%s has %d files after %d ADDs: %v", h1.storeDir(), sub, len(files), n, files)
+		}
+	}
 
 	// Each container's eth0 holds its address and its peer is on the bridge.
 	veths := h1.hostVeths()
@@ -395,8 +400,11 @@ func TestCNIChurnWithKills(t *testing.T) {
 			t.Errorf("GC released survivor %s's address %s (store: %q)", s.Name, ip, held[ip])
 		}
 	}
-	if idx := h.storeFiles("attachments"); len(idx) != len(survivors) {
-		t.Errorf("IPAM store has %d index files after GC, want one per survivor (%d): %v", len(idx), len(survivors), idx)
+	// GC also sweeps index files no reservation confirms and temp files.
+	for _, sub := range []string{"ips", "attachments"} {
+		if files := h.storeFiles(sub); len(files) != len(survivors) {
+			t.Errorf("IPAM store %s/%s has %d files after GC, want one per survivor (%d): %v", h.storeDir(), sub, len(files), len(survivors), files)
+		}
 	}
 
 	// Each survivor's eth0 holds its address; its host end is on the bridge.
