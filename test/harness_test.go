@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 
@@ -537,6 +538,8 @@ type Container struct {
 	// Result is what ADD of the whole chain returned: the meta plugins add
 	// to it (bandwidth's ifb device, tuning's MAC).
 	Result *types100.Result
+	// RawResult is the same result in the conflist's cniVersion.
+	RawResult types.Result
 	rt     *libcni.RuntimeConf
 	list   *libcni.NetworkConfigList
 }
@@ -551,13 +554,20 @@ func (h *Host) confList() *libcni.NetworkConfigList {
 // confListFor is confList for another network of the same overlayd.
 func (h *Host) confListFor(network string) *libcni.NetworkConfigList {
 	h.c.t.Helper()
+	return h.confListOf(network, "1.0.0")
+}
+
+// confListOf is confListFor with the conflist's cniVersion, which is also
+// the version libcni speaks to the plugins.
+func (h *Host) confListOf(network, cniVersion string) *libcni.NetworkConfigList {
+	h.c.t.Helper()
 	name := "overlay"
 	if network != networkName {
 		name += "-" + network
 	}
-	conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[
+	conf := fmt.Sprintf(`{"cniVersion":%q,"name":%q,"plugins":[
 		{"type":"overlay","network":%q,"runDir":%q,"ipam":{"type":"overlay-ipam","dataDir":%q}}]}`,
-		name, network, h.RunDir, h.DataDir)
+		cniVersion, name, network, h.RunDir, h.DataDir)
 	l, err := libcni.NetworkConfFromBytes([]byte(conf))
 	if err != nil {
 		h.c.t.Fatal(err)
@@ -624,7 +634,9 @@ func (h *Host) shippedConfList(name string) *libcni.NetworkConfigList {
 
 // cniIn runs fn with h's network namespace as the current one, as a
 // container runtime on that host would: the plugins libcni executes inherit
-// it. cacheDir is libcni's result cache.
+// it. cacheDir is libcni's result cache. It is safe to call from many
+// goroutines at once: ns.Do runs fn on a fresh goroutine locked to its own
+// OS thread, switches only that thread, and the plugins are forked from it.
 func (h *Host) cniIn(cacheDir string, fn func(cni *libcni.CNIConfig) error) error {
 	hostNS, err := ns.GetNS("/var/run/netns/" + h.NS)
 	if err != nil {
@@ -677,32 +689,48 @@ func (h *Host) AttachWithCaps(name string, list *libcni.NetworkConfigList, caps 
 // AttachWithArgs is AttachWithCaps with CNI_ARGS too (e.g. podman passes
 // MAC=... for --mac-address, which the tuning plugin applies).
 func (h *Host) AttachWithArgs(name string, list *libcni.NetworkConfigList, caps map[string]any, args [][2]string) (*Container, error) {
+	h.c.t.Helper()
+	ct := h.newContainer(name, list, caps, args)
+	ctx, cancel := cniCtx()
+	defer cancel()
+	return ct, ct.add(ctx)
+}
+
+// newContainer creates container name's netns on h, without attaching it.
+// Cleanup runs DEL (best-effort) and removes the namespace.
+func (h *Host) newContainer(name string, list *libcni.NetworkConfigList, caps map[string]any, args [][2]string) *Container {
 	t := h.c.t
 	t.Helper()
 	ct := &Container{Host: h, Name: name, NS: fmt.Sprintf("%s-h%d-%s", h.c.Prefix, h.N, name), list: list}
 	addNetns(t, ct.NS)
 	ct.rt = &libcni.RuntimeConf{ContainerID: ct.NS, NetNS: "/var/run/netns/" + ct.NS, IfName: "eth0", CapabilityArgs: caps, Args: args}
 	t.Cleanup(func() { _ = ct.Del() })
+	return ct
+}
+
+// add runs CNI ADD for ct within ctx and records its address. It does not
+// touch the testing.T, so goroutines may call it.
+func (ct *Container) add(ctx context.Context) error {
+	h := ct.Host
 	var res *types100.Result
 	err := h.cniIn(h.cacheDir, func(cni *libcni.CNIConfig) error {
-		ctx, cancel := cniCtx()
-		defer cancel()
-		r, err := cni.AddNetworkList(ctx, list, ct.rt)
+		r, err := cni.AddNetworkList(ctx, ct.list, ct.rt)
 		if err != nil {
 			return err
 		}
+		ct.RawResult = r
 		res, err = types100.NewResultFromResult(r)
 		return err
 	})
 	if err != nil {
-		return ct, fmt.Errorf("CNI ADD %s on h%d: %w", name, h.N, err)
+		return fmt.Errorf("CNI ADD %s on h%d: %w", ct.Name, h.N, err)
 	}
 	if len(res.IPs) == 0 {
-		return ct, fmt.Errorf("CNI ADD %s on h%d: result has no IP: %+v", name, h.N, res)
+		return fmt.Errorf("CNI ADD %s on h%d: result has no IP: %+v", ct.Name, h.N, res)
 	}
 	ct.IP, _ = netip.AddrFromSlice(res.IPs[0].Address.IP.To4())
 	ct.Result = res
-	return ct, nil
+	return nil
 }
 
 // Del runs CNI DEL for the container.
@@ -747,19 +775,25 @@ func summary(out []byte) string {
 // until ct reaches ip, then requires 3 of 3 pings to get through.
 func (ct *Container) mustReach(t *testing.T, ip netip.Addr) {
 	t.Helper()
+	if err := ct.reach(ip, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// reach is mustReach returning an error instead of failing the test, for
+// use from goroutines.
+func (ct *Container) reach(ip netip.Addr, within time.Duration) error {
 	var last error
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
 		if last = ct.Ping(ip, 1); last == nil {
 			break
 		}
 	}
 	if last != nil {
-		t.Fatalf("no connectivity within 30s: %v", last)
+		return fmt.Errorf("no connectivity within %s: %w", within, last)
 	}
-	if err := ct.Ping(ip, 3); err != nil {
-		t.Fatal(err)
-	}
+	return ct.Ping(ip, 3)
 }
 
 // bridgePorts returns the names of h's links enslaved to bridge.
