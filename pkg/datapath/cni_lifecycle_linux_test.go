@@ -3,9 +3,11 @@ package datapath
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,8 +104,9 @@ func TestBridgeMACStaysAsPortsChange(t *testing.T) {
 
 func attrsName(i int) string { return "low" + string(rune('0'+i)) }
 
-// DEL's two steps: DisarmContainer takes the address off at once and names
-// the host end; DeleteHostVeth removes the pair, and is a no-op after.
+// DEL's two steps: DisarmContainer takes the address off at once, frees
+// the interface name, takes the host end off the bridge and names it;
+// DeleteHostVeth removes the pair, and is a no-op after.
 func TestDisarmThenDeleteHostVeth(t *testing.T) {
 	host, ctr := hostWithBridge(t), newNS(t)
 	cl := attachAs(t, host, ctr, VethOwner{Network: "default", ContainerID: "c1", IfName: "eth0"})
@@ -112,11 +115,29 @@ func TestDisarmThenDeleteHostVeth(t *testing.T) {
 	if v.Name != cl.HostVeth || v.Index == 0 {
 		t.Fatalf("DisarmContainer named %+v, want host veth %s", v, cl.HostVeth)
 	}
-	var inside ctrView
-	do(t, ctr, func() (err error) { inside, err = viewContainer("eth0"); return err })
-	if inside.up || len(inside.addrs) != 0 || len(inside.routes) != 0 {
-		t.Errorf("after DisarmContainer the container has %+v, want eth0 down without addresses or routes", inside)
-	}
+	do(t, ctr, func() error {
+		if _, err := netlinksafe.LinkByName("eth0"); !isLinkNotFound(err) {
+			return fmt.Errorf("eth0 is still there after DisarmContainer (%v): the name must be free", err)
+		}
+		links, err := netlinksafe.LinkList()
+		for _, l := range links {
+			if l.Type() != "veth" {
+				continue
+			}
+			addrs, aerr := netlinksafe.AddrList(l, netlink.FAMILY_V4)
+			if !strings.HasPrefix(l.Attrs().Name, "ovd") || l.Attrs().Flags&net.FlagUp != 0 || len(addrs) != 0 || aerr != nil {
+				return fmt.Errorf("container end after DisarmContainer: %s up=%v addrs=%v", l.Attrs().Name, l.Attrs().Flags&net.FlagUp != 0, addrs)
+			}
+		}
+		return err
+	})
+	do(t, host, func() error {
+		l, err := netlinksafe.LinkByName(cl.HostVeth)
+		if err == nil && l.Attrs().MasterIndex != 0 {
+			return fmt.Errorf("host veth %s is still a bridge port", cl.HostVeth)
+		}
+		return err
+	})
 	var held bool
 	do(t, host, func() (err error) { held, err = ContainerHolds(ctr.Path(), ctrAddr.Addr()); return err })
 	if held {

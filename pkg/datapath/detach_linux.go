@@ -1,6 +1,8 @@
 package datapath
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -40,15 +42,17 @@ type HostVeth struct {
 	Name  string
 }
 
-// DisarmContainer makes a container interface harmless without deleting
-// it: its IPv4 addresses are removed and it goes down, which takes its
-// routes with it. Deleting a veth pair costs the kernel 15 to 25 ms of RCU
-// grace periods, most of a CNI DEL, while this takes microseconds; once it
-// returns the address is on no interface and can be handed out again, and
-// DeleteHostVeth removes the pair. It returns the host end of the pair, or
-// the zero HostVeth when there is nothing to delete: no netns given, the
-// namespace or interface is gone, or the interface is not a veth whose peer
-// is in the calling thread's (the host's) namespace.
+// DisarmContainer takes a container interface out of use without deleting
+// it: down, its IPv4 addresses (and so its routes) removed, renamed out of
+// the way in the container, its host end off the bridge. Deleting a veth
+// pair costs the kernel 15 to 25 ms of RCU grace periods, most of a CNI
+// DEL, while this takes microseconds; once it returns the address is on no
+// interface and can be handed out again, the interface name is free for
+// the next ADD (of any plugin), and DeleteHostVeth removes the pair. It
+// returns the host end of the pair, or the zero HostVeth when there is
+// nothing to delete: no netns given, the namespace or interface is gone,
+// or the interface is not a veth whose peer is in the calling thread's
+// (the host's) namespace.
 func DisarmContainer(netnsPath, ifName string) (HostVeth, error) {
 	if netnsPath == "" {
 		return HostVeth{}, nil
@@ -79,6 +83,11 @@ func DisarmContainer(netnsPath, ifName string) (HostVeth, error) {
 	if err != nil {
 		return HostVeth{}, fmt.Errorf("look up host end (index %d) of %q: %w", peer, ifName, err)
 	}
+	if host.Attrs().MasterIndex != 0 {
+		if err := netlink.LinkSetNoMaster(host); err != nil && !isAbsent(err) {
+			return HostVeth{}, fmt.Errorf("take host veth %s off its bridge: %w", host.Attrs().Name, err)
+		}
+	}
 	return HostVeth{Index: peer, Name: host.Attrs().Name}, nil
 }
 
@@ -104,14 +113,37 @@ func disarm(hostNS ns.NetNS, ifName string) (int, error) {
 			return 0, fmt.Errorf("remove address %s from %q: %w", a.IPNet, ifName, err)
 		}
 	}
-	if _, ok := link.(*netlink.Veth); !ok {
+	veth, isVeth := link.(*netlink.Veth)
+	if !isVeth {
 		return 0, nil
+	}
+	if err := renameAside(veth); err != nil {
+		return 0, err
 	}
 	hostID, err := netlink.GetNetNsIdByFd(int(hostNS.Fd()))
 	if err != nil || link.Attrs().NetNsID < 0 || link.Attrs().NetNsID != hostID {
 		return 0, nil
 	}
 	return link.Attrs().ParentIndex, nil
+}
+
+// renameAside gives a disarmed container end a name of its own ("ovd" and
+// 12 random hex digits), so the name the runtime chose is free at once.
+func renameAside(link netlink.Link) error {
+	for range 3 {
+		b := make([]byte, 6)
+		if _, err := rand.Read(b); err != nil {
+			return fmt.Errorf("generate a name: %w", err)
+		}
+		err := netlink.LinkSetName(link, "ovd"+hex.EncodeToString(b))
+		if !isExist(err) {
+			if err != nil {
+				return fmt.Errorf("rename %q aside: %w", link.Attrs().Name, err)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("rename %q aside: every name tried is taken", link.Attrs().Name)
 }
 
 // DeleteHostVeth deletes a veth pair by its host end, which must still be
