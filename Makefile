@@ -6,6 +6,9 @@
 #                       edge hosts (a legacy VM and a gateway for a legacy LAN)
 #   make demo KEEP=1    ... and keep the cluster up (prints how to remove it)
 #   make demo-down STATE=/tmp/ovl-cluster.XXXXXX
+#   make bench          measure against the overlays users pick today (a table
+#                       on stdout, JSON under bench/results); make bench-quick
+#                       is a smaller run for development
 #
 # Everything needs root for the namespaces; nothing touches the root namespace.
 
@@ -29,13 +32,25 @@ BINARIES := \
 	overlay-ipam:./ipam \
 	devetcd:./hack/devetcd \
 	demo-echo:./hack/demo-echo \
+	bench:./hack/bench \
 	cnitool:github.com/containernetworking/cni/cnitool \
 	portmap:github.com/containernetworking/plugins/plugins/meta/portmap \
 	bandwidth:github.com/containernetworking/plugins/plugins/meta/bandwidth \
 	firewall:github.com/containernetworking/plugins/plugins/meta/firewall \
 	tuning:github.com/containernetworking/plugins/plugins/meta/tuning
 
-.PHONY: all deps build test vet unit e2e demo demo-down clean fmt
+# What make bench compares against, built from the Go module proxy at pinned
+# versions, outside go.mod (nothing of ours links them): flannel's CNI plugin
+# (containernetworking/plugins kept it until v1.0; its own module,
+# flannel-io/cni-plugin, is not served by the proxy here) and the bridge and
+# host-local plugins it delegates to, as kube-flannel ships them.
+FLANNEL_CNI := github.com/containernetworking/plugins/plugins/meta/flannel@v0.9.1
+REF_PLUGINS := github.com/containernetworking/plugins/plugins/main/bridge@v1.10.0 \
+	github.com/containernetworking/plugins/plugins/ipam/host-local@v1.10.0
+BENCH_RESULTS ?= $(CURDIR)/bench/results
+BENCH_ARGS ?=
+
+.PHONY: all deps build test vet unit e2e demo demo-down bench bench-quick bench-tools clean fmt
 
 all: build
 
@@ -69,6 +84,18 @@ demo: deps build
 demo-down:
 	@test -n "$(STATE)" || { echo "usage: make demo-down STATE=/tmp/ovl-cluster.XXXXXX"; exit 2; }
 	hack/cluster.sh down $(STATE)
+
+bench-tools:
+	@mkdir -p $(BIN)/ref
+	GOBIN=$(BIN)/ref go install $(FLANNEL_CNI)
+	GOBIN=$(BIN)/ref go install $(REF_PLUGINS)
+
+# Each run prints its table and saves it as JSON; nothing is left behind.
+bench: deps build bench-tools
+	$(BIN)/bench -bin $(BIN) -ref-bin $(BIN)/ref -results $(BENCH_RESULTS) -portmap $(BENCH_ARGS)
+
+bench-quick: deps build bench-tools
+	$(BIN)/bench -bin $(BIN) -ref-bin $(BIN)/ref -results $(BENCH_RESULTS) -containers 30 -rounds 2 $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BIN)

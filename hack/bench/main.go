@@ -60,6 +60,7 @@ func run(bin, refBin, baseline string, containers, rounds int, portmap bool, res
 	if err != nil {
 		return err
 	}
+	rep.Verdicts = bench.CNIVerdicts(rep.CNI, "overlay", "flannel")
 	version := []string{"CNI_COMMAND=VERSION"}
 	for name, argv := range map[string][]string{
 		"ip netns exec HOST true":   {"ip", "netns", "exec", host, "true"},

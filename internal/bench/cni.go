@@ -162,3 +162,33 @@ func ExecFloor(host string, count int, env []string, argv ...string) (Summary, e
 	})
 	return Summarize(ds), err
 }
+
+// CNIVerdicts checks ours against theirs (chains named so in results) on
+// the CNI targets: ADD and DEL p50 at most half of theirs, p99 at most
+// twice p50, DEL no slower than ADD.
+func CNIVerdicts(results []CNIResult, ours, theirs string) []string {
+	var o, t *CNIResult
+	for i := range results {
+		switch results[i].Chain {
+		case ours:
+			o = &results[i]
+		case theirs:
+			t = &results[i]
+		}
+	}
+	if o == nil || t == nil {
+		return nil
+	}
+	mark := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "NOT met"
+	}
+	addRatio, delRatio := o.Add.P50/t.Add.P50, o.Del.P50/t.Del.P50
+	return []string{
+		fmt.Sprintf("%s ADD p50 = %.2f× %s's, DEL p50 = %.2f× (target ≤ 0.5×: %s)", ours, addRatio, theirs, delRatio, mark(addRatio <= 0.5 && delRatio <= 0.5)),
+		fmt.Sprintf("%s p99 ÷ p50: ADD %.2f, DEL %.2f (target ≤ 2: %s)", ours, o.Add.P99/o.Add.P50, o.Del.P99/o.Del.P50, mark(o.Add.P99 <= 2*o.Add.P50 && o.Del.P99 <= 2*o.Del.P50)),
+		fmt.Sprintf("%s DEL p50 %.1f ms vs ADD p50 %.1f ms (target DEL ≤ ADD: %s)", ours, o.Del.P50, o.Add.P50, mark(o.Del.P50 <= o.Add.P50)),
+	}
+}

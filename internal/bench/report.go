@@ -46,11 +46,13 @@ func ThisMachine() Machine {
 
 // Report is one `make bench` run.
 type Report struct {
-	Date    time.Time          `json:"date"`
-	Machine Machine            `json:"machine"`
-	CNI     []CNIResult        `json:"cni,omitempty"`
-	Floors  map[string]Summary `json:"floors,omitempty"`
-	Notes   []string           `json:"notes,omitempty"`
+	Date    time.Time   `json:"date"`
+	Machine Machine     `json:"machine"`
+	CNI     []CNIResult `json:"cni,omitempty"`
+	// Verdicts say how the results stand against the project's targets.
+	Verdicts []string           `json:"verdicts,omitempty"`
+	Floors   map[string]Summary `json:"floors,omitempty"`
+	Notes    []string           `json:"notes,omitempty"`
 }
 
 // WriteMarkdown prints the report as Markdown tables.
@@ -58,7 +60,7 @@ func (r Report) WriteMarkdown(w io.Writer) {
 	m := r.Machine
 	fmt.Fprintf(w, "Machine: %s, %d cores, kernel %s, %s; %s\n\n", m.CPU, m.Cores, m.Kernel, m.OS, r.Date.Format("2006-01-02 15:04 MST"))
 	if len(r.CNI) > 0 {
-		fmt.Fprintln(w, "| CNI chain | ADD p50 | ADD p90 | ADD p99 | DEL p50 | DEL p90 | DEL p99 | ADD p50 vs first | DEL p50 vs first |")
+		fmt.Fprintf(w, "| CNI chain | ADD p50 | ADD p90 | ADD p99 | DEL p50 | DEL p90 | DEL p99 | ADD p50 ÷ %s's | DEL p50 ÷ %s's |\n", r.CNI[0].Chain, r.CNI[0].Chain)
 		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
 		base := r.CNI[0]
 		for _, c := range r.CNI {
@@ -75,6 +77,9 @@ func (r Report) WriteMarkdown(w io.Writer) {
 			fmt.Fprintf(w, "| %s | %.1f ms | %.1f ms |\n", k, r.Floors[k].P50, r.Floors[k].P99)
 		}
 		fmt.Fprintln(w)
+	}
+	for _, v := range r.Verdicts {
+		fmt.Fprintf(w, "- %s\n", v)
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "- %s\n", n)

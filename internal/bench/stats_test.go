@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -19,5 +20,20 @@ func TestSummarize(t *testing.T) {
 	}
 	if s := Summarize(nil); s.N != 0 {
 		t.Errorf("no samples: %+v", s)
+	}
+}
+
+func TestCNIVerdicts(t *testing.T) {
+	results := []CNIResult{
+		{Chain: "overlay", Add: Summary{P50: 6, P99: 11}, Del: Summary{P50: 5, P99: 12}},
+		{Chain: "flannel", Add: Summary{P50: 14, P99: 20}, Del: Summary{P50: 24, P99: 30}},
+	}
+	v := CNIVerdicts(results, "overlay", "flannel")
+	if len(v) != 3 || !strings.Contains(v[0], "0.43×") || !strings.HasSuffix(v[0], ": met)") ||
+		!strings.HasSuffix(v[1], "NOT met)") || !strings.HasSuffix(v[2], ": met)") {
+		t.Errorf("verdicts = %q", v)
+	}
+	if CNIVerdicts(results[:1], "overlay", "flannel") != nil {
+		t.Error("verdicts without the reference chain")
 	}
 }
