@@ -97,7 +97,7 @@ func reserve(c *config, args *skel.CmdArgs) (Reservation, error) {
 	return Reservation{Result: newResult(res.IP, hf), New: res.New}, nil
 }
 
-// del releases the attachment's address. It needs neither the host file nor
+// Del releases the attachment's address. It needs neither the host file nor
 // the container, so it works after both are gone, and on an edge host.
 func (p Plugin) Del(args *skel.CmdArgs) error {
 	_, s, err := loadStore(args)
@@ -110,7 +110,7 @@ func (p Plugin) Del(args *skel.CmdArgs) error {
 	return nil
 }
 
-// check verifies the attachment still holds an address and, when the
+// Check verifies the attachment still holds an address and, when the
 // runtime passes the result it cached, that it is the address in there. On
 // an edge host it answers as ADD does, before it touches the store.
 func (p Plugin) Check(args *skel.CmdArgs) error {
@@ -139,7 +139,7 @@ func (p Plugin) Check(args *skel.CmdArgs) error {
 	return nil
 }
 
-// status reports whether the network is ready: overlayd must have
+// Status reports whether the network is ready: overlayd must have
 // published a usable subnet and vouched for it recently (its ready stamp is
 // fresh), and the store must be usable. ADD never looks at the stamp, so
 // containers still start while overlayd restarts.
@@ -184,7 +184,7 @@ func openStore(c *config) (*store.Store, error) {
 	return s, nil
 }
 
-// gc releases every reservation whose attachment the runtime no longer lists
+// GC releases every reservation whose attachment the runtime no longer lists
 // as valid; this is what frees addresses of containers lost in a reboot or a
 // runtime crash, which never got their DEL.
 func (p Plugin) GC(args *skel.CmdArgs) error {
