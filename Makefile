@@ -30,7 +30,8 @@ BINARIES := \
 	devetcd:./hack/devetcd \
 	demo-echo:./hack/demo-echo \
 	cnitool:github.com/containernetworking/cni/cnitool \
-	portmap:github.com/containernetworking/plugins/plugins/meta/portmap
+	portmap:github.com/containernetworking/plugins/plugins/meta/portmap \
+	loopback:github.com/containernetworking/plugins/plugins/main/loopback
 
 .PHONY: all deps build test vet unit e2e demo demo-down clean fmt
 
