@@ -29,8 +29,8 @@ func TestPodman(t *testing.T) {
 	h1, h2 := c.Hosts[0], c.Hosts[1]
 	p1, p2 := newPodman(t, h1, rootfs), newPodman(t, h2, rootfs)
 
-	a := p1.run(t, "a", "sleep", "300")
-	b := p2.run(t, "b", "sleep", "300")
+	a := p1.run(t, "a", nil, "sleep", "300")
+	b := p2.run(t, "b", nil, "sleep", "300")
 	mustReachFrom(t, a.netns, b.ip)
 	mustReachFrom(t, b.netns, a.ip)
 
@@ -41,7 +41,7 @@ func TestPodman(t *testing.T) {
 		}
 	})
 	t.Run("a container's own exit runs DEL", func(t *testing.T) {
-		e := p1.run(t, "e", "sleep", "2")
+		e := p1.run(t, "e", nil, "sleep", "2")
 		var last error
 		waitFor(t, 30*time.Second, "conmon's cleanup of the exited container to run DEL", func() bool {
 			last = h1.released(e.id, e.ip, e.veth)
@@ -51,6 +51,42 @@ func TestPodman(t *testing.T) {
 			t.Fatalf("%s is %s, want exited", e.name, state)
 		}
 		p1.rm(t, e)
+	})
+	t.Run("published port through the chained portmap", func(t *testing.T) {
+		// podman passes -p as the portMappings capability to the chain.
+		const page = "hello-from-w"
+		w := p1.run(t, "w", []string{"-p", "18080:8080"}, "sh", "-c",
+			"mkdir -p /www && echo "+page+" >/www/index.html && exec httpd -f -p 8080 -h /www")
+		url := fmt.Sprintf("http://%s:18080/", h1.IP)
+		for _, from := range []struct{ name, netns, url string }{
+			{"h2 itself", "/var/run/netns/" + h2.NS, url},
+			{"the container on h2", b.netns, url},
+			{"h1 itself, through localhost", "/var/run/netns/" + h1.NS, "http://127.0.0.1:18080/"},
+			// The DNATed packet leaves the bridge by the port it came in
+			// on: the host veth needs hairpin mode.
+			{"the publishing container (hairpin)", w.netns, url},
+		} {
+			// The first GET may come before httpd listens.
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+				out, err := exec.Command("nsenter", "--net="+from.netns, "--", "curl", "-sS", "-m", "2", from.url).CombinedOutput()
+				if err == nil && strings.TrimSpace(string(out)) == page {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("GET %s from %s: %v: %q, want %q", from.url, from.name, err, out, page)
+				}
+			}
+		}
+		if rules := inNS(t, h1.NS, "iptables", "-t", "nat", "-S"); !strings.Contains(rules, w.id) {
+			t.Fatalf("no nat rule names %s: the check after rm would prove nothing:\n%s", w.id, rules)
+		}
+		p1.rm(t, w)
+		if err := h1.released(w.id, w.ip, w.veth); err != nil {
+			t.Fatalf("after podman rm -f %s: %v", w.name, err)
+		}
+		if rules := inNS(t, h1.NS, "iptables", "-t", "nat", "-S"); strings.Contains(rules, w.id) {
+			t.Fatalf("portmap's DEL left nat rules for %s:\n%s", w.id, rules)
+		}
 	})
 	t.Run("rm -f on the other host", func(t *testing.T) {
 		p2.rm(t, b)
@@ -155,12 +191,13 @@ func (p *podman) inspect(t *testing.T, name, format string) string {
 	return strings.TrimSpace(out)
 }
 
-// run starts container name running argv (busybox applets) on the overlay
-// network and checks what its ADD made.
-func (p *podman) run(t *testing.T, name string, argv ...string) *podmanContainer {
+// run starts container name running argv (a busybox applet) on the overlay
+// network, with extra podman run options opts, and checks what its ADD
+// made.
+func (p *podman) run(t *testing.T, name string, opts []string, argv ...string) *podmanContainer {
 	t.Helper()
-	args := []string{"run", "-d", "--name", name, "--network", "overlay", "--cgroup-parent", p.cgroup,
-		"--rootfs", p.rootfs, "/bin/busybox"}
+	args := append([]string{"run", "-d", "--name", name, "--network", "overlay", "--cgroup-parent", p.cgroup}, opts...)
+	args = append(args, "--rootfs", p.rootfs, "/bin/busybox")
 	out, err := p.cmd(append(args, argv...)...)
 	if err != nil {
 		t.Fatalf("podman run %s on h%d: %v", name, p.h.N, err)

@@ -109,6 +109,13 @@ func (h *Host) inHost(argv ...string) []string {
 	return append([]string{"nsenter", "--net=/var/run/netns/" + h.NS, "--"}, argv...)
 }
 
+// hostCmd builds (without running) argv in h's network namespace, entered
+// as inHost does.
+func (h *Host) hostCmd(argv ...string) *exec.Cmd {
+	argv = h.inHost(argv...)
+	return exec.Command(argv[0], argv[1:]...)
+}
+
 // busyboxRootfs builds a root filesystem of static busybox (applets as
 // symlinks) in dir and returns dir.
 func busyboxRootfs(t *testing.T, dir string) string {
@@ -319,22 +326,34 @@ func removeCacheEntries(t *testing.T, containerIDs []string) {
 	}
 }
 
-// killProcsMentioning SIGKILLs every process whose command line contains
+// killProcsMentioning ends every process whose command line contains
 // marker (a path inside this test's temp dir: a containerd shim or podman's
-// conmon, which outlive the daemon that started them).
+// conmon, which outlive the daemon that started them). Each gets a few
+// seconds to exit by itself (a shim whose task was deleted is on its way
+// out), then SIGKILL.
 func killProcsMentioning(t *testing.T, marker string) {
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
+	find := func() map[int]string {
+		found := map[int]string{}
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil || pid == os.Getpid() {
+				continue
+			}
+			cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+			if err == nil && strings.Contains(string(cmdline), marker) {
+				found[pid] = strings.ReplaceAll(strings.TrimRight(string(cmdline), "\x00"), "\x00", " ")
+			}
 		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !strings.Contains(string(cmdline), marker) {
-			continue
-		}
+		return found
+	}
+	left := find()
+	for deadline := time.Now().Add(3 * time.Second); len(left) > 0 && time.Now().Before(deadline); left = find() {
+		time.Sleep(100 * time.Millisecond)
+	}
+	for pid, cmdline := range left {
 		if syscall.Kill(pid, syscall.SIGKILL) == nil {
-			t.Logf("cleanup: killed %d (%s)", pid, strings.ReplaceAll(string(cmdline), "\x00", " "))
+			t.Logf("cleanup: killed %d (%s)", pid, cmdline)
 		}
 	}
 }
@@ -392,12 +411,19 @@ func removeCgroups(t *testing.T, prefix string) {
 	if len(dirs) == 0 {
 		return
 	}
+	// A process is in one cgroup of every hierarchy: kill it once.
+	pids := map[int]string{}
 	for _, d := range dirs {
 		procs, _ := os.ReadFile(filepath.Join(d, "cgroup.procs"))
 		for _, f := range strings.Fields(string(procs)) {
-			if pid, err := strconv.Atoi(f); err == nil && syscall.Kill(pid, syscall.SIGKILL) == nil {
-				t.Logf("cleanup: killed %d left in cgroup %s", pid, d)
+			if pid, err := strconv.Atoi(f); err == nil {
+				pids[pid] = d
 			}
+		}
+	}
+	for pid, d := range pids {
+		if syscall.Kill(pid, syscall.SIGKILL) == nil {
+			t.Logf("cleanup: killed %d left in cgroup %s", pid, d)
 		}
 	}
 	slices.SortFunc(dirs, func(a, b string) int { return len(b) - len(a) })
