@@ -216,7 +216,7 @@ func (p *podman) run(t *testing.T, name string, opts []string, argv ...string) *
 		t.Fatalf("%s's eth0 has %s, the ADD result says %s", name, inside, ct.ip)
 	}
 	p.h.attached(t, id, ct.ip, ct.veth)
-	t.Logf("podman run %s on h%d: %s, host veth %s, netns %s", name, p.h.N, ct.ip, ct.veth, ct.netns)
+	t.Logf("podman run %s on h%d: id %.12s, %s, host veth %s, netns %s", name, p.h.N, id, ct.ip, ct.veth, ct.netns)
 	return ct
 }
 

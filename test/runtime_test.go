@@ -427,6 +427,16 @@ func removeCgroups(t *testing.T, prefix string) {
 		}
 	}
 	slices.SortFunc(dirs, func(a, b string) int { return len(b) - len(a) })
+	// Cgroups below the top ones that a runtime did not remove (podman's
+	// conmon cgroup, always; a container's, sometimes), by their path
+	// inside the hierarchy, to log each once.
+	var leftover []string
+	defer func() {
+		slices.Sort(leftover)
+		for _, l := range slices.Compact(leftover) {
+			t.Logf("cleanup: removed cgroup %s that the runtime left", l)
+		}
+	}()
 	for _, d := range dirs {
 		var err error
 		// A killed process leaves its cgroup a moment after the signal.
@@ -437,6 +447,12 @@ func removeCgroups(t *testing.T, prefix string) {
 		}
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("cleanup: cgroup %s left behind: %v", d, err)
+		} else if err == nil && !slices.Contains(tops, d) {
+			rel := strings.TrimPrefix(d, cgroupRoot+"/")
+			if top := strings.Index(rel, prefix); top >= 0 {
+				rel = rel[top:]
+			}
+			leftover = append(leftover, rel)
 		}
 	}
 }
