@@ -7,9 +7,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestPodman runs the plugins under podman 4.3 (Debian 12) with its CNI
@@ -135,9 +136,12 @@ func newPodman(t *testing.T, h *Host, rootfs string) *podman {
 	write("net.d/10-overlay.conflist", h.shippedConf("10-overlay.conflist"))
 	// podman 4.3 asks for nofile=1048576 and nproc=4194304 for root
 	// containers; without CAP_SYS_RESOURCE (a sandboxed machine) runc's
-	// setrlimit then fails, so ask for what this process may have.
-	var nofile syscall.Rlimit
-	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &nofile)
+	// setrlimit then fails, so ask for what this process may have (nproc
+	// at most 32768, what podman lowers its own to first).
+	var nofile, nproc unix.Rlimit
+	_ = unix.Getrlimit(unix.RLIMIT_NOFILE, &nofile)
+	_ = unix.Getrlimit(unix.RLIMIT_NPROC, &nproc)
+	nproc.Max = min(nproc.Max, 32768)
 	write("containers.conf", []byte(fmt.Sprintf(`[network]
 network_backend = "cni"
 cni_plugin_dirs = [%q]
@@ -145,7 +149,7 @@ network_config_dir = %q
 default_network = "overlay"
 
 [containers]
-default_ulimits = ["nofile=%d:%d", "nproc=32768:32768"]
+default_ulimits = ["nofile=%d:%d", "nproc=%d:%d"]
 apparmor_profile = "unconfined"
 
 [engine]
@@ -158,7 +162,7 @@ volume_path = %q
 static_dir = %q
 # file locks live in tmp_dir; the default (shm) leaves /dev/shm/libpod_lock.
 lock_type = "file"
-`, h.c.Bin, filepath.Join(p.dir, "net.d"), nofile.Max, nofile.Max,
+`, h.c.Bin, filepath.Join(p.dir, "net.d"), nofile.Max, nofile.Max, nproc.Max, nproc.Max,
 		filepath.Join(p.dir, "events.log"), filepath.Join(p.dir, "tmp"), filepath.Join(p.dir, "volumes"),
 		filepath.Join(p.dir, "root", "libpod"))))
 	write("storage.conf", []byte(fmt.Sprintf("[storage]\ndriver = \"vfs\"\ngraphroot = %q\nrunroot = %q\n",
