@@ -37,7 +37,8 @@ BINARIES := \
 	portmap:github.com/containernetworking/plugins/plugins/meta/portmap \
 	bandwidth:github.com/containernetworking/plugins/plugins/meta/bandwidth \
 	firewall:github.com/containernetworking/plugins/plugins/meta/firewall \
-	tuning:github.com/containernetworking/plugins/plugins/meta/tuning
+	tuning:github.com/containernetworking/plugins/plugins/meta/tuning \
+	loopback:github.com/containernetworking/plugins/plugins/main/loopback
 
 # What make bench compares against, built from the Go module proxy at pinned
 # versions, outside go.mod (nothing of ours links them): flannel's CNI plugin

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # containerd-check.sh validates the CNI plugins against a real runtime:
-# containerd 1.6 (Debian 12) driven by `ctr run --cni`. It is a manual check,
-# not part of `make test` (it installs containerd, runc and busybox-static
-# when missing).
+# containerd 1.6 (Debian 12) driven by `ctr run --cni`, step by step, as a
+# person would (KEEP=1 leaves the cluster and daemons up to poke at).
+#
+# `make test` runs the same checks, and the CRI path (crictl runp/stopp/rmp),
+# in test/containerd_test.go (TestContainerd), installed by `make deps`. This
+# script stays for manual use and shows one more thing the test does not:
+# that a detached `ctr run -d` never sends DEL. It installs containerd, runc
+# and busybox-static when they are missing.
 #
 #   make build && hack/containerd-check.sh        # KEEP=1 keeps everything up
 #
@@ -409,7 +414,8 @@ ctrd_down() {
 	done
 	for f in /proc/[0-9]*/cmdline; do
 		pid="${f#/proc/}" pid="${pid%/cmdline}"
-		tr '\0' ' ' <"$f" 2>/dev/null | grep -q "containerd-shim.*-address $OVL_STATE/" || continue
+		# The group: a process that ended since the glob fails the redirect.
+		{ tr '\0' ' ' <"$f"; } 2>/dev/null | grep -q "containerd-shim.*-address $OVL_STATE/" || continue
 		kill -KILL "$pid" 2>/dev/null && echo "  killed shim $pid left for $OVL_STATE"
 	done
 	# Cgroups: ctr's default path /NAMESPACE/ID leaves /NAMESPACE behind in
@@ -503,6 +509,10 @@ echo "overlay containerd check: $HOSTS hosts, network $OVL_NETWORK $CIDR, ctr ru
 echo "  (namespaces $OVL_PREFIX-*, state $OVL_STATE)"
 CUR_STEP=setup
 install_containerd
+# /etc/cni/net.d, /opt/cni/bin and /run/containerd/s are shared with
+# test/containerd_test.go and other runs of this script: one at a time.
+exec 9>>/run/lock/overlay-e2e-containerd.lock
+flock -w 300 9 || die "/run/lock/overlay-e2e-containerd.lock still held after 300s ($(cat /run/lock/overlay-e2e-containerd.lock))"
 echo "  $(containerd --version | awk '{print "containerd", $3}'), $(ctr --version | awk '{print "ctr", $3}'), $(runc --version | head -n 1)"
 
 step "fabric + devetcd, hosts h1 h2"

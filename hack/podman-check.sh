@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # podman-check.sh validates the CNI plugins against a real runtime: podman 4.3
-# (Debian 12) with its CNI network backend. It is a manual check, not part of
-# `make test` (it installs podman and busybox-static when missing).
+# (Debian 12) with its CNI network backend, step by step, as a person would
+# (KEEP=1 leaves the cluster and containers up to poke at).
+#
+# `make test` runs the same checks in test/podman_test.go (TestPodman),
+# installed by `make deps`; this script stays for manual use. It installs
+# podman and busybox-static when they are missing.
 #
 #   make build && hack/podman-check.sh        # KEEP=1 keeps everything up
 #
@@ -21,8 +25,13 @@
 # rules for the address exist while it runs and are gone after rm; `podman rm -f` (CNI DEL) removes the host veth
 # and frees the IPAM reservation; a second container starts after and reuses
 # nothing still in use. Teardown (pass or fail) removes podman's containers and
-# dirs, the cni-* namespaces podman made (only those), overlayd/devetcd and the
-# cluster namespaces, then checks `ip netns list` is as it was before.
+# dirs, the cni-* namespaces podman made (only those), the containers'
+# cgroups, overlayd/devetcd and the cluster namespaces, then checks `ip netns
+# list` is as it was before. Nothing of podman's lands outside the state dir
+# but netns files and libcni's cache: containers (and conmon) get the parent
+# cgroup /PREFIX-hN, not libpod_parent; runc keeps its state under
+# --runtime-flag root=..., not /run/runc; locks are files in tmp_dir
+# (lock_type), not /dev/shm/libpod_lock.
 set -euo pipefail
 
 # shellcheck source=hack/cluster.sh
@@ -70,7 +79,7 @@ podman_setup() {
 	local n="$1" dir pd NOFILE NPROC
 	dir="$(host_dir "$n")"
 	pd="$dir/podman"
-	mkdir -p "$pd"/{root,runroot,tmp,net.d,volumes}
+	mkdir -p "$pd"/{root,runroot,tmp,net.d,volumes,runc}
 	NOFILE="$(ulimit -Hn)" NPROC="$(ulimit -Hu)"
 	[[ "$NOFILE" != unlimited ]] || NOFILE=1048576
 	[[ "$NPROC" != unlimited ]] && ((NPROC < 32768)) || NPROC=32768
@@ -101,6 +110,7 @@ podman_setup() {
 		tmp_dir = "$pd/tmp"
 		volume_path = "$pd/volumes"
 		static_dir = "$pd/root/libpod"
+		lock_type = "file"
 	EOF
 	cat >"$pd/storage.conf" <<-EOF
 		[storage]
@@ -170,6 +180,7 @@ pm() {
 		CONTAINERS_CONF="$pd/containers.conf" CONTAINERS_STORAGE_CONF="$pd/storage.conf" \
 		podman --root "$pd/root" --runroot "$pd/runroot" --tmpdir "$pd/tmp" \
 		--storage-driver vfs --cgroup-manager cgroupfs --events-backend file --runtime "$OCI_RUNTIME" \
+		--runtime-flag "root=$pd/runc" \
 		${PODMAN_LOG_LEVEL:+--log-level "$PODMAN_LOG_LEVEL"} "$@"
 }
 
@@ -186,6 +197,7 @@ run_container() {
 	# a container that exits by itself is never cleaned up (no CNI DEL).
 	# shellcheck disable=SC2086 # RUN_OPTS: extra podman run options
 	if ! PODMAN_LOG_LEVEL=info pm "$n" run -d --name "$name" --network overlay ${RUN_OPTS:-} \
+		--cgroup-parent "/$OVL_PREFIX-h$n" \
 		--rootfs "$ROOTFS" "$@" >"$log" 2>&1; then
 		echo "podman run $name on h$n failed (log $log):"
 		grep -E 'level=(error|warning)|Error|error' "$log" | tail -n 8
@@ -347,6 +359,14 @@ podman_down() {
 		# vfs layers / overlay mounts under the root.
 		pm "$a" system reset -f >/dev/null 2>&1 </dev/null || true
 	done <"$state"
+	# Each host's parent cgroup and what podman leaves in it (conmon's
+	# cgroup, and the cgroup of a container that exited by itself): runc
+	# removes only the others. Deepest first; rmdir refuses a busy one.
+	local cg
+	for cg in /sys/fs/cgroup/*/"$OVL_PREFIX"-h*/*/ /sys/fs/cgroup/*/"$OVL_PREFIX"-h*/ /sys/fs/cgroup/"$OVL_PREFIX"-h*/; do
+		[[ -d "$cg" ]] || continue
+		rmdir "$cg" 2>/dev/null || echo "  cgroup $cg not removable: $(find "$cg" -mindepth 1 -maxdepth 1 -type d | tr '\n' ' ')"
+	done
 	while read -r kind a _; do
 		[[ "$kind" == cninetns ]] || continue
 		if ip netns list | awk '{print $1}' | grep -qx "$a"; then

@@ -127,12 +127,18 @@ type Proc struct {
 // `ip netns exec` execs in place, so the PID is the program's own.
 func startProc(t *testing.T, name, netns, logPath string, argv ...string) *Proc {
 	t.Helper()
+	return startCmd(t, name, logPath, nsCmd(netns, argv...))
+}
+
+// startCmd starts cmd (built, not started) with stdout and stderr in
+// logPath; cleanup ends it.
+func startCmd(t *testing.T, name, logPath string, cmd *exec.Cmd) *Proc {
+	t.Helper()
 	f, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	cmd := nsCmd(netns, argv...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
@@ -592,6 +598,19 @@ func (h *Host) TuningDir() string {
 func (h *Host) shippedConfList(name string) *libcni.NetworkConfigList {
 	t := h.c.t
 	t.Helper()
+	data := h.shippedConf(name)
+	l, err := libcni.NetworkConfFromBytes(data)
+	if err != nil {
+		t.Fatalf("conf/%s: %v", name, err)
+	}
+	return l
+}
+
+// shippedConf is shippedConfList as JSON, for a runtime that reads the
+// conflist from its own conf dir.
+func (h *Host) shippedConf(name string) []byte {
+	t := h.c.t
+	t.Helper()
 	path := filepath.Join("..", "conf", name)
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -625,11 +644,7 @@ func (h *Host) shippedConfList(name string) *libcni.NetworkConfigList {
 		}
 	}
 	data, _ = json.Marshal(conf)
-	l, err := libcni.NetworkConfFromBytes(data)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return l
+	return data
 }
 
 // cniIn runs fn with h's network namespace as the current one, as a
