@@ -166,6 +166,32 @@ func DeleteHostVeth(v HostVeth) error {
 	return nil
 }
 
+// DeleteOwnedVeth deletes owner's veth pair by its host end, found by name
+// in the calling thread's (the host's) namespace: what DEL can still do
+// when the runtime gives no netns (CRI's DEL after the sandbox is gone)
+// while something else holds the netns, and with it the veth, alive. It
+// waits for the kernel: the container end goes with the pair, and its
+// address must be gone before DEL releases it. A pair that does not exist
+// is success.
+func DeleteOwnedVeth(owner VethOwner) error {
+	for _, name := range owner.hostVethNames() {
+		l, err := netlinksafe.LinkByName(name)
+		if isLinkNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("look up host veth %s: %w", name, err)
+		}
+		if a := l.Attrs().Alias; l.Type() != "veth" || a != "" && a != owner.Alias() {
+			continue
+		}
+		if err := netlink.LinkDel(l); err != nil && !isAbsent(err) {
+			return fmt.Errorf("delete host veth %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
 // RemoveStrayVeths deletes every host veth of network whose attachment is
 // not in valid: one its alias names (see VethOwner.Alias), or one without
 // an alias but with a name HostVethName gives (an ADD died before it set

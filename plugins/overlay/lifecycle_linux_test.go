@@ -173,3 +173,22 @@ func ipRun(t *testing.T, netns string, args ...string) {
 		t.Fatalf("ip %v in %s: %v: %s", args, netns, err, out)
 	}
 }
+
+// A DEL without CNI_NETNS (CRI's second DEL) still removes the pair when
+// something keeps the netns, and so the veth, alive.
+func TestDelWithoutNetnsRemovesLiveVeth(t *testing.T) {
+	h := newTestHost(t)
+	c := newNS(t) // stays open: the "something" holding it
+	list := h.confList("1.0.0", "")
+	res, _ := h.mustAdd(list, rt("c1", c))
+	if err := h.del(list, &libcni.RuntimeConf{ContainerID: "c1", IfName: "eth0"}); err != nil {
+		t.Fatalf("DEL without netns: %v", err)
+	}
+	if names := linkNames(links(t, h.name())); slices.Contains(names, res.Interfaces[0].Name) {
+		t.Errorf("host veth %s still there after DEL without netns", res.Interfaces[0].Name)
+	}
+	if names := linkNames(links(t, c.name)); slices.Contains(names, "eth0") {
+		t.Errorf("container still has eth0 after DEL without netns: %v", names)
+	}
+	h.wantReleased("c1")
+}

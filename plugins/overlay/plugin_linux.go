@@ -30,8 +30,9 @@ type plugin struct {
 // has the veth pair deleted. The order matters: releasing first would let a
 // concurrent ADD receive an address the old interface still holds. If the
 // interface cannot be disarmed the address stays reserved and the error
-// asks the runtime to retry DEL. A missing netns (or none given) counts as
-// detached, so DEL still releases the address after the container is gone.
+// asks the runtime to retry DEL. A missing netns counts as detached, so DEL
+// still releases the address after the container is gone; with none given,
+// the attachment's host veth is looked up by name and deleted if it lives.
 // While the netns exists DEL holds its lock, so a DEL sent while an ADD
 // still runs (a runtime giving up on a slow ADD) waits for it instead of
 // releasing an address the ADD is about to put on an interface. The veth
@@ -51,6 +52,14 @@ func (p plugin) del(args *skel.CmdArgs) error {
 			if err := lockNetns(n, args.Netns, netnsLockTimeout); err != nil {
 				return err
 			}
+		}
+	}
+	if args.Netns == "" {
+		// The runtime no longer knows the netns (a second DEL after the
+		// sandbox is gone); if the pair lives on, it is found by its name.
+		if err := datapath.DeleteOwnedVeth(owner(conf, args)); err != nil {
+			return cnierr.IOFailure(fmt.Sprintf("cannot remove container %s's veth pair", args.ContainerID),
+				fmt.Sprintf("%v; its address stays reserved until DEL succeeds: retry DEL", err))
 		}
 	}
 	veth, err := datapath.DisarmContainer(args.Netns, args.IfName)
