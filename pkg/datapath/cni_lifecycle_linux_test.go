@@ -105,9 +105,10 @@ func TestBridgeMACStaysAsPortsChange(t *testing.T) {
 func attrsName(i int) string { return "low" + string(rune('0'+i)) }
 
 // DEL's two steps: DisarmContainer takes the address off at once, frees
-// the interface name, takes the host end off the bridge and names it;
-// DeleteHostVeth removes the pair, and is a no-op after.
-func TestDisarmThenDeleteHostVeth(t *testing.T) {
+// the interface name, takes the host end off the bridge and marks it;
+// DeleteDoomedVeths removes every marked pair in one request (and only
+// those), and is a no-op after.
+func TestDisarmThenDeleteDoomedVeths(t *testing.T) {
 	host, ctr := hostWithBridge(t), newNS(t)
 	cl := attachAs(t, host, ctr, VethOwner{Network: "default", ContainerID: "c1", IfName: "eth0"})
 	var v HostVeth
@@ -143,12 +144,29 @@ func TestDisarmThenDeleteHostVeth(t *testing.T) {
 	if held {
 		t.Errorf("the container still holds %s after DisarmContainer", ctrAddr.Addr())
 	}
-	do(t, host, func() error { return DeleteHostVeth(v) })
+	second, third := newNS(t), newNS(t)
+	cl2 := attachAs(t, host, second, VethOwner{Network: "default", ContainerID: "c2", IfName: "eth0"})
+	cl3 := attachAs(t, host, third, VethOwner{Network: "default", ContainerID: "c3", IfName: "eth0"})
+	do(t, host, func() (err error) { _, err = DisarmContainer(second.Path(), "eth0"); return err })
+	var doomed bool
+	do(t, host, func() (err error) { doomed, err = AnyDoomedVeth(); return err })
+	if !doomed {
+		t.Error("AnyDoomedVeth = false after two DisarmContainer")
+	}
+	do(t, host, DeleteDoomedVeths)
 	do(t, host, func() error {
-		if _, err := netlinksafe.LinkByName(cl.HostVeth); !isLinkNotFound(err) {
-			return errors.New("host veth still exists after DeleteHostVeth")
+		for _, gone := range []string{cl.HostVeth, cl2.HostVeth} {
+			if _, err := netlinksafe.LinkByName(gone); !isLinkNotFound(err) {
+				return fmt.Errorf("host veth %s still exists after DeleteDoomedVeths", gone)
+			}
 		}
-		return DeleteHostVeth(v)
+		if _, err := netlinksafe.LinkByName(cl3.HostVeth); err != nil {
+			return fmt.Errorf("DeleteDoomedVeths took a live attachment's veth: %w", err)
+		}
+		if doomed, err := AnyDoomedVeth(); err != nil || doomed {
+			return fmt.Errorf("AnyDoomedVeth after deleting = %v, %v", doomed, err)
+		}
+		return DeleteDoomedVeths()
 	})
 	do(t, host, func() (err error) { v, err = DisarmContainer(ctr.Path(), "eth0"); return err })
 	if v != (HostVeth{}) {

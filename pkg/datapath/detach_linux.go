@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
 )
 
 // DetachContainer deletes the container end of the veth pair, which takes
@@ -48,7 +51,7 @@ type HostVeth struct {
 // pair costs the kernel 15 to 25 ms of RCU grace periods, most of a CNI
 // DEL, while this takes microseconds; once it returns the address is on no
 // interface and can be handed out again, the interface name is free for
-// the next ADD (of any plugin), and DeleteHostVeth removes the pair. It
+// the next ADD (of any plugin), and DeleteDoomedVeths removes the pair. It
 // returns the host end of the pair, or the zero HostVeth when there is
 // nothing to delete: no netns given, the namespace or interface is gone,
 // or the interface is not a veth whose peer is in the calling thread's
@@ -87,6 +90,9 @@ func DisarmContainer(netnsPath, ifName string) (HostVeth, error) {
 		if err := netlink.LinkSetNoMaster(host); err != nil && !isAbsent(err) {
 			return HostVeth{}, fmt.Errorf("take host veth %s off its bridge: %w", host.Attrs().Name, err)
 		}
+	}
+	if err := netlink.LinkSetGroup(host, int(doomedGroup)); err != nil && !isAbsent(err) {
+		return HostVeth{}, fmt.Errorf("mark host veth %s for deletion: %w", host.Attrs().Name, err)
 	}
 	return HostVeth{Index: peer, Name: host.Attrs().Name}, nil
 }
@@ -146,24 +152,33 @@ func renameAside(link netlink.Link) error {
 	return fmt.Errorf("rename %q aside: every name tried is taken", link.Attrs().Name)
 }
 
-// DeleteHostVeth deletes a veth pair by its host end, which must still be
-// the link DisarmContainer named (same index, name and type). A pair that
-// is gone already (the runtime deleted the namespace) is success.
-func DeleteHostVeth(v HostVeth) error {
-	link, err := netlink.LinkByIndex(v.Index)
-	if isLinkNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("look up host veth %s (index %d): %w", v.Name, v.Index, err)
-	}
-	if link.Attrs().Name != v.Name || link.Type() != "veth" {
-		return nil // gone, and the index now names another link
-	}
-	if err := netlink.LinkDel(link); err != nil && !isAbsent(err) {
-		return fmt.Errorf("delete host veth %s: %w", v.Name, err)
+// doomedGroup is the link group (IFLA_GROUP; 0 is every link's default)
+// of host veths DisarmContainer took out of use: DeleteDoomedVeths deletes
+// them all in one request, so a burst of DELs costs the kernel one round
+// of RCU grace periods instead of one per pair. The number spells "ovld".
+const doomedGroup uint32 = 0x6f766c64
+
+// DeleteDoomedVeths deletes every veth pair DisarmContainer marked in the
+// calling thread's (the host's) namespace, in one request: the kernel
+// unregisters them as one batch. None marked is success.
+func DeleteDoomedVeths() error {
+	req := nl.NewNetlinkRequest(unix.RTM_DELLINK, unix.NLM_F_ACK)
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(doomedGroup)))
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil && !isAbsent(err) {
+		return fmt.Errorf("delete the veth pairs of finished containers (link group %#x): %w", doomedGroup, err)
 	}
 	return nil
+}
+
+// AnyDoomedVeth reports whether a veth DisarmContainer marked is still in
+// the calling thread's namespace. It reads the whole link table.
+func AnyDoomedVeth() (bool, error) {
+	links, err := netlinksafe.LinkList()
+	if err != nil {
+		return false, fmt.Errorf("list links: %w", err)
+	}
+	return slices.ContainsFunc(links, func(l netlink.Link) bool { return uint32(l.Attrs().Group) == doomedGroup }), nil
 }
 
 // DeleteOwnedVeth deletes owner's veth pair by its host end, found by name
@@ -182,8 +197,8 @@ func DeleteOwnedVeth(owner VethOwner) error {
 		if err != nil {
 			return fmt.Errorf("look up host veth %s: %w", name, err)
 		}
-		if a := l.Attrs().Alias; l.Type() != "veth" || a != "" && a != owner.Alias() {
-			continue
+		if a := l.Attrs().Alias; l.Type() != "veth" || a != "" && a != owner.Alias() || uint32(l.Attrs().Group) == doomedGroup {
+			continue // not ours, or disarmed already: DeleteDoomedVeths has it
 		}
 		if err := netlink.LinkDel(l); err != nil && !isAbsent(err) {
 			return fmt.Errorf("delete host veth %s: %w", name, err)
@@ -218,7 +233,7 @@ func RemoveStrayVeths(network string, valid []VethOwner) (failed []VethOwner, er
 	var errs []error
 	for _, l := range links {
 		a := l.Attrs()
-		stray := ownedBy(a.Alias, network) && !keep[a.Alias] ||
+		stray := ownedBy(a.Alias, network) && (!keep[a.Alias] || uint32(a.Group) == doomedGroup) ||
 			a.Alias == "" && a.MasterIndex == 0 && isHostVethName(a.Name) && !keep[a.Name]
 		if l.Type() != "veth" || !stray {
 			continue

@@ -22,8 +22,8 @@ func init() {
 }
 
 func main() {
-	if spec, ok := os.LookupEnv(reapEnv); ok {
-		os.Exit(reapVeth(spec))
+	if lockPath, ok := os.LookupEnv(reapEnv); ok {
+		os.Exit(reapVeths(lockPath))
 	}
 	p := plugin{stdout: os.Stdout, stderr: os.Stderr}
 	skel.PluginMainFuncs(skel.CNIFuncs{

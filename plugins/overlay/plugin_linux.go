@@ -37,7 +37,7 @@ type plugin struct {
 // still runs (a runtime giving up on a slow ADD) waits for it instead of
 // releasing an address the ADD is about to put on an interface. The veth
 // pair's deletion, which the kernel makes slow, finishes after DEL answers
-// (see deleteVethDetached). DEL never reads the host file, so it works
+// (see reapLater). DEL never reads the host file, so it works
 // without one and on an edge host.
 func (p plugin) del(args *skel.CmdArgs) error {
 	conf, err := loadNetConf(args.StdinData)
@@ -71,8 +71,9 @@ func (p plugin) del(args *skel.CmdArgs) error {
 		return ipamError(conf, err)
 	}
 	if veth.Index != 0 {
-		if err := deleteVethDetached(veth); err != nil {
-			// The address is off the interface and released; GC removes the pair.
+		if err := reapLater(conf.RunDir); err != nil {
+			// The address is off the interface and released; the next
+			// reaper or GC removes the pair.
 			p.logf(args, "delete veth pair %s: %v", veth.Name, err)
 		}
 	}

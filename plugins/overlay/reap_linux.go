@@ -1,41 +1,70 @@
 package main
 
 import (
-	"fmt"
+	"errors"
+	"os"
 	"os/exec"
-	"strconv"
-	"strings"
+	"path/filepath"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/overlaynet/overlay/pkg/datapath"
 )
 
-// reapEnv, set to "INDEX NAME", makes the plugin binary a veth reaper
-// instead of a CNI plugin: it deletes that host veth and exits.
-const reapEnv = "OVERLAY_REAP_VETH"
+// reapEnv, set to the reaper lock's path, makes the plugin binary a veth
+// reaper instead of a CNI plugin.
+const reapEnv = "OVERLAY_REAP_VETHS"
 
-// deleteVethDetached deletes a disarmed veth pair after DEL has answered.
-// The kernel takes 15 to 25 ms (RCU grace periods) to delete a veth pair,
+// reaperLock is the file, in the run dir, whose flock the one reaper of a
+// host holds.
+const reaperLock = ".veth-reaper.lock"
+
+// lockFD is where the reaper finds that lock, held, from its parent.
+const lockFD = 3
+
+// reapLater deletes the pairs DEL disarmed after DEL has answered. The
+// kernel takes 15 to 25 ms (RCU grace periods) to delete a veth pair,
 // longer than all the rest of a DEL, and nothing about it is left for the
-// runtime to wait for: the container's address is already off its
-// interface and released. So a detached copy of this binary deletes the
-// pair by its host end; it holds nothing of the container's (an open fd on
-// the netns would make a runtime's unmount of it fail with EBUSY). If the
-// copy cannot start, the pair is deleted here. An ADD for the same
-// container that comes before the copy is done finds the disarmed
-// interface and deletes it itself (see add). If the copy dies before
-// deleting, the pair stays, down and without an address, until that or CNI
-// GC removes it (its alias names the attachment).
-func deleteVethDetached(v datapath.HostVeth) error {
-	if err := startReaper(v); err != nil {
-		return datapath.DeleteHostVeth(v)
+// runtime to wait for: the container's address is off its interface and
+// released, the pair is off the bridge and marked doomed. So a detached
+// copy of this binary deletes every doomed pair in one request. One such
+// reaper runs at a time: a DEL that finds one running leaves its pair to
+// it (the reaper looks again after it lets the lock go, and the DEL marked
+// its pair before it tried the lock), so a burst of DELs starts few
+// processes and costs the kernel few rounds of grace periods. If no reaper
+// can start, the pairs are deleted here. If one dies first, the pairs stay,
+// harmless, until the next reaper or CNI GC.
+func reapLater(runDir string) error {
+	lock, err := openReaperLock(runDir)
+	if err != nil {
+		return errors.Join(err, datapath.DeleteDoomedVeths())
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil // the running reaper takes this pair too
+		}
+		return datapath.DeleteDoomedVeths()
+	}
+	if err := startReaper(lock); err != nil {
+		return datapath.DeleteDoomedVeths()
 	}
 	return nil
 }
 
-func startReaper(v datapath.HostVeth) error {
+func openReaperLock(runDir string) (*os.File, error) {
+	if err := os.MkdirAll(runDir, 0o755); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(filepath.Join(runDir, reaperLock), os.O_RDWR|os.O_CREATE, 0o600)
+}
+
+// startReaper starts the detached copy, handing it the held lock.
+func startReaper(lock *os.File) error {
 	cmd := exec.Command("/proc/self/exe")
-	cmd.Env = []string{fmt.Sprintf("%s=%d %s", reapEnv, v.Index, v.Name)}
+	cmd.Env = []string{reapEnv + "=" + lock.Name()}
+	cmd.ExtraFiles = []*os.File{lock} // becomes lockFD
 	// Its own session: the runtime's signals to the plugin's process group
 	// do not reach it, and no stdio ties the runtime to it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -45,15 +74,26 @@ func startReaper(v datapath.HostVeth) error {
 	return cmd.Process.Release()
 }
 
-// reapVeth is the reaper's whole life; it returns the exit status.
-func reapVeth(spec string) int {
-	idx, name, ok := strings.Cut(spec, " ")
-	index, err := strconv.Atoi(idx)
-	if !ok || err != nil {
-		return 2
+// reapVeths is the reaper's whole life; it returns the exit status. It
+// deletes the doomed pairs, lets the lock go, and goes on while pairs
+// marked meanwhile are left and no other reaper took the lock.
+func reapVeths(lockPath string) int {
+	lock := os.NewFile(lockFD, lockPath)
+	for {
+		err := datapath.DeleteDoomedVeths()
+		lock.Close()
+		if err != nil {
+			return 1
+		}
+		if more, err := datapath.AnyDoomedVeth(); err != nil || !more {
+			return 0
+		}
+		if lock, err = os.OpenFile(lockPath, os.O_RDWR, 0); err != nil {
+			return 1
+		}
+		if unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
+			lock.Close()
+			return 0 // a newer reaper has them
+		}
 	}
-	if err := datapath.DeleteHostVeth(datapath.HostVeth{Index: index, Name: name}); err != nil {
-		return 1
-	}
-	return 0
 }
