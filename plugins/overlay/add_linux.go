@@ -53,8 +53,8 @@ func (p plugin) add(args *skel.CmdArgs) error {
 		return bridgeError(fmt.Sprintf("inspect container %s", args.ContainerID), err)
 	}
 	if existing.Disarmed {
-		// A DEL's pair whose deletion has not finished (or whose reaper
-		// died): it holds no address, so nothing can be lost by deleting it.
+		// Left by an ADD killed half-way: it holds no address, so nothing
+		// can be lost by deleting it.
 		if err := datapath.DetachContainer(args.Netns, args.IfName); err != nil {
 			return cnierr.Wrap("remove the interface an earlier DEL left", err)
 		}
