@@ -186,7 +186,7 @@ func TestChainedMetaPlugins(t *testing.T) {
 		if linkExists(h1.NS, ifb) {
 			t.Errorf("ifb device %s is still there after DEL", ifb)
 		}
-		if linkExists(h1.NS, veth) {
+		if !hostVethGone(h1.NS, veth) {
 			t.Errorf("host veth %s is still there after DEL", veth)
 		}
 	})

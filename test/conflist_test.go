@@ -124,12 +124,12 @@ func runShipped(t *testing.T, h *Host, file string, list *libcni.NetworkConfigLi
 	if files := h.ipamFiles(ct.IP); len(files) != 0 {
 		t.Errorf("%s: reservation of %s left after DEL: %v", file, ct.IP, files)
 	}
-	if linkExists(h.NS, veth) {
+	if !hostVethGone(h.NS, veth) {
 		t.Errorf("%s: host veth %s left after DEL", file, veth)
 	}
 	h.wantNoRuleFor(t, ct)
 	for _, iface := range ct.Result.Interfaces {
-		if iface.Sandbox == "" && linkExists(h.NS, iface.Name) {
+		if iface.Sandbox == "" && !hostVethGone(h.NS, iface.Name) {
 			t.Errorf("%s: %s (from the ADD result) left after DEL", file, iface.Name)
 		}
 	}

@@ -862,6 +862,21 @@ func linkExists(netns, name string) bool {
 	return exec.Command("ip", "-n", netns, "link", "show", name).Run() == nil
 }
 
+// hostVethGone reports whether the host veth name is gone from netns, or
+// goes within a few seconds: DEL takes it off the bridge before it answers,
+// and a detached reaper deletes the pair just after (the kernel takes
+// 15-25 ms per pair).
+func hostVethGone(netns, name string) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for linkExists(netns, name) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
+
 // ipamFiles returns every file under h's IPAM data dir whose name is ip.
 func (h *Host) ipamFiles(ip netip.Addr) []string {
 	var found []string

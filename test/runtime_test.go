@@ -288,7 +288,7 @@ func (h *Host) released(containerID string, ip netip.Addr, hostVeth string) erro
 	if f := h.ipamHolding(containerID); len(f) > 0 {
 		errs = append(errs, fmt.Errorf("h%d's IPAM store still names %s: %v", h.N, containerID, f))
 	}
-	if linkExists(h.NS, hostVeth) {
+	if !hostVethGone(h.NS, hostVeth) {
 		errs = append(errs, fmt.Errorf("host veth %s is still on h%d", hostVeth, h.N))
 	}
 	if e := cacheEntries(containerID); len(e) > 0 {
