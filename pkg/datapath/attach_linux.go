@@ -36,10 +36,10 @@ type ContainerSpec struct {
 // Both ends get their MACs from here, so no link has to be read back for
 // the result, and a udev MACAddressPolicy cannot change them under us. The
 // steps are ordered so that an ADD killed between any two leaves either
-// nothing or a pair whose container end has no address (see
-// ExistingAttachment.Disarmed), which the next ADD or GC can delete without
-// losing an address: the alias comes right after the pair, the port joins
-// the bridge before the container gets its address. The container then
+// nothing or a pair whose container end lacks its address or default route
+// (see ExistingAttachment.Unfinished), which the next ADD or GC can delete
+// without losing an address: the alias comes right after the pair, the port
+// joins the bridge before the container gets its address. The container then
 // announces its address (gratuitous ARP), so a reused address does not meet
 // the previous container's MAC in the host's or a neighbour's ARP cache. A
 // name already taken in the container is a *IfExistsError. On failure
@@ -221,9 +221,10 @@ func ifExists(cns ns.NetNS, ifName string) (bool, error) {
 	return found, err
 }
 
-// configureContainerIf runs inside the container namespace, on a link
-// that is up: the gateway is reachable once the address's subnet route
-// exists.
+// configureContainerIf runs inside the container namespace, on a link that
+// is up: the gateway is reachable once the address's subnet route exists.
+// An ADD killed between the two leaves an address without a default route,
+// which InspectContainer reports as unfinished.
 func configureContainerIf(link netlink.Link, addr netip.Prefix, gw netip.Addr) error {
 	ifName := link.Attrs().Name
 	if err := netlink.AddrAdd(link, &netlink.Addr{IPNet: toIPNet(addr)}); err != nil {

@@ -110,9 +110,17 @@ func attrsName(i int) string { return "low" + string(rune('0'+i)) }
 // those), and is a no-op after.
 func TestDisarmThenDeleteDoomedVeths(t *testing.T) {
 	host, ctr := hostWithBridge(t), newNS(t)
-	cl := attachAs(t, host, ctr, VethOwner{Network: "default", ContainerID: "c1", IfName: "eth0"})
+	c1 := VethOwner{Network: "default", ContainerID: "c1", IfName: "eth0"}
+	cl := attachAs(t, host, ctr, c1)
 	var v HostVeth
-	do(t, host, func() (err error) { v, err = DisarmContainer(ctr.Path(), "eth0"); return err })
+	do(t, host, func() (err error) {
+		// Another attachment's DEL leaves it alone.
+		if v, err = DisarmContainer(ctr, "eth0", VethOwner{Network: "default", ContainerID: "c9", IfName: "eth0"}); err != nil || v != (HostVeth{}) {
+			return fmt.Errorf("DisarmContainer for another attachment = %+v, %v; want nothing touched", v, err)
+		}
+		v, err = DisarmContainer(ctr, "eth0", c1)
+		return err
+	})
 	if v.Name != cl.HostVeth || v.Index == 0 {
 		t.Fatalf("DisarmContainer named %+v, want host veth %s", v, cl.HostVeth)
 	}
@@ -145,9 +153,10 @@ func TestDisarmThenDeleteDoomedVeths(t *testing.T) {
 		t.Errorf("the container still holds %s after DisarmContainer", ctrAddr.Addr())
 	}
 	second, third := newNS(t), newNS(t)
-	cl2 := attachAs(t, host, second, VethOwner{Network: "default", ContainerID: "c2", IfName: "eth0"})
+	c2 := VethOwner{Network: "default", ContainerID: "c2", IfName: "eth0"}
+	cl2 := attachAs(t, host, second, c2)
 	cl3 := attachAs(t, host, third, VethOwner{Network: "default", ContainerID: "c3", IfName: "eth0"})
-	do(t, host, func() (err error) { _, err = DisarmContainer(second.Path(), "eth0"); return err })
+	do(t, host, func() (err error) { _, err = DisarmContainer(second, "eth0", c2); return err })
 	var doomed bool
 	do(t, host, func() (err error) { doomed, err = AnyDoomedVeth(); return err })
 	if !doomed {
@@ -168,7 +177,7 @@ func TestDisarmThenDeleteDoomedVeths(t *testing.T) {
 		}
 		return DeleteDoomedVeths()
 	})
-	do(t, host, func() (err error) { v, err = DisarmContainer(ctr.Path(), "eth0"); return err })
+	do(t, host, func() (err error) { v, err = DisarmContainer(ctr, "eth0", c1); return err })
 	if v != (HostVeth{}) {
 		t.Errorf("DisarmContainer after the pair is gone = %+v, want nothing to delete", v)
 	}
@@ -183,8 +192,8 @@ func TestInspectKnowsOwnVethOffBridge(t *testing.T) {
 	do(t, host, func() error { return addBareVeth(ctr, owner.HostVethName(0), "eth0") })
 	var ex ExistingAttachment
 	do(t, host, func() (err error) { ex, err = InspectContainer(ctr.Path(), "eth0", "overlay0", owner); return err })
-	if ex.HostVeth != owner.HostVethName(0) || !ex.Disarmed {
-		t.Errorf("InspectContainer = %+v, want the attachment's own veth, disarmed", ex)
+	if ex.HostVeth != owner.HostVethName(0) || !ex.Unfinished {
+		t.Errorf("InspectContainer = %+v, want the attachment's own veth, unfinished", ex)
 	}
 	other := VethOwner{Network: "default", ContainerID: "someone-else", IfName: "eth0"}
 	var err error
@@ -192,6 +201,27 @@ func TestInspectKnowsOwnVethOffBridge(t *testing.T) {
 	var foreign *ForeignIfError
 	if !errors.As(err, &foreign) {
 		t.Errorf("InspectContainer for another attachment: %v, want a *ForeignIfError", err)
+	}
+}
+
+// An ADD killed between the address and the default route leaves an
+// interface that looks wired but is not: InspectContainer says unfinished.
+func TestInspectKnowsAddressWithoutRoute(t *testing.T) {
+	host, ctr := hostWithBridge(t), newNS(t)
+	owner := VethOwner{Network: "default", ContainerID: "c1", IfName: "eth0"}
+	attachAs(t, host, ctr, owner)
+	inspect := func() (ex ExistingAttachment) {
+		do(t, host, func() (err error) { ex, err = InspectContainer(ctr.Path(), "eth0", "overlay0", owner); return err })
+		return ex
+	}
+	if ex := inspect(); ex.Unfinished || len(ex.Addrs) != 1 {
+		t.Fatalf("a finished attachment: %+v", ex)
+	}
+	do(t, ctr, func() error {
+		return netlink.RouteDel(&netlink.Route{Dst: toIPNet(mustPrefix("0.0.0.0/0")), Gw: toIP(ctrGW)})
+	})
+	if ex := inspect(); !ex.Unfinished {
+		t.Errorf("without its default route: %+v, want unfinished", ex)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"slices"
 
@@ -45,46 +46,44 @@ type HostVeth struct {
 	Name  string
 }
 
-// DisarmContainer takes a container interface out of use without deleting
-// it: down, its IPv4 addresses (and so its routes) removed, renamed out of
-// the way in the container, its host end off the bridge. Deleting a veth
-// pair costs the kernel 15 to 25 ms of RCU grace periods, most of a CNI
-// DEL, while this takes microseconds; once it returns the address is on no
-// interface and can be handed out again, the interface name is free for
-// the next ADD (of any plugin), and DeleteDoomedVeths removes the pair. It
-// returns the host end of the pair, or the zero HostVeth when there is
-// nothing to delete: no netns given, the namespace or interface is gone,
-// or the interface is not a veth whose peer is in the calling thread's
-// (the host's) namespace.
-func DisarmContainer(netnsPath, ifName string) (HostVeth, error) {
-	if netnsPath == "" {
-		return HostVeth{}, nil
-	}
-	cns, err := ns.GetNS(netnsPath)
-	if nsGone(err) {
-		return HostVeth{}, nil
-	}
-	if err != nil {
-		return HostVeth{}, fmt.Errorf("open container netns %q: %w", netnsPath, err)
-	}
-	defer cns.Close()
-	var peer int
-	err = cns.Do(func(hostNS ns.NetNS) error {
-		peer, err = disarm(hostNS, ifName)
+// DisarmContainer takes owner's container interface out of use without
+// deleting it: down, its IPv4 addresses (and so its routes) removed,
+// renamed aside in the container, its host end off the bridge and in the
+// doomed link group (see DeleteDoomedVeths). Deleting a veth pair costs the
+// kernel 15 to 25 ms of RCU grace periods, most of a CNI DEL, while this
+// takes microseconds; once it returns the address is on no interface and
+// can be handed out again, and the interface name is free for the next ADD
+// (of any plugin).
+//
+// cns is the container's namespace, opened (and locked) by the caller, so
+// it cannot vanish while the address is still on the interface. Only
+// owner's interface is touched: a veth whose host end (in the calling
+// thread's namespace, the host's) carries owner's alias or one of its
+// names, or, as veths made before aliases were, an unaliased port of the
+// network's bridge. Anything else under ifName is another plugin's and is
+// left alone. It returns the host end, or the zero HostVeth when there is
+// nothing of owner's.
+func DisarmContainer(cns ns.NetNS, ifName string, owner VethOwner) (HostVeth, error) {
+	var ce containerEnd
+	err := cns.Do(func(hostNS ns.NetNS) (err error) {
+		ce, err = readOwnEnd(hostNS, ifName)
 		return err
 	})
-	if err != nil || peer == 0 {
-		if err != nil {
-			err = fmt.Errorf("disarm %q in netns %q: %w", ifName, netnsPath, err)
-		}
+	if err != nil || ce.peerIndex == 0 {
 		return HostVeth{}, err
 	}
-	host, err := netlink.LinkByIndex(peer)
+	host, err := netlink.LinkByIndex(ce.peerIndex)
 	if isLinkNotFound(err) {
 		return HostVeth{}, nil
 	}
 	if err != nil {
-		return HostVeth{}, fmt.Errorf("look up host end (index %d) of %q: %w", peer, ifName, err)
+		return HostVeth{}, fmt.Errorf("look up host end (index %d) of %q: %w", ce.peerIndex, ifName, err)
+	}
+	if mine, err := ownsHostEnd(host, owner); err != nil || !mine {
+		return HostVeth{}, err
+	}
+	if err := cns.Do(func(ns.NetNS) error { return disarm(ifName, ce.addrs) }); err != nil {
+		return HostVeth{}, fmt.Errorf("disarm %q: %w", ifName, err)
 	}
 	if host.Attrs().MasterIndex != 0 {
 		if err := netlink.LinkSetNoMaster(host); err != nil && !isAbsent(err) {
@@ -94,43 +93,72 @@ func DisarmContainer(netnsPath, ifName string) (HostVeth, error) {
 	if err := netlink.LinkSetGroup(host, int(doomedGroup)); err != nil && !isAbsent(err) {
 		return HostVeth{}, fmt.Errorf("mark host veth %s for deletion: %w", host.Attrs().Name, err)
 	}
-	return HostVeth{Index: peer, Name: host.Attrs().Name}, nil
+	return HostVeth{Index: ce.peerIndex, Name: host.Attrs().Name}, nil
 }
 
-// disarm runs in the container namespace and returns the peer's index in
-// the host namespace, 0 if it is not there.
-func disarm(hostNS ns.NetNS, ifName string) (int, error) {
+// readOwnEnd runs in the container namespace: ifName's addresses and, if it
+// is a veth whose peer is in the host's namespace, the peer's index there
+// (0 otherwise, or when there is no ifName).
+func readOwnEnd(hostNS ns.NetNS, ifName string) (containerEnd, error) {
 	link, err := netlinksafe.LinkByName(ifName)
 	if isLinkNotFound(err) {
-		return 0, nil
+		return containerEnd{}, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("look up %q: %w", ifName, err)
+		return containerEnd{}, fmt.Errorf("look up %q: %w", ifName, err)
 	}
-	addrs, err := netlinksafe.AddrList(link, netlink.FAMILY_V4)
-	if err != nil {
-		return 0, fmt.Errorf("list addresses of %q: %w", ifName, err)
-	}
-	if err := netlink.LinkSetDown(link); err != nil {
-		return 0, fmt.Errorf("set %q down: %w", ifName, err)
-	}
-	for _, a := range addrs {
-		if err := netlink.AddrDel(link, &a); err != nil && !isAbsent(err) {
-			return 0, fmt.Errorf("remove address %s from %q: %w", a.IPNet, ifName, err)
-		}
-	}
-	veth, isVeth := link.(*netlink.Veth)
-	if !isVeth {
-		return 0, nil
-	}
-	if err := renameAside(veth); err != nil {
-		return 0, err
+	if _, ok := link.(*netlink.Veth); !ok {
+		return containerEnd{}, nil
 	}
 	hostID, err := netlink.GetNetNsIdByFd(int(hostNS.Fd()))
 	if err != nil || link.Attrs().NetNsID < 0 || link.Attrs().NetNsID != hostID {
-		return 0, nil
+		return containerEnd{}, nil
 	}
-	return link.Attrs().ParentIndex, nil
+	addrs, err := netlinksafe.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return containerEnd{}, fmt.Errorf("list addresses of %q: %w", ifName, err)
+	}
+	ce := containerEnd{ifName: ifName, index: link.Attrs().Index, peerIndex: link.Attrs().ParentIndex}
+	for _, a := range addrs {
+		ce.addrs = append(ce.addrs, fromIPNet(a.IPNet))
+	}
+	return ce, nil
+}
+
+// ownsHostEnd reports whether host is owner's host veth (see
+// DisarmContainer).
+func ownsHostEnd(host netlink.Link, owner VethOwner) (bool, error) {
+	a := host.Attrs()
+	switch {
+	case host.Type() != "veth":
+		return false, nil
+	case a.Alias == owner.Alias() || a.Alias == "" && slices.Contains(owner.hostVethNames(), a.Name):
+		return true, nil
+	case a.Alias != "" || a.MasterIndex == 0:
+		return false, nil
+	}
+	br, err := netlink.LinkByIndex(a.MasterIndex)
+	if err != nil {
+		return false, fmt.Errorf("look up the bridge of host veth %s: %w", a.Name, err)
+	}
+	return br.Attrs().Alias == OwnerAlias(owner.Network), nil
+}
+
+// disarm runs in the container namespace on an interface of ours.
+func disarm(ifName string, addrs []netip.Prefix) error {
+	link, err := netlinksafe.LinkByName(ifName)
+	if err != nil {
+		return fmt.Errorf("look up %q: %w", ifName, err)
+	}
+	if err := netlink.LinkSetDown(link); err != nil {
+		return fmt.Errorf("set %q down: %w", ifName, err)
+	}
+	for _, a := range addrs {
+		if err := netlink.AddrDel(link, &netlink.Addr{IPNet: toIPNet(a)}); err != nil && !isAbsent(err) {
+			return fmt.Errorf("remove address %s from %q: %w", a, ifName, err)
+		}
+	}
+	return renameAside(link)
 }
 
 // renameAside gives a disarmed container end a name of its own ("ovd" and

@@ -18,10 +18,11 @@ type ExistingAttachment struct {
 	MTU int
 	// Addrs are the container interface's IPv4 addresses.
 	Addrs []netip.Prefix
-	// Disarmed is true for an interface without IPv4 addresses, which
-	// DisarmContainer or an ADD that died half-way left: deleting it loses
-	// nothing.
-	Disarmed bool
+	// Unfinished is true for an interface without an IPv4 address or
+	// without a default route, which an ADD that died half-way left (its
+	// address, if any, is still this attachment's reservation): deleting
+	// it loses nothing.
+	Unfinished bool
 }
 
 // InspectContainer tells a CNI ADD what the container already has under
@@ -58,7 +59,7 @@ func InspectContainer(netnsPath, ifName, bridge string, owner VethOwner) (Existi
 		ContainerLink: ContainerLink{HostVeth: host.Attrs().Name, HostMAC: host.Attrs().HardwareAddr, ContainerMAC: ce.mac},
 		MTU:           ce.mtu,
 		Addrs:         ce.addrs,
-		Disarmed:      len(ce.addrs) == 0,
+		Unfinished:    len(ce.addrs) == 0 || !ce.defaultRoute,
 	}, nil
 }
 
@@ -69,6 +70,8 @@ type containerEnd struct {
 	peerIndex int
 	mtu       int
 	mac       net.HardwareAddr
+	// defaultRoute: an IPv4 default route leaves by this interface.
+	defaultRoute bool
 	addrs     []netip.Prefix
 }
 
@@ -106,6 +109,11 @@ func readContainerEnd(hostNS ns.NetNS, ifName, bridge string) (containerEnd, err
 	for _, ad := range addrs {
 		ce.addrs = append(ce.addrs, fromIPNet(ad.IPNet))
 	}
+	routes, err := netlinksafe.RouteList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return containerEnd{}, fmt.Errorf("list routes of %q: %w", ifName, err)
+	}
+	ce.defaultRoute = slices.ContainsFunc(routes, func(r netlink.Route) bool { return r.Dst == nil || fromIPNet(r.Dst).Bits() == 0 })
 	return ce, nil
 }
 

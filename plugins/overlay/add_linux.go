@@ -52,11 +52,11 @@ func (p plugin) add(args *skel.CmdArgs) error {
 	case err != nil:
 		return bridgeError(fmt.Sprintf("inspect container %s", args.ContainerID), err)
 	}
-	if existing.Disarmed {
+	if existing.Unfinished {
 		// Left by an ADD killed half-way: it holds no address, so nothing
 		// can be lost by deleting it.
 		if err := datapath.DetachContainer(args.Netns, args.IfName); err != nil {
-			return cnierr.Wrap("remove the interface an earlier DEL left", err)
+			return cnierr.Wrap("remove the interface an ADD killed half-way left", err)
 		}
 		return p.addNew(conf, args, hf)
 	}

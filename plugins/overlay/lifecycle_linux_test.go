@@ -126,6 +126,18 @@ func TestAddReplacesHalfMadeAttachment(t *testing.T) {
 	list := h.confList("1.0.0", "")
 	res, addr := h.mustAdd(list, rt("c1", c))
 	h.wantAttached("c1", c, addr, res.Interfaces[0].Name)
+
+	// Killed between the address and the default route: the same.
+	ipRun(t, c.name, "route", "del", "default")
+	res, again := h.mustAdd(list, rt("c1", c))
+	if again != addr {
+		t.Errorf("the retried ADD gave %s, want the attachment's %s", again, addr)
+	}
+	h.wantAttached("c1", c, addr, res.Interfaces[0].Name)
+	var routes []ipRoute
+	if err := ipJSON(t, c.name, &routes, "route", "show", "default"); err != nil || len(routes) != 1 {
+		t.Errorf("default routes after the retried ADD: %v, %v", routes, err)
+	}
 }
 
 // GC removes the veth of an attachment the runtime no longer lists even

@@ -30,9 +30,10 @@ type plugin struct {
 // has the veth pair deleted. The order matters: releasing first would let a
 // concurrent ADD receive an address the old interface still holds. If the
 // interface cannot be disarmed the address stays reserved and the error
-// asks the runtime to retry DEL. A missing netns counts as detached, so DEL
-// still releases the address after the container is gone; with none given,
-// the attachment's host veth is looked up by name and deleted if it lives.
+// asks the runtime to retry DEL. Without a netns (none given, or it cannot
+// be opened) the attachment's host veth is looked up by name and deleted if
+// something still keeps it alive, so DEL still releases the address after
+// the container is gone.
 // While the netns exists DEL holds its lock, so a DEL sent while an ADD
 // still runs (a runtime giving up on a slow ADD) waits for it instead of
 // releasing an address the ADD is about to put on an interface. The veth
@@ -44,27 +45,21 @@ func (p plugin) del(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if args.Netns != "" {
-		// A netns that cannot be opened has nothing left to race over;
-		// DisarmContainer tells gone from broken.
-		if n, err := ns.GetNS(args.Netns); err == nil {
-			defer n.Close() // drops the lock
-			if err := lockNetns(n, args.Netns, netnsLockTimeout); err != nil {
-				return err
-			}
+	var veth datapath.HostVeth
+	if n, err := ns.GetNS(args.Netns); args.Netns != "" && err == nil {
+		defer n.Close() // drops the lock
+		if err := lockNetns(n, args.Netns, netnsLockTimeout); err != nil {
+			return err
 		}
-	}
-	if args.Netns == "" {
-		// The runtime no longer knows the netns (a second DEL after the
-		// sandbox is gone); if the pair lives on, it is found by its name.
-		if err := datapath.DeleteOwnedVeth(owner(conf, args)); err != nil {
-			return cnierr.IOFailure(fmt.Sprintf("cannot remove container %s's veth pair", args.ContainerID),
+		veth, err = datapath.DisarmContainer(n, args.IfName, owner(conf, args))
+		if err != nil {
+			return cnierr.IOFailure(fmt.Sprintf("cannot take container %s's interface %s out of use", args.ContainerID, args.IfName),
 				fmt.Sprintf("%v; its address stays reserved until DEL succeeds: retry DEL", err))
 		}
-	}
-	veth, err := datapath.DisarmContainer(args.Netns, args.IfName)
-	if err != nil {
-		return cnierr.IOFailure(fmt.Sprintf("cannot remove container %s's interface %s", args.ContainerID, args.IfName),
+	} else if err := datapath.DeleteOwnedVeth(owner(conf, args)); err != nil {
+		// No netns given, or it cannot be opened (gone): if something else
+		// keeps it alive, the pair lives on and still holds the address.
+		return cnierr.IOFailure(fmt.Sprintf("cannot remove container %s's veth pair", args.ContainerID),
 			fmt.Sprintf("%v; its address stays reserved until DEL succeeds: retry DEL", err))
 	}
 	if err := ipamFor(conf).Del(args); err != nil {
