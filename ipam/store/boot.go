@@ -6,14 +6,22 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/overlaynet/overlay/pkg/atomicfile"
 )
 
-// forgetEarlierBoot drops every reservation when the store was last used in
-// an earlier boot of the machine: no container of that boot survived it
-// (see the package comment). It runs under the store's lock, first thing
-// in every transaction.
+// forgetEarlierBoot drops the reservations of earlier boots of the machine
+// when the store was last used in one: no container of those boots
+// survived (see the package comment). It drops only files last changed
+// before this boot began, so reservations a writer that keeps no boot ID
+// (an older overlay-ipam) made in this boot stay. It runs under the
+// store's lock, first thing in every transaction.
 func (s *Store) forgetEarlierBoot() error {
 	cur, err := os.ReadFile(s.bootIDPath())
 	if err != nil || len(bytes.TrimSpace(cur)) == 0 {
@@ -32,7 +40,11 @@ func (s *Store) forgetEarlierBoot() error {
 	case bytes.Equal(bytes.TrimSpace(have), cur):
 		return nil
 	}
-	if err := s.dropAll(); err != nil {
+	booted, err := s.bootTime()
+	if err != nil {
+		return fmt.Errorf("drop the reservations of an earlier boot: %w", err)
+	}
+	if err := s.dropBefore(booted); err != nil {
 		return fmt.Errorf("drop the reservations of an earlier boot: %w", err)
 	}
 	return s.writeBootID(cur)
@@ -45,17 +57,55 @@ func (s *Store) writeBootID(id []byte) error {
 	return atomicfile.WriteFile(s.path(bootIDFile), append(id, '\n'), 0o644)
 }
 
-// dropAll removes every reservation, index and the round-robin hint.
-func (s *Store) dropAll() error {
+// dropBefore removes every reservation, index and temp file last changed
+// before t, and the round-robin hint.
+func (s *Store) dropBefore(t time.Time) error {
 	for _, d := range []string{ipsDir, attachmentsDir} {
-		if err := os.RemoveAll(s.path(d)); err != nil {
+		entries, err := os.ReadDir(s.path(d))
+		if err != nil {
 			return err
 		}
-		if err := os.MkdirAll(s.path(d), 0o755); err != nil {
-			return err
+		for _, e := range entries {
+			p := filepath.Join(s.path(d), e.Name())
+			if changed, err := changeTime(p); err == nil && changed.Before(t) {
+				if err := removeIfExists(p); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	return removeIfExists(s.path(lastReservedFile))
+}
+
+// changeTime is a file's ctime: unlike its mtime, no one can set it back.
+func changeTime(path string) (time.Time, error) {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		return time.Time{}, err
+	}
+	return time.Unix(st.Ctim.Unix()), nil
+}
+
+// bootTime is when this boot began, from the kernel's btime.
+func (s *Store) bootTime() (time.Time, error) {
+	path := s.ProcStatPath
+	if path == "" {
+		path = "/proc/stat"
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read boot time: %w", err)
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			secs, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return time.Time{}, fmt.Errorf("parse btime %q in %s: %w", v, path, err)
+			}
+			return time.Unix(secs, 0), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("no btime in %s", path)
 }
 
 func (s *Store) bootIDPath() string {

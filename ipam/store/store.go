@@ -28,9 +28,10 @@
 // recent writes, and that same crash ends every container of the machine,
 // so every reservation made before it is worthless. The store therefore
 // records the kernel's boot ID and, on its first use in a later boot,
-// drops all reservations of the earlier one, whatever state the crash left
-// them in. (A store that has no boot ID yet, written by an older version,
-// is adopted as this boot's.) Within one boot, reservations of containers
+// drops every file last changed before that boot began, whatever state the
+// crash left it in. (A store that has no boot ID yet, written by an older
+// version, is adopted as this boot's; files an older version writes in
+// this boot are newer than the boot and stay.) Within one boot, reservations of containers
 // the runtime lost track of (no DEL ever came) are what CNI GC releases.
 //
 // An IP file without an index cannot arise from these sequences (only from
@@ -106,6 +107,9 @@ type Store struct {
 	// BootIDPath is where the current boot's ID is read; empty means the
 	// kernel's (DefaultBootIDPath).
 	BootIDPath string
+	// ProcStatPath is where the boot time (btime) is read; empty means
+	// /proc/stat.
+	ProcStatPath string
 }
 
 // DefaultBootIDPath is the kernel's random ID of the current boot.

@@ -334,13 +334,19 @@ func TestRejectsEmptyAttachment(t *testing.T) {
 }
 
 // A reboot ends every container, so the first use of the store in a new
-// boot drops what the old boot reserved; within a boot nothing is dropped,
-// and a store without a boot ID (written before they were kept) is adopted.
+// boot drops what earlier boots reserved; within a boot nothing is dropped,
+// a store without a boot ID (written before they were kept) is adopted,
+// and what a writer that keeps no boot ID (an older overlay-ipam) reserved
+// in the new boot stays.
 func TestEarlierBootIsForgotten(t *testing.T) {
 	dir := t.TempDir()
 	bootID := filepath.Join(t.TempDir(), "boot_id")
-	setBoot := func(id string) {
+	procStat := filepath.Join(t.TempDir(), "stat")
+	setBoot := func(id string, began time.Time) {
 		if err := os.WriteFile(bootID, []byte(id+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(procStat, fmt.Appendf(nil, "cpu 1 2 3\nbtime %d\nprocesses 9\n", began.Unix()), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -349,38 +355,43 @@ func TestEarlierBootIsForgotten(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.BootIDPath = bootID
+		s.BootIDPath, s.ProcStatPath = bootID, procStat
+		return s
+	}
+	older := func() *Store { // keeps no boot ID
+		s := open()
+		s.BootIDPath = filepath.Join(t.TempDir(), "missing")
 		return s
 	}
 	r := newRange(t, "10.244.7.0/24", "10.244.7.1")
-	a, b := Attachment{ContainerID: "a", IfName: "eth0"}, Attachment{ContainerID: "b", IfName: "eth0"}
+	a, b, c := att("a"), att("b"), att("c")
 
-	// Written before boot IDs were kept: no boot_id file at all.
-	old := open()
-	old.BootIDPath = filepath.Join(t.TempDir(), "missing")
-	if _, err := old.Reserve(a, r); err != nil {
+	if _, err := older().Reserve(a, r); err != nil {
 		t.Fatal(err)
 	}
-	setBoot("boot-1")
+	setBoot("boot-1", time.Unix(0, 0))
 	s := open()
-	if ip, err := s.Lookup(a); err != nil {
+	if _, err := s.Lookup(a); err != nil {
 		t.Fatalf("the reservation of a store without a boot ID was dropped: %v", err)
-	} else if _, err := s.Reserve(b, r); err != nil {
+	}
+	if _, err := s.Reserve(b, r); err != nil {
 		t.Fatal(err)
-	} else if allocs, _ := s.List(); len(allocs) != 2 {
-		t.Fatalf("same boot: %v, want a (%s) and b", allocs, ip)
+	}
+	if allocs, _ := s.List(); len(allocs) != 2 {
+		t.Fatalf("same boot: %v, want a and b", allocs)
 	}
 
-	setBoot("boot-2")
+	time.Sleep(1100 * time.Millisecond) // btime has a resolution of seconds
+	setBoot("boot-2", time.Now())
+	if _, err := older().Reserve(c, r); err != nil {
+		t.Fatal(err)
+	}
 	allocs, err := open().List()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(allocs) != 0 {
-		t.Errorf("after a reboot the store still holds %v", allocs)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "default", "attachments")); err != nil {
-		t.Errorf("attachments dir after dropping: %v", err)
+	if len(allocs) != 1 || allocs[0].Attachment != c {
+		t.Errorf("after a reboot the store holds %v, want only c (reserved in this boot)", allocs)
 	}
 	if _, err := open().Reserve(a, r); err != nil {
 		t.Errorf("reserve after a reboot: %v", err)
