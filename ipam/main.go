@@ -12,16 +12,17 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/overlaynet/overlay/ipam/ipamplugin"
+	"github.com/overlaynet/overlay/pkg/cnierr"
 )
 
 func main() {
 	p := ipamplugin.Plugin{Stdout: os.Stdout}
 	skel.PluginMainFuncs(skel.CNIFuncs{
-		Add:    p.Add,
-		Del:    p.Del,
-		Check:  p.Check,
-		Status: p.Status,
-		GC:     p.GC,
+		Add:    cnierr.CodedVerb(p.Add),
+		Del:    cnierr.CodedVerb(p.Del),
+		Check:  cnierr.CodedVerb(p.Check),
+		Status: cnierr.CodedVerb(p.Status),
+		GC:     cnierr.CodedVerb(p.GC),
 	}, version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"),
 		"overlay-ipam: addresses from this host's overlay subnet")
 }

@@ -50,16 +50,16 @@ func (p Plugin) Add(args *skel.CmdArgs) error {
 	// and the runtime can still DEL it.
 	r, err := res.Result.GetAsVersion(c.CNIVersion)
 	if err != nil {
-		err = fmt.Errorf("convert result to version %s: %w", c.CNIVersion, err)
+		err = types.NewError(types.ErrIncompatibleCNIVersion, "cannot give the result in cniVersion "+c.CNIVersion, err.Error())
 	} else if err = r.PrintTo(p.Stdout); err != nil {
-		err = fmt.Errorf("write result: %w", err)
+		err = cnierr.IOFailure("cannot write the result", err.Error())
 	}
 	if err != nil && res.New {
 		if rerr := p.Del(args); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("release the address again: %w", rerr))
 		}
 	}
-	return err
+	return cnierr.Coded(err)
 }
 
 // Reservation is what Reserve gave an attachment.
@@ -134,7 +134,7 @@ func (p Plugin) Check(args *skel.CmdArgs) error {
 		return err
 	}
 	if !listsAddr(prev, ip) {
-		return fmt.Errorf("%s holds %s in %s, but the runtime's cached result does not list it", attachment(args), ip, s.Dir())
+		return cnierr.AttachmentChanged(fmt.Sprintf("%s holds %s in %s, but the runtime's cached result does not list it", attachment(args), ip, s.Dir()))
 	}
 	return nil
 }
@@ -179,7 +179,7 @@ func loadStore(args *skel.CmdArgs) (*config, *store.Store, error) {
 func openStore(c *config) (*store.Store, error) {
 	s, err := store.New(c.IPAM.DataDir, c.Network)
 	if err != nil {
-		return nil, fmt.Errorf("%w; check that ipam.dataDir %s is a writable directory", err, c.IPAM.DataDir)
+		return nil, cnierr.IOFailure("cannot open the ipam store", fmt.Sprintf("%v; check that ipam.dataDir %s is a writable directory", err, c.IPAM.DataDir))
 	}
 	return s, nil
 }
@@ -237,7 +237,7 @@ func storeError(s *store.Store, err error) error {
 		return cnierr.TryAgain(exhausted.Error(),
 			fmt.Sprintf("every address is reserved in %s; delete unused containers, or let the runtime run CNI GC to release reservations of containers that are gone", s.Dir()))
 	case errors.Is(err, store.ErrNotFound):
-		return fmt.Errorf("no address is reserved in %s: %w", s.Dir(), err)
+		return cnierr.AttachmentChanged(fmt.Sprintf("no address is reserved in %s: %v", s.Dir(), err))
 	}
-	return err
+	return cnierr.IOFailure("ipam store "+s.Dir()+" failed", err.Error())
 }

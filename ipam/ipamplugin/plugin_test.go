@@ -230,7 +230,9 @@ func TestAddExhausted(t *testing.T) {
 }
 
 // TestStoreErrorCodes pins the codes runtimes act on: a busy or full store
-// is worth retrying (11). The lock wait itself is covered in ipam/store.
+// is worth retrying (11), a CHECK of an attachment without an address is
+// 100, anything else the disk did is 5 (never 999). The lock wait itself
+// is covered in ipam/store.
 func TestStoreErrorCodes(t *testing.T) {
 	s, err := store.New(t.TempDir(), "default")
 	if err != nil {
@@ -240,9 +242,13 @@ func TestStoreErrorCodes(t *testing.T) {
 	if ce.Msg != "ipam store is busy" || !strings.Contains(ce.Details, "lock x") {
 		t.Errorf("lock timeout error = %q / %q", ce.Msg, ce.Details)
 	}
-	boom := errors.New("boom")
-	if got := storeError(s, boom); got != boom {
-		t.Errorf("storeError passed %v through as %v", boom, got)
+	ce = wantCode(t, storeError(s, fmt.Errorf("c1/eth0: %w", store.ErrNotFound)), 100)
+	if !strings.Contains(ce.Details, "no address is reserved") {
+		t.Errorf("not found error = %q / %q", ce.Msg, ce.Details)
+	}
+	ce = wantCode(t, storeError(s, errors.New("boom")), types.ErrIOFailure)
+	if !strings.Contains(ce.Msg, s.Dir()) || ce.Details != "boom" {
+		t.Errorf("other store error = %q / %q", ce.Msg, ce.Details)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/overlaynet/overlay/pkg/hostfile"
@@ -145,14 +146,15 @@ func DecodeResult(what string, err error) *types.Error {
 }
 
 // CodeAttachmentChanged is overlay's own code (the spec leaves 100 and up
-// to plugins) for a CHECK that finds the container's interface no longer as
-// ADD left it: missing, down, or without its address.
+// to plugins) for a CHECK that finds the attachment no longer as ADD left
+// it: the container's interface missing, down or without its address, or
+// the address no longer reserved for it.
 const CodeAttachmentChanged uint = 100
 
-// AttachmentChanged (code 100) is CHECK's answer when the container's
-// interface differs from what ADD made.
+// AttachmentChanged (code 100) is CHECK's answer when the attachment
+// differs from what ADD made; problem says how.
 func AttachmentChanged(problem string) *types.Error {
-	return types.NewError(CodeAttachmentChanged, "the container's interface is not as ADD left it",
+	return types.NewError(CodeAttachmentChanged, "the attachment is not as ADD left it",
 		problem+"; something outside the runtime changed the container's network: DEL the attachment and ADD it again (restart the container or pod)")
 }
 
@@ -165,4 +167,28 @@ func Wrap(context string, err error) *types.Error {
 		return types.NewError(ce.Code, context+": "+ce.Msg, ce.Details)
 	}
 	return IOFailure(context, err.Error())
+}
+
+// Coded returns err as an error skel passes to the runtime with a code the
+// spec defines: err itself if it is a *types.Error; if it wraps or joins
+// any, the first one's code and message with all of err's text as details
+// (skel would keep only that first error, and drop the rest); else code 5
+// with err's text. skel answers 999 for anything else.
+func Coded(err error) error {
+	if err == nil {
+		return nil
+	}
+	if ce, ok := err.(*types.Error); ok {
+		return ce
+	}
+	var ce *types.Error
+	if errors.As(err, &ce) {
+		return types.NewError(ce.Code, ce.Msg, err.Error())
+	}
+	return IOFailure(err.Error(), "")
+}
+
+// CodedVerb wraps a CNI verb so that every error it returns is Coded.
+func CodedVerb(verb func(*skel.CmdArgs) error) func(*skel.CmdArgs) error {
+	return func(args *skel.CmdArgs) error { return Coded(verb(args)) }
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/overlaynet/overlay/pkg/hostfile"
@@ -116,5 +117,30 @@ func TestHostFileEdge(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Coded leaves no error to skel's 999, and keeps every message of a
+// wrapped or joined one with the first code.
+func TestCoded(t *testing.T) {
+	if Coded(nil) != nil {
+		t.Error("Coded(nil) != nil")
+	}
+	busy := TryAgain("busy", "later")
+	if Coded(busy) != busy {
+		t.Error("a CNI error is not passed as is")
+	}
+	var ce *types.Error
+	joined := errors.Join(errors.New("veth x: EBUSY"), fmt.Errorf("ipam: %w", busy))
+	if !errors.As(Coded(joined), &ce) || ce.Code != 11 || ce.Msg != "busy" ||
+		!strings.Contains(ce.Details, "veth x: EBUSY") || !strings.Contains(ce.Details, "later") {
+		t.Errorf("Coded(joined) = %+v", ce)
+	}
+	if !errors.As(Coded(errors.New("netlink: EPERM")), &ce) || ce.Code != types.ErrIOFailure || ce.Msg != "netlink: EPERM" {
+		t.Errorf("Coded(plain) = %+v", ce)
+	}
+	verb := CodedVerb(func(*skel.CmdArgs) error { return errors.New("x") })
+	if !errors.As(verb(&skel.CmdArgs{}), &ce) || ce.Code != types.ErrIOFailure {
+		t.Errorf("CodedVerb = %+v", ce)
 	}
 }

@@ -239,9 +239,11 @@ func DeleteOwnedVeth(owner VethOwner) error {
 // not in valid: one its alias names (see VethOwner.Alias), or one without
 // an alias but with a name HostVethName gives (an ADD died before it set
 // the alias; such a veth is off the bridge and holds no address) that is
-// not a valid attachment's. It returns the owners of the aliased veths it
-// could not delete with the joined errors. It reads the host's whole link
-// table, which only GC does.
+// not a valid attachment's. A pair DisarmContainer marked goes whatever
+// its attachment (it is out of use even if the attachment was added
+// again). It returns the owners of the aliased veths it could not delete
+// with the joined errors. It reads the host's whole link table, which only
+// GC does.
 //
 // An unaliased veth cannot tell which network it is of: one that another
 // network's ADD is creating at this very moment is deleted too, and that

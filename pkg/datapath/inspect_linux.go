@@ -72,7 +72,7 @@ type containerEnd struct {
 	mac       net.HardwareAddr
 	// defaultRoute: an IPv4 default route leaves by this interface.
 	defaultRoute bool
-	addrs     []netip.Prefix
+	addrs        []netip.Prefix
 }
 
 // readContainerEnd runs inside the container namespace.

@@ -73,14 +73,14 @@ func (p plugin) add(args *skel.CmdArgs) error {
 // would, before the address is freed.
 func (p plugin) addNew(conf *NetConf, args *skel.CmdArgs, hf hostfile.HostFile) error {
 	var addr netip.Prefix
-	success, attached := false, false
+	success, attached, held := false, false, false
 	defer func() {
 		if !success {
-			p.rollbackAdd(conf, args, attached, addr.Addr())
+			p.rollbackAdd(conf, args, attached, held, addr.Addr())
 		}
 	}()
 	var err error
-	addr, err = p.ipamAdd(conf, args, hf)
+	addr, held, err = p.ipamAdd(conf, args, hf)
 	if err != nil {
 		return err
 	}
@@ -119,7 +119,7 @@ func (p plugin) addExisting(conf *NetConf, args *skel.CmdArgs, hf hostfile.HostF
 	if err != nil {
 		return ifNameTaken(args, err.Error())
 	}
-	got, err := p.ipamAdd(conf, args, hf)
+	got, _, err := p.ipamAdd(conf, args, hf)
 	if err != nil {
 		return existingIPAMError(conf, args, have, err)
 	}
@@ -154,21 +154,21 @@ func attachedAddr(addrs []netip.Prefix, subnet netip.Prefix) (netip.Prefix, erro
 
 // ipamAdd asks IPAM for the attachment's address and checks it fits the
 // host's subnet.
-func (p plugin) ipamAdd(conf *NetConf, args *skel.CmdArgs, hf hostfile.HostFile) (netip.Prefix, error) {
-	r, err := ipamFor(conf).Add(args)
+func (p plugin) ipamAdd(conf *NetConf, args *skel.CmdArgs, hf hostfile.HostFile) (addr netip.Prefix, held bool, err error) {
+	r, held, err := ipamFor(conf).Add(args)
 	if err != nil {
-		return netip.Prefix{}, ipamError(conf, err)
+		return netip.Prefix{}, false, ipamError(conf, err)
 	}
 	res, err := current.NewResultFromResult(r)
 	if err != nil {
-		return netip.Prefix{}, cnierr.DecodeResult("the result of ipam plugin "+conf.IPAM.Type, err)
+		return netip.Prefix{}, held, cnierr.DecodeResult("the result of ipam plugin "+conf.IPAM.Type, err)
 	}
-	addr, err := ipamAddr(res, hf.Subnet)
+	addr, err = ipamAddr(res, hf.Subnet)
 	if err != nil {
-		return netip.Prefix{}, cnierr.InvalidConfig("ipam", fmt.Sprintf("ipam plugin %s: %v; configure it to hand out addresses of the subnet in %s, or use overlay-ipam",
+		return netip.Prefix{}, held, cnierr.InvalidConfig("ipam", fmt.Sprintf("ipam plugin %s: %v; configure it to hand out addresses of the subnet in %s, or use overlay-ipam",
 			conf.IPAM.Type, err, conf.hostFilePath()))
 	}
-	return addr, nil
+	return addr, held, nil
 }
 
 func (p plugin) printResult(conf *NetConf, a attachment) error {
@@ -183,8 +183,11 @@ func (p plugin) printResult(conf *NetConf, a attachment) error {
 }
 
 // rollbackAdd undoes what addNew did: the interface it made, then the
-// address IPAM gave it (addr, or the zero Addr if IPAM failed first).
-func (p plugin) rollbackAdd(conf *NetConf, args *skel.CmdArgs, attached bool, addr netip.Addr) {
+// address IPAM gave it (addr, or the zero Addr if IPAM failed first),
+// unless the attachment held that address before this ADD (held): it may
+// be on an interface of the same attachment elsewhere, and DEL or GC
+// frees it.
+func (p plugin) rollbackAdd(conf *NetConf, args *skel.CmdArgs, attached, held bool, addr netip.Addr) {
 	if attached {
 		if err := datapath.DetachContainer(args.Netns, args.IfName); err != nil {
 			// The address stays reserved: handing it out again while the
@@ -192,6 +195,10 @@ func (p plugin) rollbackAdd(conf *NetConf, args *skel.CmdArgs, attached bool, ad
 			p.logf(args, "remove interface after failed ADD: %v", err)
 			return
 		}
+	}
+	if held {
+		p.logf(args, "keep %s reserved after failed ADD: the attachment held it before this ADD", addr)
+		return
 	}
 	p.releaseUnused(conf, args, addr, "failed ADD")
 }

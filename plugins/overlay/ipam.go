@@ -18,7 +18,11 @@ const ownIPAM = "overlay-ipam"
 // DEL (about as much as all the plugin's own work). Any other type is
 // exec'd from CNI_PATH, as the spec says.
 type ipam interface {
-	Add(args *skel.CmdArgs) (types.Result, error)
+	// Add returns the attachment's address, and whether the attachment
+	// held it before this ADD (then a failed ADD must not hand it back: it
+	// may be on a live interface). Only overlay-ipam can tell; an exec'd
+	// plugin's is taken to be new, as the spec's rollback (DEL) assumes.
+	Add(args *skel.CmdArgs) (r types.Result, held bool, err error)
 	Del(args *skel.CmdArgs) error
 	Check(args *skel.CmdArgs) error
 	Status(args *skel.CmdArgs) error
@@ -35,12 +39,12 @@ func ipamFor(conf *NetConf) ipam {
 // localIPAM is overlay-ipam's verbs in this process.
 type localIPAM struct{}
 
-func (localIPAM) Add(args *skel.CmdArgs) (types.Result, error) {
+func (localIPAM) Add(args *skel.CmdArgs) (types.Result, bool, error) {
 	r, err := ipamplugin.Reserve(args)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return r.Result, nil
+	return r.Result, !r.New, nil
 }
 
 func (localIPAM) Del(args *skel.CmdArgs) error    { return ipamplugin.Plugin{}.Del(args) }
@@ -52,8 +56,9 @@ func (localIPAM) GC(args *skel.CmdArgs) error     { return ipamplugin.Plugin{}.G
 // invocation's environment and config.
 type execIPAM struct{ typ string }
 
-func (e execIPAM) Add(args *skel.CmdArgs) (types.Result, error) {
-	return invoke.DelegateAdd(context.TODO(), e.typ, args.StdinData, nil)
+func (e execIPAM) Add(args *skel.CmdArgs) (types.Result, bool, error) {
+	r, err := invoke.DelegateAdd(context.TODO(), e.typ, args.StdinData, nil)
+	return r, false, err
 }
 
 func (e execIPAM) Del(args *skel.CmdArgs) error {

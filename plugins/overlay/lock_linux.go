@@ -44,7 +44,7 @@ func lockNetns(n ns.NetNS, path string, timeout time.Duration) error {
 			return nil
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			return fmt.Errorf("lock network namespace %s: %w", path, err)
+			return cnierr.IOFailure("cannot lock network namespace "+path, err.Error())
 		}
 		left := time.Until(deadline)
 		if left <= 0 {

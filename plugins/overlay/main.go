@@ -13,6 +13,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/overlaynet/overlay/pkg/cnierr"
 )
 
 func init() {
@@ -27,11 +29,11 @@ func main() {
 	}
 	p := plugin{stdout: os.Stdout, stderr: os.Stderr}
 	skel.PluginMainFuncs(skel.CNIFuncs{
-		Add:    p.add,
-		Del:    p.del,
-		Check:  p.check,
-		Status: p.status,
-		GC:     p.gc,
+		Add:    cnierr.CodedVerb(p.add),
+		Del:    cnierr.CodedVerb(p.del),
+		Check:  cnierr.CodedVerb(p.check),
+		Status: cnierr.CodedVerb(p.status),
+		GC:     cnierr.CodedVerb(p.gc),
 	}, version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"),
 		"overlay: veth to this host's overlay bridge")
 }

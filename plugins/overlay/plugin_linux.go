@@ -160,6 +160,8 @@ func (p plugin) gc(args *skel.CmdArgs) error {
 	if err := ipamFor(conf).GC(&gcArgs); err != nil {
 		ipamErr = ipamError(conf, err)
 	}
+	// Joined, both reach the runtime: cnierr.Coded (in main) keeps the
+	// first code and every message.
 	return errors.Join(vethErr, ipamErr)
 }
 

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -76,7 +77,9 @@ func startReaper(lock *os.File) error {
 
 // reapVeths is the reaper's whole life; it returns the exit status. It
 // deletes the doomed pairs, lets the lock go, and goes on while pairs
-// marked meanwhile are left and no other reaper took the lock.
+// marked meanwhile are left. It waits for the lock rather than leave them
+// to whoever holds it: that may be the DEL that started it, not yet closed
+// its copy, or a newer reaper that already looked (both soon let go).
 func reapVeths(lockPath string) int {
 	lock := os.NewFile(lockFD, lockPath)
 	for {
@@ -88,12 +91,32 @@ func reapVeths(lockPath string) int {
 		if more, err := datapath.AnyDoomedVeth(); err != nil || !more {
 			return 0
 		}
-		if lock, err = os.OpenFile(lockPath, os.O_RDWR, 0); err != nil {
+		if lock, err = lockWithin(lockPath, reaperLockWait); err != nil {
 			return 1
 		}
-		if unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
-			lock.Close()
-			return 0 // a newer reaper has them
+	}
+}
+
+// reaperLockWait bounds a reaper's wait for the lock; holders keep it for
+// one round of deletions.
+const reaperLockWait = 5 * time.Second
+
+// lockWithin opens path and takes its flock, polling up to wait.
+func lockWithin(path string, wait time.Duration) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(wait)
+	for pause := time.Millisecond; ; pause = min(2*pause, 50*time.Millisecond) {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return f, nil
 		}
+		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			f.Close()
+			return nil, err
+		}
+		time.Sleep(pause)
 	}
 }
