@@ -23,7 +23,7 @@ type ContainerSpec struct {
 	// Addr is the container's address with the subnet's prefix length.
 	Addr    netip.Prefix
 	Gateway netip.Addr
-	// Owner is written as the host veth's alias (see VethOwner).
+	// Owner names the host veth and is written as its alias (see VethOwner).
 	Owner VethOwner
 }
 

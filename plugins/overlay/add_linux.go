@@ -53,8 +53,9 @@ func (p plugin) add(args *skel.CmdArgs) error {
 		return bridgeError(fmt.Sprintf("inspect container %s", args.ContainerID), err)
 	}
 	if existing.Unfinished {
-		// Left by an ADD killed half-way: it holds no address, so nothing
-		// can be lost by deleting it.
+		// Left by an ADD killed half-way: it holds no address, or one this
+		// attachment reserved but no default route yet, so nothing can be
+		// lost by deleting it.
 		if err := datapath.DetachContainer(args.Netns, args.IfName); err != nil {
 			return cnierr.Wrap("remove the interface an ADD killed half-way left", err)
 		}

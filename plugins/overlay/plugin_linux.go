@@ -33,13 +33,12 @@ type plugin struct {
 // asks the runtime to retry DEL. Without a netns (none given, or it cannot
 // be opened) the attachment's host veth is looked up by name and deleted if
 // something still keeps it alive, so DEL still releases the address after
-// the container is gone.
-// While the netns exists DEL holds its lock, so a DEL sent while an ADD
-// still runs (a runtime giving up on a slow ADD) waits for it instead of
-// releasing an address the ADD is about to put on an interface. The veth
-// pair's deletion, which the kernel makes slow, finishes after DEL answers
-// (see reapLater). DEL never reads the host file, so it works
-// without one and on an edge host.
+// the container is gone. While the netns exists DEL holds its lock, so a
+// DEL sent while an ADD still runs (a runtime giving up on a slow ADD)
+// waits for it instead of releasing an address the ADD is about to put on
+// an interface. The veth pair's deletion, which the kernel makes slow,
+// finishes after DEL answers (see reapLater). DEL never reads the host
+// file, so it works without one and on an edge host.
 func (p plugin) del(args *skel.CmdArgs) error {
 	conf, err := loadNetConf(args.StdinData)
 	if err != nil {
@@ -138,7 +137,7 @@ func (p plugin) gc(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	valid, err := validAttachments(args.StdinData)
+	valid, err := ipamplugin.ValidAttachments(args.StdinData)
 	if err != nil {
 		return err
 	}
@@ -205,12 +204,6 @@ func checkError(args *skel.CmdArgs, err error) error {
 		return cnierr.AttachmentChanged(fmt.Sprintf("container %s: %s", args.ContainerID, mismatch.Reason))
 	}
 	return cnierr.Wrap("check container "+args.ContainerID, err)
-}
-
-// validAttachments is the runtime's list of attachments GC must keep, as
-// overlay-ipam reads it (a request without one is refused).
-func validAttachments(stdin []byte) ([]types.GCAttachment, error) {
-	return ipamplugin.ValidAttachments(stdin)
 }
 
 // keepAttachments adds the attachments failed to the config's valid
