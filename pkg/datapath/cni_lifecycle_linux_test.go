@@ -286,3 +286,58 @@ func TestVethAlias(t *testing.T) {
 		}
 	}
 }
+
+// A veth made before host veths had names and aliases of their attachment
+// (an upgrade with containers running) is still DEL's when it is a port of
+// the network's own bridge (overlayd's alias on it), and never otherwise.
+func TestDisarmLegacyVeth(t *testing.T) {
+	for _, tt := range []struct {
+		name        string
+		bridgeOwner string
+		want        bool
+	}{
+		{"on the network's bridge", "default", true},
+		{"on another bridge", "", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			host, ctr := newNS(t), newNS(t)
+			do(t, host, func() error {
+				if err := EnsureBridge(BridgeSpec{Name: "overlay0", Gateway: mustPrefix("10.244.1.1/24"), MTU: 1450, Owner: tt.bridgeOwner}); err != nil {
+					return err
+				}
+				if err := addBareVeth(ctr, "veth0123abcd", "eth0"); err != nil {
+					return err
+				}
+				br, err := netlinksafe.LinkByName("overlay0")
+				if err != nil {
+					return err
+				}
+				l, err := netlinksafe.LinkByName("veth0123abcd")
+				if err != nil {
+					return err
+				}
+				return netlink.LinkSetMaster(l, br)
+			})
+			do(t, ctr, func() error {
+				l, err := netlinksafe.LinkByName("eth0")
+				if err != nil {
+					return err
+				}
+				return netlink.AddrAdd(l, &netlink.Addr{IPNet: toIPNet(ctrAddr)})
+			})
+			var v HostVeth
+			do(t, host, func() (err error) {
+				v, err = DisarmContainer(ctr, "eth0", VethOwner{Network: "default", ContainerID: "old", IfName: "eth0"})
+				return err
+			})
+			if got := v.Name == "veth0123abcd"; got != tt.want {
+				t.Errorf("DisarmContainer = %+v, want disarmed: %v", v, tt.want)
+			}
+			var held bool
+			do(t, host, func() (err error) { held, err = ContainerHolds(ctr.Path(), ctrAddr.Addr()); return err })
+			if held == tt.want {
+				t.Errorf("container still holds its address: %v, want %v", held, !tt.want)
+			}
+		})
+	}
+}
