@@ -546,8 +546,8 @@ type Container struct {
 	Result *types100.Result
 	// RawResult is the same result in the conflist's cniVersion.
 	RawResult types.Result
-	rt     *libcni.RuntimeConf
-	list   *libcni.NetworkConfigList
+	rt        *libcni.RuntimeConf
+	list      *libcni.NetworkConfigList
 }
 
 // confList is the test's conflist for h: the overlay plugin alone, with the
