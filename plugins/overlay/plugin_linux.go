@@ -45,7 +45,12 @@ func (p plugin) del(args *skel.CmdArgs) error {
 		return err
 	}
 	var veth datapath.HostVeth
-	if n, err := ns.GetNS(args.Netns); args.Netns != "" && err == nil {
+	var n ns.NetNS
+	if args.Netns != "" {
+		// One that cannot be opened is gone, or soon will be: handled below.
+		n, _ = ns.GetNS(args.Netns)
+	}
+	if n != nil {
 		defer n.Close() // drops the lock
 		if err := lockNetns(n, args.Netns, netnsLockTimeout); err != nil {
 			return err
