@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -20,66 +22,112 @@ import (
 	"github.com/overlaynet/overlay/internal/bench"
 )
 
+// options are the command line.
+type options struct {
+	bin, refBin, baseline string
+	containers, rounds    int
+	portmap, cni          bool
+	scale                 string
+	results               string
+}
+
 func main() {
-	bin := flag.String("bin", "bin", "directory holding overlay's plugins")
-	refBin := flag.String("ref-bin", "bin/ref", "directory holding flannel, bridge, host-local and portmap")
-	baseline := flag.String("baseline", "", "directory holding an older build of overlay's plugins, measured as a third chain (before/after)")
-	containers := flag.Int("containers", 100, "containers attached and detached per round")
-	rounds := flag.Int("rounds", 4, "rounds per chain, alternating between chains")
-	portmap := flag.Bool("portmap", false, "also measure both overlays with portmap chained")
-	results := flag.String("results", "bench/results", "directory for the JSON report")
+	var o options
+	flag.StringVar(&o.bin, "bin", "bin", "directory holding overlay's binaries")
+	flag.StringVar(&o.refBin, "ref-bin", "bin/ref", "directory holding flannel, bridge, host-local and portmap")
+	flag.StringVar(&o.baseline, "baseline", "", "directory holding an older build of overlay's plugins, measured as a third chain (before/after)")
+	flag.BoolVar(&o.cni, "cni", true, "measure CNI ADD and DEL against flannel's chain")
+	flag.IntVar(&o.containers, "containers", 100, "containers attached and detached per round")
+	flag.IntVar(&o.rounds, "rounds", 4, "rounds per chain, alternating between chains")
+	flag.BoolVar(&o.portmap, "portmap", false, "also measure both overlays with portmap chained")
+	flag.StringVar(&o.scale, "scale", "1000,10000", "fake remote leases per scale round, comma-separated (empty: no scale rounds)")
+	flag.StringVar(&o.results, "results", "bench/results", "directory for the JSON report")
 	flag.Parse()
-	if err := run(*bin, *refBin, *baseline, *containers, *rounds, *portmap, *results); err != nil {
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bin, refBin, baseline string, containers, rounds int, portmap bool, results string) error {
+func run(o options) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	peers, err := parseCounts(o.scale)
+	if err != nil {
+		return fmt.Errorf("-scale: %w", err)
+	}
 	work, err := os.MkdirTemp("", "overlay-bench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(work)
 	prefix := fmt.Sprintf("ovlb%d", os.Getpid())
+	rep := bench.Report{Date: time.Now(), Machine: bench.ThisMachine(), Floors: map[string]bench.Summary{}}
+	if o.cni {
+		if err := runCNI(ctx, o, work, prefix, &rep); err != nil {
+			return err
+		}
+	}
+	if len(peers) > 0 {
+		rep.Scale, err = bench.RunScale(ctx, bench.ScaleConfig{Prefix: prefix, Bin: o.bin, Dir: work, Peers: peers})
+		if err != nil {
+			return err
+		}
+		rep.Verdicts = append(rep.Verdicts, bench.ScaleVerdicts(rep.Scale)...)
+	}
+	rep.WriteMarkdown(os.Stdout)
+	path, err := rep.Save(o.results)
+	if err != nil {
+		return err
+	}
+	fmt.Println("saved", path)
+	return nil
+}
+
+func parseCounts(list string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(list, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n <= 0 || n > 60000 {
+			return nil, fmt.Errorf("%q is not a number of peers between 1 and 60000", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func runCNI(ctx context.Context, o options, work, prefix string, rep *bench.Report) error {
 	host := prefix + "-host"
 	env, err := bench.NewHost(host)
 	if err != nil {
 		return err
 	}
 	defer env.Close()
-
-	chains, err := cniChains(work, host, bin, refBin, baseline, portmap)
+	chains, err := cniChains(work, host, o.bin, o.refBin, o.baseline, o.portmap)
 	if err != nil {
 		return err
 	}
-	rep := bench.Report{Date: time.Now(), Machine: bench.ThisMachine(), Floors: map[string]bench.Summary{}}
-	rep.CNI, err = bench.RunCNI(ctx, bench.CNIConfig{Prefix: prefix, Containers: containers, Rounds: rounds, Chains: chains, WorkDir: work}, host)
+	rep.CNI, err = bench.RunCNI(ctx, bench.CNIConfig{Prefix: prefix, Containers: o.containers, Rounds: o.rounds, Chains: chains, WorkDir: work}, host)
 	if err != nil {
 		return err
 	}
-	rep.Verdicts = bench.CNIVerdicts(rep.CNI, "overlay", "flannel")
+	rep.Verdicts = append(rep.Verdicts, bench.CNIVerdicts(rep.CNI, "overlay", "flannel")...)
 	version := []string{"CNI_COMMAND=VERSION"}
 	for name, argv := range map[string][]string{
 		"ip netns exec HOST true":   {"ip", "netns", "exec", host, "true"},
-		"overlay plugin VERSION":    {filepath.Join(bin, "overlay")},
-		"flannel plugin VERSION":    {filepath.Join(refBin, "flannel")},
-		"bridge plugin VERSION":     {filepath.Join(refBin, "bridge")},
-		"host-local plugin VERSION": {filepath.Join(refBin, "host-local")},
+		"overlay plugin VERSION":    {filepath.Join(o.bin, "overlay")},
+		"flannel plugin VERSION":    {filepath.Join(o.refBin, "flannel")},
+		"bridge plugin VERSION":     {filepath.Join(o.refBin, "bridge")},
+		"host-local plugin VERSION": {filepath.Join(o.refBin, "host-local")},
 	} {
 		if rep.Floors[name], err = bench.ExecFloor(host, 50, version, argv...); err != nil {
 			return err
 		}
 	}
-	rep.Notes = append(rep.Notes, fmt.Sprintf("CNI: %d containers × %d rounds per chain, chains alternating; each ADD/DEL timed as a runtime sees it (libcni executing the plugins from the host namespace); no portmap unless named.", containers, rounds))
-	rep.WriteMarkdown(os.Stdout)
-	path, err := rep.Save(results)
-	if err != nil {
-		return err
-	}
-	fmt.Println("saved", path)
+	rep.Notes = append(rep.Notes, fmt.Sprintf("CNI: %d containers × %d rounds per chain, chains alternating; each ADD/DEL timed as a runtime sees it (libcni executing the plugins from the host namespace); no portmap unless named.", o.containers, o.rounds))
 	return nil
 }
 

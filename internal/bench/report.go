@@ -52,6 +52,7 @@ type Report struct {
 	// Verdicts say how the results stand against the project's targets.
 	Verdicts []string           `json:"verdicts,omitempty"`
 	Floors   map[string]Summary `json:"floors,omitempty"`
+	Scale    []ScaleResult      `json:"scale,omitempty"`
 	Notes    []string           `json:"notes,omitempty"`
 }
 
@@ -78,6 +79,7 @@ func (r Report) WriteMarkdown(w io.Writer) {
 		}
 		fmt.Fprintln(w)
 	}
+	writeScale(w, r.Scale)
 	for _, v := range r.Verdicts {
 		fmt.Fprintf(w, "- %s\n", v)
 	}

@@ -116,7 +116,7 @@ type reservation struct {
 // host ID and fenced by etcd lease), else its previous subnet if free and
 // not reserved for another host, else a random free one.
 func (c *Client) Acquire(ctx context.Context, req AcquireRequest) (*HeldLease, error) {
-	value, err := encodeRecord(req.Record)
+	value, err := EncodeRecord(req.Record)
 	if err != nil {
 		return nil, fmt.Errorf("encode lease record: %w", err)
 	}

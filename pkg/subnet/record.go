@@ -148,7 +148,10 @@ func (r Record) MAC() (net.HardwareAddr, error) {
 	return mac, nil
 }
 
-func encodeRecord(r Record) (string, error) {
+// EncodeRecord is r as a lease key's value, with the version and kind
+// defaulted; tools that write records (the scale benchmark) use it so they
+// write exactly what overlayd does.
+func EncodeRecord(r Record) (string, error) {
 	if r.Version == 0 {
 		r.Version = RecordVersion
 	}

@@ -147,7 +147,7 @@ func TestSessionNeverOverwritesForeignKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	foreign, _ := encodeRecord(hostRecord(2))
+	foreign, _ := EncodeRecord(hostRecord(2))
 	key := c.Keys().Subnet("default", st.Subnet)
 	if _, err := c.cli.Put(t.Context(), key, foreign, withLease(other.ID)); err != nil {
 		t.Fatal(err)
