@@ -98,8 +98,8 @@ type Agent struct {
 	rejected map[Rejection]bool
 	mtu      int // the overlay MTU last published
 
-	snapshots chan []subnet.Lease
-	configs   chan netconf.Config
+	feed    *subnet.LeaseFeed
+	configs chan netconf.Config
 
 	// Owned by the reconcile goroutine (and Start before it runs).
 	devicesReady bool
@@ -162,7 +162,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	return &Agent{
 		cfg: cfg, deps: deps, log: log, m: newMetrics(cfg.Network, deps.Registry),
 		state: state.Dir{Path: cfg.StateDir}, rejected: map[Rejection]bool{},
-		snapshots: make(chan []subnet.Lease), configs: make(chan netconf.Config),
+		feed: subnet.NewLeaseFeed(), configs: make(chan netconf.Config),
 	}, nil
 }
 
@@ -476,9 +476,7 @@ func (a *Agent) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { a.loop.Run(ctx) })
 	wg.Go(func() { a.session.Run(ctx) })
-	wg.Go(func() {
-		a.deps.Etcd.WatchLeases(ctx, a.cfg.Network, func(ls []subnet.Lease) { deliver(ctx, a.snapshots, ls) })
-	})
+	wg.Go(func() { a.deps.Etcd.FollowLeases(ctx, a.cfg.Network, a.feed) })
 	wg.Go(func() {
 		a.deps.Etcd.WatchNetworkConfig(ctx, a.cfg.Network, func(c netconf.Config) { deliver(ctx, a.configs, c) })
 	})

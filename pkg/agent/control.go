@@ -25,8 +25,9 @@ func (a *Agent) control(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case ls := <-a.snapshots:
-			a.leases = ls
+		case <-a.feed.Changed():
+			// One snapshot however many events arrived since the last.
+			a.leases = a.feed.Snapshot()
 		case st := <-a.session.Reports():
 			a.onLeaseStatus(st)
 		case cfg := <-a.configs:

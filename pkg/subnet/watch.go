@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -21,24 +22,88 @@ const (
 )
 
 // WatchLeases calls onSnapshot with the network's full, sorted set of valid
-// leases: once after the first list and again after every change. It returns
+// leases: once after the first list and again after changes. It returns
 // when ctx ends. Watch failures (compaction, lost leader, etcd down) lead to a
-// fresh list, so a snapshot is never missing an update for long.
+// fresh list, so a snapshot is never missing an update for long. Changes
+// that arrive while onSnapshot runs are merged into the next snapshot.
 func (c *Client) WatchLeases(ctx context.Context, network string, onSnapshot func([]Lease)) {
+	feed := NewLeaseFeed()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.FollowLeases(ctx, network, feed)
+	}()
+	defer func() { <-done }()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-feed.Changed():
+			onSnapshot(feed.Snapshot())
+		}
+	}
+}
+
+// FollowLeases keeps feed equal to the network's valid leases until ctx
+// ends: a list, then a watch from the list's revision; on any watch failure
+// a fresh list replaces the set.
+func (c *Client) FollowLeases(ctx context.Context, network string, feed *LeaseFeed) {
 	listAndFollow(ctx, func() error {
 		leases, rev, err := c.Leases(ctx, network)
 		if err != nil {
 			c.log.Warn("list leases failed; retrying", "network", network, "err", err)
 			return err
 		}
-		set := make(map[netip.Prefix]Lease, len(leases))
-		for _, l := range leases {
-			set[l.Subnet] = l
-		}
-		onSnapshot(snapshot(set))
-		c.follow(ctx, network, rev+1, set, onSnapshot)
+		feed.replace(leases)
+		c.follow(ctx, network, rev+1, feed)
 		return nil
 	}, time.Now)
+}
+
+// LeaseFeed is a network's lease set as FollowLeases keeps it. Events are
+// applied as they arrive, which is cheap; the consumer takes a snapshot
+// when it is ready for one, so a burst of events (hosts joining together)
+// costs it one snapshot, not one per event.
+type LeaseFeed struct {
+	mu      sync.Mutex
+	set     map[netip.Prefix]Lease
+	changed chan struct{}
+}
+
+// NewLeaseFeed returns an empty feed; it signals Changed after the first
+// list, even when that finds no lease.
+func NewLeaseFeed() *LeaseFeed {
+	return &LeaseFeed{set: map[netip.Prefix]Lease{}, changed: make(chan struct{}, 1)}
+}
+
+// Changed receives a value when the set changed since the last Snapshot
+// was taken after the previous value.
+func (f *LeaseFeed) Changed() <-chan struct{} { return f.changed }
+
+// Snapshot is the current set, sorted by subnet address.
+func (f *LeaseFeed) Snapshot() []Lease {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return snapshot(f.set)
+}
+
+func (f *LeaseFeed) notify() {
+	select {
+	case f.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (f *LeaseFeed) replace(leases []Lease) {
+	f.mu.Lock()
+	clear(f.set)
+	for _, l := range leases {
+		f.set[l.Subnet] = l
+	}
+	f.mu.Unlock()
+	f.notify()
 }
 
 // listAndFollow runs round (a list, then a watch until it fails) until ctx
@@ -58,8 +123,9 @@ func listAndFollow(ctx context.Context, round func() error, now func() time.Time
 	}
 }
 
-// follow applies watch events to set until the watch fails or ctx ends.
-func (c *Client) follow(ctx context.Context, network string, rev int64, set map[netip.Prefix]Lease, onSnapshot func([]Lease)) {
+// follow applies watch events to the feed until the watch fails or ctx
+// ends.
+func (c *Client) follow(ctx context.Context, network string, rev int64, feed *LeaseFeed) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	prefix := c.keys.Subnets(network)
@@ -69,11 +135,13 @@ func (c *Client) follow(ctx context.Context, network string, rev int64, set map[
 			return
 		}
 		changed := false
+		feed.mu.Lock()
 		for _, ev := range resp.Events {
-			changed = c.apply(network, set, ev) || changed
+			changed = c.apply(network, feed.set, ev) || changed
 		}
+		feed.mu.Unlock()
 		if changed {
-			onSnapshot(snapshot(set))
+			feed.notify()
 		}
 	}
 }
