@@ -337,3 +337,27 @@ func TestDeviceName(t *testing.T) {
 		}
 	}
 }
+
+// RouteMetric spreads the metrics of one network's routes (the kernel's
+// next-hop hash ignores gateways; see RouteMetric) and is never 0.
+func TestRouteMetric(t *testing.T) {
+	for dst, want := range map[string]int{
+		"10.244.1.0/24":   0xf401 + 1,
+		"10.0.0.0/24":     1,
+		"10.1.2.0/24":     0x0102 + 1,
+		"10.255.255.0/24": 0xffff + 1,
+		"10.244.255.7/32": 0xff07 + 1,
+		"0.0.0.0/0":       1,
+	} {
+		if got := RouteMetric(netip.MustParsePrefix(dst)); got != want {
+			t.Errorf("RouteMetric(%s) = %d, want %d", dst, got, want)
+		}
+	}
+	seen := map[int]bool{}
+	for i := range 4096 {
+		seen[RouteMetric(netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24))] = true
+	}
+	if len(seen) != 4096 {
+		t.Errorf("4096 /24 subnets got %d distinct metrics, want 4096", len(seen))
+	}
+}

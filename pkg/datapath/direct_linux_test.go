@@ -334,7 +334,7 @@ func TestDirectRoutesTwoNetworksShareUnderlay(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if err := addDirectRoute(device{other.Attrs().Index, "ul1"}, Route{Dst: mustPrefix("10.244.9.0/24"), Via: netip.MustParseAddr("198.18.1.9")}, false); err != nil {
+		if err := addDirectRouteOnce(device{other.Attrs().Index, "ul1"}, Route{Dst: mustPrefix("10.244.9.0/24"), Via: netip.MustParseAddr("198.18.1.9")}, false); err != nil {
 			return err
 		}
 		if _, err := SyncPeersTarget(tgA, []Peer{direct(2)}); err != nil {

@@ -14,9 +14,9 @@ const dumpAttempts = 5
 // neighList is netlink.NeighList retried on ErrDumpInterrupted, which
 // plugins' netlinksafe does not wrap. Unlike netlinksafe it never returns a
 // possibly inconsistent result: a reconcile that gives up now runs again soon.
-func neighList(linkIndex, family int) ([]netlink.Neigh, error) {
+func neighList(h *netlink.Handle, linkIndex, family int) ([]netlink.Neigh, error) {
 	return retryDump(func() ([]netlink.Neigh, error) {
-		return netlink.NeighList(linkIndex, family) //nolint:forbidigo // wrapped here
+		return h.NeighList(linkIndex, family) //nolint:forbidigo // wrapped here
 	})
 }
 

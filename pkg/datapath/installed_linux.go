@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -27,71 +26,67 @@ func ListInstalledTarget(t PeerTarget) (Installed, error) {
 	if err != nil {
 		return Installed{}, err
 	}
-	return listInstalled(links, t.Range)
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return Installed{}, fmt.Errorf("open netlink socket: %w", err)
+	}
+	defer h.Close()
+	in, _, err := listInstalled(h, links, t.Range)
+	return in, err
 }
 
-// listInstalled reads the target's links; direct routes only when it has
-// an underlay link.
-func listInstalled(links targetLinks, rng netip.Prefix) (Installed, error) {
-	var (
-		in  Installed
-		err error
-	)
+// listInstalled reads the target's links through h; direct routes only
+// when it has an underlay link. It also returns the destinations of the
+// main table's other routes (foreign: not on our device, and not ours on
+// the underlay), which no route of ours may join.
+func listInstalled(h *netlink.Handle, links targetLinks, rng netip.Prefix) (Installed, map[netip.Prefix]bool, error) {
+	var in Installed
 	vx := links.vxlan
-	if in.Routes, err = listRoutes(vx.idx); err != nil {
-		return Installed{}, fmt.Errorf("list routes on %q: %w", vx.name, err)
+	foreign, err := listRoutes(h, links, rng, &in)
+	if err != nil {
+		return Installed{}, nil, fmt.Errorf("list routes: %w", err)
 	}
-	if in.Neighs, err = listNeighs(vx.idx); err != nil {
-		return Installed{}, fmt.Errorf("list neighbours on %q: %w", vx.name, err)
+	if in.Neighs, err = listNeighs(h, vx.idx); err != nil {
+		return Installed{}, nil, fmt.Errorf("list neighbours on %q: %w", vx.name, err)
 	}
-	if in.FDB, err = listFDB(vx.idx); err != nil {
-		return Installed{}, fmt.Errorf("list FDB entries on %q: %w", vx.name, err)
+	if in.FDB, err = listFDB(h, vx.idx); err != nil {
+		return Installed{}, nil, fmt.Errorf("list FDB entries on %q: %w", vx.name, err)
 	}
-	if ul := links.underlay; ul.idx != 0 {
-		if in.Direct, err = listDirectRoutes(ul.idx, rng); err != nil {
-			return Installed{}, fmt.Errorf("list direct routes on %q: %w", ul.name, err)
-		}
-	}
-	return in, nil
+	return in, foreign, nil
 }
 
-func listRoutes(linkIndex int) ([]Route, error) {
-	filter := &netlink.Route{LinkIndex: linkIndex, Table: unix.RT_TABLE_MAIN}
-	routes, err := netlinksafe.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+// listRoutes reads the main table once and sorts its IPv4 routes: those on
+// the VXLAN device except the kernel's own (proto kernel) into in.Routes;
+// those of protocol RouteProtocol on the underlay inside rng into
+// in.Direct (exactly one network's direct routes, since network ranges do
+// not overlap and the underlay's other routes are not ours); the
+// destinations of the rest into foreign.
+func listRoutes(h *netlink.Handle, links targetLinks, rng netip.Prefix, in *Installed) (map[netip.Prefix]bool, error) {
+	routes, err := retryDump(func() ([]netlink.Route, error) {
+		return h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	})
 	if err != nil {
 		return nil, err
 	}
-	var out []Route
+	foreign := map[netip.Prefix]bool{}
 	for _, r := range routes {
-		if r.Protocol == unix.RTPROT_KERNEL {
-			continue
-		}
-		out = append(out, Route{Dst: fromIPNet(r.Dst), Via: fromIP(r.Gw), Src: fromIP(r.Src)})
-	}
-	return out, nil
-}
-
-// listDirectRoutes reads the routes of protocol RouteProtocol on the
-// underlay inside rng: exactly one network's direct routes, since network
-// ranges do not overlap and the underlay's other routes are not ours.
-func listDirectRoutes(linkIndex int, rng netip.Prefix) ([]Route, error) {
-	filter := &netlink.Route{LinkIndex: linkIndex, Table: unix.RT_TABLE_MAIN, Protocol: RouteProtocol}
-	routes, err := netlinksafe.RouteListFiltered(netlink.FAMILY_V4, filter,
-		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
-	if err != nil {
-		return nil, err
-	}
-	var out []Route
-	for _, r := range routes {
-		if dst := fromIPNet(r.Dst); within(rng, dst) {
-			out = append(out, Route{Dst: dst, Via: fromIP(r.Gw), Src: fromIP(r.Src)})
+		dst := fromIPNet(r.Dst)
+		ours := Route{Dst: dst, Via: fromIP(r.Gw), Src: fromIP(r.Src)}
+		switch {
+		case r.LinkIndex == links.vxlan.idx && r.Protocol == unix.RTPROT_KERNEL:
+		case r.LinkIndex == links.vxlan.idx:
+			in.Routes = append(in.Routes, ours)
+		case links.underlay.idx != 0 && r.LinkIndex == links.underlay.idx && r.Protocol == RouteProtocol && within(rng, dst):
+			in.Direct = append(in.Direct, ours)
+		case dst.IsValid():
+			foreign[dst] = true
 		}
 	}
-	return out, nil
+	return foreign, nil
 }
 
-func listNeighs(linkIndex int) ([]Neigh, error) {
-	neighs, err := neighList(linkIndex, netlink.FAMILY_V4)
+func listNeighs(h *netlink.Handle, linkIndex int) ([]Neigh, error) {
+	neighs, err := neighList(h, linkIndex, netlink.FAMILY_V4)
 	if err != nil {
 		return nil, err
 	}
@@ -107,8 +102,8 @@ func listNeighs(linkIndex int) ([]Neigh, error) {
 
 // listFDB keeps NTF_SELF entries: those of the VXLAN device itself, the
 // ones that name a remote VTEP.
-func listFDB(linkIndex int) ([]FDBEntry, error) {
-	entries, err := neighList(linkIndex, unix.AF_BRIDGE)
+func listFDB(h *netlink.Handle, linkIndex int) ([]FDBEntry, error) {
+	entries, err := neighList(h, linkIndex, unix.AF_BRIDGE)
 	if err != nil {
 		return nil, err
 	}

@@ -169,3 +169,13 @@ func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 // nsNetNS is ns.NetNS under a name that does not clash with variables
 // called ns in tests.
 type nsNetNS = ns.NetNS
+
+// addDirectRouteOnce writes one direct route of ours, as a pass would.
+func addDirectRouteOnce(dev device, r Route, replace bool) error {
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	return addDirectRoute(h, dev, r, replace)
+}

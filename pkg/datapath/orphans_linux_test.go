@@ -52,7 +52,7 @@ func TestRemoveOrphansTouchesOnlyOurs(t *testing.T) {
 		}
 		// Ours (protocol 86) on the underlay: inside the network (stray) and outside it.
 		for _, dst := range []string{"10.244.9.0/24", "10.99.0.0/24"} {
-			if err := addDirectRoute(device{ul.Attrs().Index, "ul0"}, Route{Dst: mustPrefix(dst), Via: netip.MustParseAddr("198.18.0.254")}, false); err != nil {
+			if err := addDirectRouteOnce(device{ul.Attrs().Index, "ul0"}, Route{Dst: mustPrefix(dst), Via: netip.MustParseAddr("198.18.0.254")}, false); err != nil {
 				return err
 			}
 		}
