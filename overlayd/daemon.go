@@ -44,7 +44,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	defer etcd.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
-	agents, err := newAgents(cfg, agent.Deps{Etcd: etcd, Datapath: datapath.Kernel{}, Log: log, Registry: reg})
+	// Half the resync interval: every resync pass dumps the peers' entries
+	// and finds drift nothing reported, while the passes in between (leases
+	// changing) diff against what the last ones left.
+	kernel := datapath.NewKernel(cfg.ResyncInterval / 2)
+	agents, err := newAgents(cfg, agent.Deps{Etcd: etcd, Datapath: kernel, Log: log, Registry: reg})
 	if err != nil {
 		return err
 	}

@@ -44,9 +44,9 @@ type ScaleResult struct {
 	Reprogram time.Duration `json:"reprogramNs"`
 	// Withdrawn: the last delete acknowledged → the last route removed.
 	Withdrawn time.Duration `json:"withdrawnNs"`
-	// RSS and Peak of overlayd once every peer is programmed; CPU is what
-	// it used from its start until then (the first program: Peers writes
-	// followed one by one).
+	// RSS of overlayd settle after every peer was programmed, and the
+	// most it ever had resident (Peak); CPU is what it used from its start
+	// until then (the first program: Peers writes followed as they come).
 	RSS  int64         `json:"rssBytes"`
 	Peak int64         `json:"peakBytes"`
 	CPU  time.Duration `json:"cpuNs"`
@@ -54,6 +54,9 @@ type ScaleResult struct {
 	// every peer at once.
 	ReprogramCPU time.Duration `json:"reprogramCpuNs"`
 }
+
+// settle is how long after the last route the daemon's RSS is read.
+const settle = 2 * time.Second
 
 // The scale network: a /8 of /24 subnets has room for 65 536 hosts.
 const (
@@ -145,6 +148,13 @@ func scalePhases(ctx context.Context, cfg ScaleConfig, c *Cluster, h *ClusterHos
 		return fmt.Errorf("program: %w", err)
 	}
 	res.Programmed = at.Sub(lastWrite)
+	// RSS is a steady-state figure: read it once the daemon had a moment
+	// to settle after the burst (the CPU it used meanwhile counts too).
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(settle):
+	}
 	u, err := ProcUsage(h.Daemon().PID())
 	if err != nil {
 		return err

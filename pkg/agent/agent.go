@@ -94,7 +94,6 @@ type Agent struct {
 
 	// Owned by the control goroutine (and Start before it runs).
 	local    local
-	leases   []subnet.Lease
 	rejected map[Rejection]bool
 	mtu      int // the overlay MTU last published
 
@@ -441,7 +440,7 @@ func (a *Agent) firstPass(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list leases: %w", err)
 	}
-	a.leases = leases
+	a.feed.Replace(leases)
 	a.loop = reconcile.New(a.apply, a.cfg.ResyncInterval, a.log.With("component", "reconcile"))
 	w := a.publish()
 	if err := a.apply(ctx, w); err != nil {
@@ -464,7 +463,7 @@ func (a *Agent) withdraw() {
 
 // current builds the wanted state from what the control goroutine holds.
 func (a *Agent) current() Wanted {
-	w, _ := buildWanted(a.local, a.leases)
+	w, _ := buildWanted(a.local, a.feed.Snapshot())
 	return w
 }
 

@@ -12,12 +12,13 @@ import (
 	"github.com/overlaynet/overlay/pkg/subnet"
 )
 
-// control is the only goroutine that changes what this host is and knows
-// (local, leases): lease snapshots, lease reports, config changes and
-// underlay changes arrive here one at a time, and each change republishes
-// the whole wanted state. Because nothing else writes these, a snapshot can
-// never be overwritten by an older copy (the lost update of a copy taken
-// under one lock and stored under another).
+// control is the only goroutine that changes what this host is (local):
+// lease reports, config changes and underlay changes arrive here one at a
+// time, as do the feed's signals that the leases changed, and each change
+// republishes the whole wanted state from a fresh snapshot of the feed.
+// Because nothing else writes these, a snapshot can never be overwritten
+// by an older copy (the lost update of a copy taken under one lock and
+// stored under another).
 func (a *Agent) control(ctx context.Context) {
 	underlay := time.NewTicker(a.cfg.ResyncInterval)
 	defer underlay.Stop()
@@ -26,8 +27,7 @@ func (a *Agent) control(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-a.feed.Changed():
-			// One snapshot however many events arrived since the last.
-			a.leases = a.feed.Snapshot()
+			// publish takes one snapshot however many events arrived.
 		case st := <-a.session.Reports():
 			a.onLeaseStatus(st)
 		case cfg := <-a.configs:
@@ -49,7 +49,9 @@ func (a *Agent) control(ctx context.Context) {
 
 // publish builds the wanted state and hands it to the reconcile loop.
 func (a *Agent) publish() Wanted {
-	w, rejected := buildWanted(a.local, a.leases)
+	// A fresh snapshot each time rather than one kept here: with 10 000
+	// leases a copy is 2 MB the daemon would carry for nothing.
+	w, rejected := buildWanted(a.local, a.feed.Snapshot())
 	a.noteRejections(rejected)
 	a.noteMTU(w)
 	names := []string{w.VXLAN.Name}

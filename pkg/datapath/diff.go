@@ -68,6 +68,25 @@ func DiffTarget(t PeerTarget, wanted []Peer, installed Installed) Plan {
 	return p
 }
 
+// settledTarget is what target t holds once a plan for wanted was applied
+// without error: each wanted entry, one per key as DiffTarget picks them.
+// Entries the diff would leave alone (a second copy of a route at another
+// metric) are not in it; the next dump finds them.
+func settledTarget(t PeerTarget, wanted []Peer) Installed {
+	wr, wn, wf := wantedEntries(t, wanted)
+	var in Installed
+	for _, r := range slices.CompactFunc(ourRouteTable.sorted(wr), ourRouteTable.sameKey) {
+		if r.direct {
+			in.Direct = append(in.Direct, r.Route)
+		} else {
+			in.Routes = append(in.Routes, r.Route)
+		}
+	}
+	in.Neighs = slices.CompactFunc(neighTable.sorted(wn), neighTable.sameKey)
+	in.FDB = slices.CompactFunc(fdbTable.sorted(wf), fdbTable.sameKey)
+	return in
+}
+
 // ourRoute is a route of ours on either device of a target.
 type ourRoute struct {
 	Route

@@ -9,6 +9,7 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // resubscribeDelay spaces out attempts to reopen a netlink subscription the
@@ -93,6 +94,9 @@ func watchOnce(ctx context.Context, watched func() []string, changed func(string
 			if !ok {
 				return fmt.Errorf("route subscription closed")
 			}
+			if ownWrite(u) {
+				continue
+			}
 			if _, ours := idx.lookup(watched(), u.LinkIndex); ours || u.Protocol == RouteProtocol {
 				changed("route " + u.Dst.String())
 			}
@@ -100,11 +104,27 @@ func watchOnce(ctx context.Context, watched func() []string, changed func(string
 			if !ok {
 				return fmt.Errorf("neighbour subscription closed")
 			}
+			if u.Type == unix.RTM_NEWNEIGH && u.State&netlink.NUD_PERMANENT != 0 {
+				continue // what a pass writes (see ownWrite)
+			}
 			if vxlan, ours := idx.lookup(watched(), u.LinkIndex); ours && vxlan {
 				changed("neighbour " + u.IP.String())
 			}
 		}
 	}
+}
+
+// ownWrite reports whether a route event is one a pass causes when it
+// writes: a route of our protocol added or replaced. Passes write tens of
+// thousands of entries when many hosts join at once, and a pass triggered
+// by each burst of their echoes would dump the whole table again to find
+// nothing to do. Permanent neighbour and FDB entries appearing are skipped
+// likewise. What this skips is only someone else writing entries that look
+// like ours (e.g. `ip neigh replace … nud permanent` with a wrong MAC): the
+// resync pass repairs that. Deletions, and entries of any other kind, still
+// trigger a pass at once.
+func ownWrite(u netlink.RouteUpdate) bool {
+	return u.Type == unix.RTM_NEWROUTE && u.Protocol == RouteProtocol
 }
 
 func subscribe(links chan netlink.LinkUpdate, addrs chan netlink.AddrUpdate, routes chan netlink.RouteUpdate,

@@ -3,34 +3,106 @@ package datapath
 import (
 	"context"
 	"net/netip"
+	"sync"
+	"time"
 )
 
 // Kernel is the datapath of the calling process's network namespace, as
 // the agent uses it (pkg/agent.Datapath).
-type Kernel struct{}
+//
+// It remembers what each successful peer sync left on a target, so that
+// the next sync (a lease came or went) diffs against that instead of
+// dumping every route, neighbour and FDB entry again: with 10 000 peers a
+// dump is 30 000 entries, and a burst of hosts joining means a sync after
+// every few of them. What it remembers is dropped, and the next sync
+// dumps, when Watch reports a kernel change (someone else touched our
+// entries or devices: our own writes do not count, see ownWrite), when a
+// sync fails in part, when the target's devices change, and once the last
+// dump is VerifyEvery old, so drift nothing reported is found as before.
+type Kernel struct {
+	verifyEvery time.Duration
 
-func (Kernel) FindUnderlay(ifaceOrIP string) (Underlay, error) { return FindUnderlay(ifaceOrIP) }
-
-func (Kernel) EnsureVXLAN(spec VXLANSpec) (VXLANResult, error) { return ReconcileVXLAN(spec) }
-
-func (Kernel) EnsureBridge(spec BridgeSpec) error { return EnsureBridge(spec) }
-
-func (Kernel) SyncPeers(t PeerTarget, peers []Peer) (Plan, error) {
-	return SyncPeersTarget(t, peers)
+	mu    sync.Mutex
+	known map[string]knownPeers // by VXLAN device name
 }
 
-func (Kernel) RemoveOrphans(network string, t PeerTarget) ([]string, error) {
+// knownPeers is what a target holds, as of a dump at dumped and the
+// successful syncs since: the entries of peers (settledTarget), the
+// wanted state of the last sync, which the agent keeps anyway, so
+// remembering costs no copy of 30 000 entries.
+type knownPeers struct {
+	target  PeerTarget
+	links   targetLinks
+	peers   []Peer
+	foreign map[netip.Prefix]bool
+	dumped  time.Time
+}
+
+// NewKernel returns a Kernel that dumps a target's entries again at least
+// every verifyEvery (0: on every sync).
+func NewKernel(verifyEvery time.Duration) *Kernel {
+	return &Kernel{verifyEvery: verifyEvery, known: map[string]knownPeers{}}
+}
+
+func (*Kernel) FindUnderlay(ifaceOrIP string) (Underlay, error) { return FindUnderlay(ifaceOrIP) }
+
+func (*Kernel) EnsureVXLAN(spec VXLANSpec) (VXLANResult, error) { return ReconcileVXLAN(spec) }
+
+func (*Kernel) EnsureBridge(spec BridgeSpec) error { return EnsureBridge(spec) }
+
+// SyncPeers is SyncPeersTarget, against what the last syncs left when
+// that is still known.
+func (k *Kernel) SyncPeers(t PeerTarget, peers []Peer) (Plan, error) {
+	known, ok := k.recall(t)
+	if ok && time.Since(known.dumped) >= k.verifyEvery {
+		ok = false
+	}
+	var prior *knownPeers
+	if ok {
+		prior = &known
+	}
+	res := syncPeers(t, peers, prior)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if res.settled == nil {
+		delete(k.known, t.Device)
+	} else {
+		k.known[t.Device] = *res.settled
+	}
+	return res.plan, res.err
+}
+
+func (k *Kernel) recall(t PeerTarget) (knownPeers, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	known, ok := k.known[t.Device]
+	return known, ok && known.target == t
+}
+
+// forget drops everything remembered: the kernel changed behind our back.
+func (k *Kernel) forget() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	clear(k.known)
+}
+
+func (*Kernel) RemoveOrphans(network string, t PeerTarget) ([]string, error) {
 	return RemoveOrphans(network, t)
 }
 
-func (Kernel) OtherRoutes(exclude string) ([]netip.Prefix, error) { return OtherRoutes(exclude) }
+func (*Kernel) OtherRoutes(exclude string) ([]netip.Prefix, error) { return OtherRoutes(exclude) }
 
-func (Kernel) OwnedLinks(network string) ([]OwnedLink, error) { return OwnedLinks(network) }
+func (*Kernel) OwnedLinks(network string) ([]OwnedLink, error) { return OwnedLinks(network) }
 
-func (Kernel) EnableIPv4Forwarding() error { return EnableIPv4Forwarding() }
+func (*Kernel) EnableIPv4Forwarding() error { return EnableIPv4Forwarding() }
 
-func (Kernel) IPv4Forwarding() (bool, error) { return IPv4Forwarding() }
+func (*Kernel) IPv4Forwarding() (bool, error) { return IPv4Forwarding() }
 
-func (Kernel) Watch(ctx context.Context, watched func() []string, changed func(string)) {
-	Watch(ctx, watched, changed)
+// Watch is the package's Watch; every change it reports also makes the
+// next sync dump what the kernel holds.
+func (k *Kernel) Watch(ctx context.Context, watched func() []string, changed func(string)) {
+	Watch(ctx, watched, func(reason string) {
+		k.forget()
+		changed(reason)
+	})
 }

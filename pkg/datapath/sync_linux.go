@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
@@ -40,27 +41,52 @@ func SyncPeersFrom(device string, src netip.Addr, wanted []Peer) (Plan, error) {
 // route to the same subnet that is not ours, on another device or of
 // another protocol on the underlay, must cause an error, not be taken over.
 func SyncPeersTarget(t PeerTarget, wanted []Peer) (Plan, error) {
+	res := syncPeers(t, wanted, nil)
+	return res.plan, res.err
+}
+
+// syncResult is what one sync did: the plan it applied, its errors, and,
+// when every entry was written, what the target holds now (else nil).
+type syncResult struct {
+	plan    Plan
+	err     error
+	settled *knownPeers
+}
+
+// syncPeers diffs wanted against prior when given (what earlier syncs
+// left, still valid), else against a dump, and applies the plan.
+func syncPeers(t PeerTarget, wanted []Peer, prior *knownPeers) syncResult {
 	errs := invalidPeers(wanted)
 	links, err := lookupTarget(t)
 	if err != nil {
-		return Plan{}, errors.Join(append(errs, err)...)
+		return syncResult{err: errors.Join(append(errs, err)...)}
 	}
 	// One socket for the whole pass: a request on netlink's package handle
 	// opens and closes a socket of its own, which at 10 000 peers (30 000
 	// entries) was a large part of a pass.
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
-		return Plan{}, errors.Join(append(errs, fmt.Errorf("open netlink socket: %w", err))...)
+		return syncResult{err: errors.Join(append(errs, fmt.Errorf("open netlink socket: %w", err))...)}
 	}
 	defer h.Close()
-	installed, foreign, err := listInstalled(h, links, t.Range)
-	if err != nil {
-		return Plan{}, errors.Join(append(errs, err)...)
+	known := knownPeers{target: t, links: links, peers: wanted}
+	var installed Installed
+	if prior != nil && prior.links == links {
+		installed, known.foreign, known.dumped = settledTarget(t, prior.peers), prior.foreign, prior.dumped
+	} else {
+		known.dumped = time.Now()
+		if installed, known.foreign, err = listInstalled(h, links, t.Range); err != nil {
+			return syncResult{err: errors.Join(append(errs, err)...)}
+		}
 	}
 	plan := DiffTarget(t, wanted, installed)
-	errs = append(errs, refuseForeign(&plan, installed, foreign, links)...)
-	errs = append(errs, applyPlan(h, links, plan, installed)...)
-	return plan, errors.Join(errs...)
+	failed := refuseForeign(&plan, installed, known.foreign, links)
+	failed = append(failed, applyPlan(h, links, plan, installed)...)
+	res := syncResult{plan: plan, err: errors.Join(append(errs, failed...)...)}
+	if len(failed) == 0 {
+		res.settled = &known
+	}
+	return res
 }
 
 // refuseForeign takes out of p the routes whose destination another route

@@ -56,7 +56,7 @@ func (c *Client) FollowLeases(ctx context.Context, network string, feed *LeaseFe
 			c.log.Warn("list leases failed; retrying", "network", network, "err", err)
 			return err
 		}
-		feed.replace(leases)
+		feed.Replace(leases)
 		c.follow(ctx, network, rev+1, feed)
 		return nil
 	}, time.Now)
@@ -96,7 +96,8 @@ func (f *LeaseFeed) notify() {
 	}
 }
 
-func (f *LeaseFeed) replace(leases []Lease) {
+// Replace sets the whole set (a fresh list) and signals Changed.
+func (f *LeaseFeed) Replace(leases []Lease) {
 	f.mu.Lock()
 	clear(f.set)
 	for _, l := range leases {
