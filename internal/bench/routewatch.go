@@ -36,7 +36,9 @@ func WatchRoutes(netnsName string, proto int) (*RouteWatch, error) {
 	ch := make(chan netlink.RouteUpdate, 4096)
 	err = netlink.RouteSubscribeWithOptions(ch, w.done, netlink.RouteSubscribeOptions{
 		Namespace: &h, ReceiveBufferSize: 64 << 20, ReceiveBufferForceSize: true,
-		ErrorCallback: func(err error) { w.fail(fmt.Errorf("route events in %s: %w (events lost: the measurement is void)", netnsName, err)) },
+		ErrorCallback: func(err error) {
+			w.fail(fmt.Errorf("route events in %s: %w (events lost: the measurement is void)", netnsName, err))
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to routes in %s: %w", netnsName, err)

@@ -355,6 +355,8 @@ func writeScale(w io.Writer, rs []ScaleResult) {
 	fmt.Fprintln(w)
 }
 
-func msText(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond)) }
+func msText(d time.Duration) string {
+	return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond))
+}
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
