@@ -35,7 +35,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.bin, "bin", "bin", "directory holding overlay's binaries")
 	flag.StringVar(&o.refBin, "ref-bin", "bin/ref", "directory holding flannel, bridge, host-local and portmap")
-	flag.StringVar(&o.baseline, "baseline", "", "directory holding an older build of overlay's plugins, measured as a third chain (before/after)")
+	flag.StringVar(&o.baseline, "baseline", "", "directory holding an older build of overlay's binaries: its plugins are measured as a third CNI chain, its overlayd in the scale rounds (before/after)")
 	flag.BoolVar(&o.cni, "cni", true, "measure CNI ADD and DEL against flannel's chain")
 	flag.IntVar(&o.containers, "containers", 100, "containers attached and detached per round")
 	flag.IntVar(&o.rounds, "rounds", 4, "rounds per chain, alternating between chains")
@@ -69,7 +69,7 @@ func run(o options) error {
 		}
 	}
 	if len(peers) > 0 {
-		rep.Scale, err = bench.RunScale(ctx, bench.ScaleConfig{Prefix: prefix, Bin: o.bin, Dir: work, Peers: peers})
+		rep.Scale, err = bench.RunScale(ctx, bench.ScaleConfig{Prefix: prefix, Bin: o.bin, Baseline: o.baseline, Dir: work, Peers: peers})
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,6 +26,10 @@ import (
 type ScaleConfig struct {
 	Prefix string // unique on the machine: names the namespaces
 	Bin    string // overlay's binaries
+	// Baseline, when set, holds an older build's binaries (overlayd,
+	// overlayctl, devetcd): each round runs with it too, right after the
+	// current build, so before and after come from one run.
+	Baseline string
 	Dir    string // a private work directory
 	Peers  []int  // fake remote leases per round, e.g. 1000 and 10000
 	// Writers is how many clients write the fake leases at once, as that
@@ -34,7 +39,9 @@ type ScaleConfig struct {
 
 // ScaleResult is one round: Peers fake leases against one overlayd.
 type ScaleResult struct {
-	Peers int `json:"peers"`
+	// Build is "" for the build under test, "baseline" for Baseline.
+	Build string `json:"build,omitempty"`
+	Peers int    `json:"peers"`
 	// Write is how long writing every lease took.
 	Write time.Duration `json:"writeNs"`
 	// Programmed: the last write acknowledged → the last route added.
@@ -71,24 +78,31 @@ func RunScale(ctx context.Context, cfg ScaleConfig) ([]ScaleResult, error) {
 	if cfg.Writers <= 0 {
 		cfg.Writers = 32
 	}
+	builds := []struct{ name, bin string }{{"", cfg.Bin}}
+	if cfg.Baseline != "" {
+		builds = append(builds, struct{ name, bin string }{"baseline", cfg.Baseline})
+	}
 	var out []ScaleResult
 	for i, n := range cfg.Peers {
-		dir := filepath.Join(cfg.Dir, fmt.Sprintf("scale%d", i))
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return out, err
+		for j, b := range builds {
+			dir := filepath.Join(cfg.Dir, fmt.Sprintf("scale%d-%d", i, j))
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return out, err
+			}
+			r, err := scaleRound(ctx, b.bin, cfg.Writers, fmt.Sprintf("%s-s%d%d", cfg.Prefix, i, j), dir, n)
+			if err != nil {
+				return out, fmt.Errorf("scale with %d peers (%s): %w", n, cmp.Or(b.name, "this build"), err)
+			}
+			r.Build = b.name
+			out = append(out, r)
 		}
-		r, err := scaleRound(ctx, cfg, fmt.Sprintf("%s-s%d", cfg.Prefix, i), dir, n)
-		if err != nil {
-			return out, fmt.Errorf("scale with %d peers: %w", n, err)
-		}
-		out = append(out, r)
 	}
 	return out, nil
 }
 
-func scaleRound(ctx context.Context, cfg ScaleConfig, prefix, dir string, n int) (res ScaleResult, err error) {
+func scaleRound(ctx context.Context, bin string, writers int, prefix, dir string, n int) (res ScaleResult, err error) {
 	res.Peers = n
-	c, err := NewCluster(ctx, prefix, cfg.Bin, dir, scaleNetwork)
+	c, err := NewCluster(ctx, prefix, bin, dir, scaleNetwork)
 	if err != nil {
 		return res, err
 	}
@@ -119,14 +133,14 @@ func scaleRound(ctx context.Context, cfg ScaleConfig, prefix, dir string, n int)
 	if err != nil {
 		return res, err
 	}
-	if err := scalePhases(ctx, cfg, c, h, cli, leases, &res); err != nil {
+	if err := scalePhases(ctx, writers, h, cli, leases, &res); err != nil {
 		return res, fmt.Errorf("%w (overlayd log: %s)", err, filepath.Join(h.Dir, "overlayd.log"))
 	}
 	return res, nil
 }
 
 // scalePhases programs, reprograms and withdraws the fake leases.
-func scalePhases(ctx context.Context, cfg ScaleConfig, c *Cluster, h *ClusterHost, cli *clientv3.Client, leases []fakeLease, res *ScaleResult) error {
+func scalePhases(ctx context.Context, writers int, h *ClusterHost, cli *clientv3.Client, leases []fakeLease, res *ScaleResult) error {
 	n := len(leases)
 	w, err := WatchRoutes(h.NS, datapath.RouteProtocol)
 	if err != nil {
@@ -135,7 +149,7 @@ func scalePhases(ctx context.Context, cfg ScaleConfig, c *Cluster, h *ClusterHos
 	defer w.Close()
 	timeout := 2*time.Minute + time.Duration(n)*10*time.Millisecond
 	began := time.Now()
-	lastWrite, err := forEach(ctx, cfg.Writers, leases, func(ctx context.Context, l fakeLease) error {
+	lastWrite, err := forEach(ctx, writers, leases, func(ctx context.Context, l fakeLease) error {
 		_, err := cli.Put(ctx, l.key, l.value)
 		return err
 	})
@@ -165,7 +179,7 @@ func scalePhases(ctx context.Context, cfg ScaleConfig, c *Cluster, h *ClusterHos
 		return err
 	}
 
-	lastDelete, err := forEach(ctx, cfg.Writers, leases, func(ctx context.Context, l fakeLease) error {
+	lastDelete, err := forEach(ctx, writers, leases, func(ctx context.Context, l fakeLease) error {
 		_, err := cli.Delete(ctx, l.key)
 		return err
 	})
@@ -330,6 +344,9 @@ func ScaleVerdicts(rs []ScaleResult) []string {
 		out = append(out, fmt.Sprintf("scale target %s: ", mark)+fmt.Sprintf(format, args...))
 	}
 	for _, r := range rs {
+		if r.Build != "" {
+			continue
+		}
 		switch r.Peers {
 		case scaleTargetPeers:
 			verdict(r.Programmed <= scaleTargetProgram, "%d leases programmed %s after the last write (target ≤ %s)", r.Peers, msText(r.Programmed), scaleTargetProgram)
@@ -346,10 +363,10 @@ func writeScale(w io.Writer, rs []ScaleResult) {
 	if len(rs) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "| fake remote leases | write all | last write → last route | restart after VXLAN device deleted → last route | last delete → last route gone | RSS (peak) | CPU to program | CPU to reprogram |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| fake remote leases | build | write all | last write → last route | restart after VXLAN device deleted → last route | last delete → last route gone | RSS (peak) | CPU to program | CPU to reprogram |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
-		fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s (%s) | %s | %s |\n", r.Peers, msText(r.Write), msText(r.Programmed), msText(r.Reprogram), msText(r.Withdrawn),
+		fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s (%s) | %s | %s |\n", r.Peers, cmp.Or(r.Build, "this"), msText(r.Write), msText(r.Programmed), msText(r.Reprogram), msText(r.Withdrawn),
 			mib(r.RSS), mib(r.Peak), msText(r.CPU), msText(r.ReprogramCPU))
 	}
 	fmt.Fprintln(w)
