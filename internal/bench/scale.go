@@ -30,8 +30,8 @@ type ScaleConfig struct {
 	// overlayctl, devetcd): each round runs with it too, right after the
 	// current build, so before and after come from one run.
 	Baseline string
-	Dir    string // a private work directory
-	Peers  []int  // fake remote leases per round, e.g. 1000 and 10000
+	Dir      string // a private work directory
+	Peers    []int  // fake remote leases per round, e.g. 1000 and 10000
 	// Writers is how many clients write the fake leases at once, as that
 	// many hosts joining together would.
 	Writers int
