@@ -350,3 +350,49 @@ func TestWatchFromCompactedRevisionReturns(t *testing.T) {
 	w := watch(t, c)
 	w.waitFor(t, "both hosts after compaction", func(ls []Lease) bool { return len(ls) == 2 && has(ls, h.Subnet) })
 }
+
+// A burst of lease writes is applied to the feed as it arrives and costs
+// a consumer that was busy one snapshot, holding all of them.
+func TestLeaseFeedMergesABurst(t *testing.T) {
+	srv := etcdtest.New(t)
+	c := connect(t, srv)
+	feed := NewLeaseFeed()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); c.FollowLeases(ctx, "default", feed) }()
+	t.Cleanup(func() { cancel(); <-done })
+	<-feed.Changed() // the first list
+	const n = 100
+	for i := range n {
+		rec := hostRecord(100 + i)
+		v, err := EncodeRecord(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i), 0}), 24)
+		if _, err := c.cli.Put(t.Context(), c.keys.Subnet("default", s), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.After(10 * time.Second)
+	for len(feed.Snapshot()) < n {
+		select {
+		case <-deadline:
+			t.Fatalf("feed holds %d leases, want %d", len(feed.Snapshot()), n)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	signals := 0
+	for {
+		select {
+		case <-feed.Changed():
+			signals++
+			continue
+		default:
+		}
+		break
+	}
+	if signals != 1 {
+		t.Errorf("%d writes while the consumer was busy left %d pending signals, want 1", n, signals)
+	}
+}
