@@ -6,8 +6,11 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/overlaynet/overlay/ipam/allocator"
@@ -92,10 +95,11 @@ func usableAddrs(r allocator.Range) []netip.Addr {
 }
 
 // benchStores are the filled stores, made once per test process (writing
-// 118 000 files takes seconds) and removed by TestMain.
+// 118 000 files takes seconds) and removed by TestMain, also on SIGINT or
+// SIGTERM. root is set once, before the first file is written.
 var benchStores struct {
 	sync.Mutex
-	root string
+	root atomic.Pointer[string]
 	byID map[string]*Store
 }
 
@@ -110,14 +114,15 @@ func filledStore(b *testing.B, id string, taken func() []netip.Addr) *Store {
 	if s, ok := benchStores.byID[id]; ok {
 		return s
 	}
-	if benchStores.root == "" {
+	if benchStores.root.Load() == nil {
 		root, err := os.MkdirTemp("", "overlay-ipam-bench-")
 		if err != nil {
 			b.Fatal(err)
 		}
-		benchStores.root, benchStores.byID = root, map[string]*Store{}
+		benchStores.root.Store(&root)
+		benchStores.byID = map[string]*Store{}
 	}
-	s, err := New(filepath.Join(benchStores.root, id), "default")
+	s, err := New(filepath.Join(*benchStores.root.Load(), id), "default")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -142,11 +147,30 @@ func writeFile(b *testing.B, path string, v any) {
 }
 
 func TestMain(m *testing.M) {
+	// An interrupted benchmark must not leave its 118 000 files behind.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sig
+		removeBenchStores()
+		os.Exit(1)
+	}()
 	code := m.Run()
-	if benchStores.root != "" {
-		if err := os.RemoveAll(benchStores.root); err != nil {
-			fmt.Fprintln(os.Stderr, "remove benchmark stores:", err)
+	removeBenchStores()
+	os.Exit(code)
+}
+
+func removeBenchStores() {
+	root := benchStores.root.Load()
+	if root == nil {
+		return
+	}
+	// A store being filled may add a file while RemoveAll works: retry.
+	var err error
+	for range 3 {
+		if err = os.RemoveAll(*root); err == nil {
+			return
 		}
 	}
-	os.Exit(code)
+	fmt.Fprintln(os.Stderr, "remove benchmark stores:", err)
 }
