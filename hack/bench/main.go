@@ -28,16 +28,70 @@ func main() {
 	rounds := flag.Int("rounds", 4, "rounds per chain, alternating between chains")
 	portmap := flag.Bool("portmap", false, "also measure both overlays with portmap chained")
 	results := flag.String("results", "bench/results", "directory for the JSON report")
+	cni := flag.Bool("cni", true, "measure CNI ADD and DEL (needs root)")
+	gb := goBenchFlags{}
+	flag.BoolVar(&gb.run, "gobench", true, "run the Go micro-benchmarks (go test -bench, with go from PATH, in the current directory: the repository's root)")
+	flag.BoolVar(&gb.quick, "gobench-quick", false, "run the quick set of Go micro-benchmarks: one sample each, shorter, without the on-disk IPAM store")
+	flag.IntVar(&gb.count, "gobench-count", 0, "samples per Go micro-benchmark, of which the median is reported (0: 5, or 1 with -gobench-quick)")
 	flag.Parse()
-	if err := run(*bin, *refBin, *baseline, *containers, *rounds, *portmap, *results); err != nil {
+	if err := run(*bin, *refBin, *baseline, *containers, *rounds, *portmap, *results, *cni, gb); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bin, refBin, baseline string, containers, rounds int, portmap bool, results string) error {
+// goBenchFlags are the flags of the Go micro-benchmarks.
+type goBenchFlags struct {
+	run, quick bool
+	count      int
+}
+
+func run(bin, refBin, baseline string, containers, rounds int, portmap bool, results string, cni bool, gb goBenchFlags) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	rep := bench.Report{Date: time.Now(), Machine: bench.ThisMachine(), Floors: map[string]bench.Summary{}}
+	if cni {
+		if err := runCNI(ctx, &rep, bin, refBin, baseline, containers, rounds, portmap); err != nil {
+			return err
+		}
+	}
+	if gb.run {
+		if err := runGoBench(ctx, &rep, gb); err != nil {
+			return err
+		}
+	}
+	rep.WriteMarkdown(os.Stdout)
+	path, err := rep.Save(results)
+	if err != nil {
+		return err
+	}
+	fmt.Println("saved", path)
+	return nil
+}
+
+// runGoBench adds the Go micro-benchmarks to rep; go test's output goes
+// to stderr as it runs, the table to stdout with the rest.
+func runGoBench(ctx context.Context, rep *bench.Report, gb goBenchFlags) error {
+	cfg := bench.GoBenchSuite(".", gb.quick)
+	if gb.count > 0 {
+		cfg.Count = gb.count
+	}
+	cfg.Progress = os.Stderr
+	rows, err := bench.RunGoBench(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	rep.GoBench = rows
+	bt := cfg.Benchtime
+	if bt == "" {
+		bt = "1s"
+	}
+	rep.Notes = append(rep.Notes, fmt.Sprintf("Go micro-benchmarks: go test -bench -benchmem, %d sample(s) of -benchtime %s each, median; time, bytes and allocations per operation.", cfg.Count, bt))
+	return nil
+}
+
+// runCNI adds the CNI ADD/DEL rows and the floors under them to rep.
+func runCNI(ctx context.Context, rep *bench.Report, bin, refBin, baseline string, containers, rounds int, portmap bool) error {
 	work, err := os.MkdirTemp("", "overlay-bench-")
 	if err != nil {
 		return err
@@ -55,7 +109,6 @@ func run(bin, refBin, baseline string, containers, rounds int, portmap bool, res
 	if err != nil {
 		return err
 	}
-	rep := bench.Report{Date: time.Now(), Machine: bench.ThisMachine(), Floors: map[string]bench.Summary{}}
 	rep.CNI, err = bench.RunCNI(ctx, bench.CNIConfig{Prefix: prefix, Containers: containers, Rounds: rounds, Chains: chains, WorkDir: work}, host)
 	if err != nil {
 		return err
@@ -74,12 +127,6 @@ func run(bin, refBin, baseline string, containers, rounds int, portmap bool, res
 		}
 	}
 	rep.Notes = append(rep.Notes, fmt.Sprintf("CNI: %d containers × %d rounds per chain, chains alternating; each ADD/DEL timed as a runtime sees it (libcni executing the plugins from the host namespace); no portmap unless named.", containers, rounds))
-	rep.WriteMarkdown(os.Stdout)
-	path, err := rep.Save(results)
-	if err != nil {
-		return err
-	}
-	fmt.Println("saved", path)
 	return nil
 }
 

@@ -53,6 +53,8 @@ type Report struct {
 	Verdicts []string           `json:"verdicts,omitempty"`
 	Floors   map[string]Summary `json:"floors,omitempty"`
 	Notes    []string           `json:"notes,omitempty"`
+	// GoBench are the Go micro-benchmarks (gobench.go).
+	GoBench []GoBenchRow `json:"goBench,omitempty"`
 }
 
 // WriteMarkdown prints the report as Markdown tables.
@@ -78,6 +80,7 @@ func (r Report) WriteMarkdown(w io.Writer) {
 		}
 		fmt.Fprintln(w)
 	}
+	writeGoBench(w, r.GoBench)
 	for _, v := range r.Verdicts {
 		fmt.Fprintf(w, "- %s\n", v)
 	}
