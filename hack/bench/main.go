@@ -29,6 +29,7 @@ type options struct {
 	portmap, cni          bool
 	scale                 string
 	results               string
+	gobench               goBenchFlags
 }
 
 func main() {
@@ -42,11 +43,41 @@ func main() {
 	flag.BoolVar(&o.portmap, "portmap", false, "also measure both overlays with portmap chained")
 	flag.StringVar(&o.scale, "scale", "1000,10000", "fake remote leases per scale round, comma-separated (empty: no scale rounds)")
 	flag.StringVar(&o.results, "results", "bench/results", "directory for the JSON report")
+	flag.BoolVar(&o.gobench.run, "gobench", true, "run the Go micro-benchmarks (go test -bench, with go from PATH, in the current directory: the repository's root)")
+	flag.BoolVar(&o.gobench.quick, "gobench-quick", false, "run the quick set of Go micro-benchmarks: one sample each, shorter, without the on-disk IPAM store")
+	flag.IntVar(&o.gobench.count, "gobench-count", 0, "samples per Go micro-benchmark, of which the median is reported (0: 5, or 1 with -gobench-quick)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+// goBenchFlags are the flags of the Go micro-benchmarks.
+type goBenchFlags struct {
+	run, quick bool
+	count      int
+}
+
+// runGoBench adds the Go micro-benchmarks to rep; go test's output goes
+// to stderr as it runs, the table to stdout with the rest.
+func runGoBench(ctx context.Context, rep *bench.Report, gb goBenchFlags) error {
+	cfg := bench.GoBenchSuite(".", gb.quick)
+	if gb.count > 0 {
+		cfg.Count = gb.count
+	}
+	cfg.Progress = os.Stderr
+	rows, err := bench.RunGoBench(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	rep.GoBench = rows
+	bt := cfg.Benchtime
+	if bt == "" {
+		bt = "1s"
+	}
+	rep.Notes = append(rep.Notes, fmt.Sprintf("Go micro-benchmarks: go test -bench -benchmem, %d sample(s) of -benchtime %s each, median; time, bytes and allocations per operation.", cfg.Count, bt))
+	return nil
 }
 
 func run(o options) error {
@@ -74,6 +105,11 @@ func run(o options) error {
 			return err
 		}
 		rep.Verdicts = append(rep.Verdicts, bench.ScaleVerdicts(rep.Scale)...)
+	}
+	if o.gobench.run {
+		if err := runGoBench(ctx, &rep, o.gobench); err != nil {
+			return err
+		}
 	}
 	rep.WriteMarkdown(os.Stdout)
 	path, err := rep.Save(o.results)

@@ -54,6 +54,8 @@ type Report struct {
 	Floors   map[string]Summary `json:"floors,omitempty"`
 	Scale    []ScaleResult      `json:"scale,omitempty"`
 	Notes    []string           `json:"notes,omitempty"`
+	// GoBench are the Go micro-benchmarks (gobench.go).
+	GoBench []GoBenchRow `json:"goBench,omitempty"`
 }
 
 // WriteMarkdown prints the report as Markdown tables.
@@ -80,6 +82,7 @@ func (r Report) WriteMarkdown(w io.Writer) {
 		fmt.Fprintln(w)
 	}
 	writeScale(w, r.Scale)
+	writeGoBench(w, r.GoBench)
 	for _, v := range r.Verdicts {
 		fmt.Fprintf(w, "- %s\n", v)
 	}

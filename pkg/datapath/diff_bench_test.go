@@ -21,7 +21,7 @@ func benchPeer(n int) Peer {
 // BenchmarkDiff measures a periodic reconcile: everything installed, 1% of
 // peers changed their public IP, 1% gone, 1% new.
 func BenchmarkDiff(b *testing.B) {
-	for _, n := range []int{1000, 5000} {
+	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) {
 			var wanted, have []Peer
 			for i := range n {
