@@ -345,7 +345,9 @@ for ((n = 1; n <= NHOSTS; n++)); do
 		"[ ! -e $(sq "/var/run/netns/${CTNS[n]}") ] || exit 3; ip netns add $(sq "${CTNS[n]}") && ip -n $(sq "${CTNS[n]}") link set lo up"
 	record cni "$n" ""
 	rc=0
-	res=$(on "$n" "$(cni_script "$n" ADD)" 2>&1) || rc=$?
+	# stdout is the result (or the CNI error); the plugin's stderr and
+	# ssh's pass through.
+	res=$(on "$n" "$(cni_script "$n" ADD)") || rc=$?
 	((rc == 0)) || die "${DEST[n]}: CNI ADD of the test container failed (exit $rc): $res"
 	CTIP[n]=$(jq -r '.ips[0].address // empty' <<<"$res" 2>/dev/null) || true
 	CTIP[n]=${CTIP[n]%/*}
@@ -382,8 +384,14 @@ reach() {
 
 # iperf A WHERE IP STREAMS prints the Gbit/s host A's WHERE gets to IP.
 iperf() {
-	local a=$1 where=$2 ip=$3 streams=$4 out rc=0 bps
-	out=$(on "$a" "$(client_prefix "$a" "$where")iperf3 -c $ip -p $BENCH_PORT -t $BENCH_TIME -P $streams -J" 2>&1) || rc=$?
+	local a=$1 where=$2 ip=$3 streams=$4 out rc=0 bps try
+	for try in 1 2; do
+		rc=0
+		out=$(on "$a" "$(client_prefix "$a" "$where")iperf3 -c $ip -p $BENCH_PORT -t $BENCH_TIME -P $streams -J") || rc=$?
+		# The server may still be closing the previous test.
+		[[ $try == 1 && $out == *'server is busy'* ]] || break
+		sleep 1
+	done
 	bps=$(jq -r '.end.sum_received.bits_per_second // empty' <<<"$out" 2>/dev/null) || true
 	if ((rc != 0)) || [[ -z $bps ]]; then
 		die "${DEST[a]}: iperf3 from the $where to $ip failed: $(jq -r '.error // empty' <<<"$out" 2>/dev/null || true) $(tail -n 3 <<<"$out")"
