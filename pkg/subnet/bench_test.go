@@ -105,7 +105,7 @@ func BenchmarkParseLease(b *testing.B) {
 }
 
 func mustEncode(b *testing.B, r Record) []byte {
-	v, err := encodeRecord(r)
+	v, err := EncodeRecord(r)
 	if err != nil {
 		b.Fatal(err)
 	}
