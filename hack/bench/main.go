@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,22 +29,71 @@ func main() {
 	rounds := flag.Int("rounds", 4, "rounds per chain, alternating between chains")
 	portmap := flag.Bool("portmap", false, "also measure both overlays with portmap chained")
 	results := flag.String("results", "bench/results", "directory for the JSON report")
+	cni := flag.Bool("cni", true, "measure CNI ADD and DEL")
+	converge := flag.Bool("converge", true, "measure a new host's convergence (a cluster of overlayd, etcd in a namespace)")
+	convergeRounds := flag.Int("converge-rounds", 20, "joins measured per kind (first join, rejoin)")
+	daemonArgs := flag.String("daemon-args", "", "extra overlayd flags for the convergence part, space-separated (e.g. --log-level=debug)")
+	verbose := flag.Bool("v", false, "print each convergence round")
+	keep := flag.Bool("keep", false, "keep the work directory (the daemons' logs) and print its path")
 	flag.Parse()
-	if err := run(*bin, *refBin, *baseline, *containers, *rounds, *portmap, *results); err != nil {
+	parts := parts{cni: *cni, converge: *converge, convergeRounds: *convergeRounds, daemonArgs: strings.Fields(*daemonArgs), verbose: *verbose, keep: *keep}
+	if err := run(*bin, *refBin, *baseline, *containers, *rounds, *portmap, *results, parts); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bin, refBin, baseline string, containers, rounds int, portmap bool, results string) error {
+// parts says which rows of the table a run measures.
+type parts struct {
+	cni, converge  bool
+	convergeRounds int
+	daemonArgs     []string
+	verbose, keep  bool
+}
+
+func run(bin, refBin, baseline string, containers, rounds int, portmap bool, results string, parts parts) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	work, err := os.MkdirTemp("", "overlay-bench-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
+	if parts.keep {
+		defer fmt.Println("kept", work)
+	} else {
+		defer os.RemoveAll(work)
+	}
 	prefix := fmt.Sprintf("ovlb%d", os.Getpid())
+	rep := bench.Report{Date: time.Now(), Machine: bench.ThisMachine(), Floors: map[string]bench.Summary{}}
+	if parts.cni {
+		if err := runCNI(ctx, &rep, prefix, work, bin, refBin, baseline, containers, rounds, portmap); err != nil {
+			return err
+		}
+	}
+	if parts.converge {
+		dir := filepath.Join(work, "converge")
+		cfg := bench.ConvergeConfig{Prefix: prefix + "-cv", Bin: bin, WorkDir: dir, Rounds: parts.convergeRounds, DaemonArgs: parts.daemonArgs}
+		if parts.verbose {
+			cfg.Progress = os.Stderr
+		}
+		rep.Converge, err = bench.RunConverge(ctx, cfg)
+		if err != nil {
+			return fmt.Errorf("convergence: %w", err)
+		}
+		rep.Verdicts = append(rep.Verdicts, bench.ConvergeVerdicts(rep.Converge)...)
+		rep.Notes = append(rep.Notes, fmt.Sprintf("Convergence: %d joins per kind into a cluster of 2 running hosts; times from the bench's exec of overlayd (`ip netns exec` included: see its floor, when the CNI part runs) to netlink notifications on the other hosts and inotify events in the new host's run dir.", parts.convergeRounds))
+	}
+	rep.WriteMarkdown(os.Stdout)
+	path, err := rep.Save(results)
+	if err != nil {
+		return err
+	}
+	fmt.Println("saved", path)
+	return nil
+}
+
+// runCNI measures CNI ADD and DEL of both overlays and the exec floors.
+func runCNI(ctx context.Context, rep *bench.Report, prefix, work, bin, refBin, baseline string, containers, rounds int, portmap bool) error {
 	host := prefix + "-host"
 	env, err := bench.NewHost(host)
 	if err != nil {
@@ -55,7 +105,6 @@ func run(bin, refBin, baseline string, containers, rounds int, portmap bool, res
 	if err != nil {
 		return err
 	}
-	rep := bench.Report{Date: time.Now(), Machine: bench.ThisMachine(), Floors: map[string]bench.Summary{}}
 	rep.CNI, err = bench.RunCNI(ctx, bench.CNIConfig{Prefix: prefix, Containers: containers, Rounds: rounds, Chains: chains, WorkDir: work}, host)
 	if err != nil {
 		return err
@@ -74,12 +123,6 @@ func run(bin, refBin, baseline string, containers, rounds int, portmap bool, res
 		}
 	}
 	rep.Notes = append(rep.Notes, fmt.Sprintf("CNI: %d containers × %d rounds per chain, chains alternating; each ADD/DEL timed as a runtime sees it (libcni executing the plugins from the host namespace); no portmap unless named.", containers, rounds))
-	rep.WriteMarkdown(os.Stdout)
-	path, err := rep.Save(results)
-	if err != nil {
-		return err
-	}
-	fmt.Println("saved", path)
 	return nil
 }
 

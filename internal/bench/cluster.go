@@ -122,7 +122,8 @@ func (h *ClusterHost) StartDaemon(extra ...string) (*Proc, error) {
 	}
 	args := append([]string{"--etcd-endpoints", h.c.EtcdURL, "--network", h.c.Network, "--iface", "eth0",
 		"--run-dir", h.RunDir, "--state-dir", h.StateDir, "--hostname", fmt.Sprintf("h%d", h.N), "--log-level", "info"}, extra...)
-	p, err := StartProc(h.NS, filepath.Join(h.Dir, "overlayd.log"), filepath.Join(h.c.Bin, "overlayd"), args...)
+	// Its lines are stamped as they arrive (WaitLine).
+	p, err := startProc(h.NS, filepath.Join(h.Dir, "overlayd.log"), true, filepath.Join(h.c.Bin, "overlayd"), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -145,6 +146,20 @@ func (h *ClusterHost) WaitHostFile(ctx context.Context, timeout time.Duration) e
 		st, err := os.Stat(h.HostFile())
 		return err == nil && st.Size() > 0, nil
 	})
+}
+
+// Remove stops h's overlayd and removes its namespace (with everything the
+// daemon built in it); its directories stay until the cluster is closed.
+func (h *ClusterHost) Remove() error {
+	if h.daemon != nil {
+		h.daemon.Stop(5 * time.Second)
+	}
+	// The namespace goes in the background: delete the veth from the
+	// fabric's end first, so host N can be added again at once.
+	if err := ipIn(h.c.Fabric, fmt.Sprintf("link del vh%d", h.N)); err != nil {
+		return err
+	}
+	return delNetns(h.NS)
 }
 
 // Close stops every process the cluster started and removes its
@@ -198,29 +213,49 @@ func waitUntil(ctx context.Context, timeout time.Duration, what string, cond fun
 
 // Proc is a process started in a namespace by the bench.
 type Proc struct {
-	Cmd     *exec.Cmd
+	Cmd *exec.Cmd
+	// Started is taken just before the fork: what a measurement "from the
+	// start" counts from includes `ip netns exec` (see StartProc).
 	Started time.Time
 	name    string
 	log     string
+	lines   *lineStamper // nil unless the output is stamped
 	done    chan struct{}
 }
 
 // StartProc starts argv in netns with output to logPath. `ip netns exec`
 // execs in place, so the PID is the program's own.
 func StartProc(netns, logPath, bin string, args ...string) (*Proc, error) {
+	return startProc(netns, logPath, false, bin, args...)
+}
+
+// startProc is StartProc; with stamp, the output reaches logPath through a pipe whose lines are stamped with their arrival time, for
+// WaitLine.
+func startProc(netns, logPath string, stamp bool, bin string, args ...string) (*Proc, error) {
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	cmd := exec.Command("ip", append([]string{"netns", "exec", netns, bin}, args...)...)
-	cmd.Stdout, cmd.Stderr = f, f
 	p := &Proc{Cmd: cmd, name: filepath.Base(bin), log: logPath, done: make(chan struct{})}
+	if stamp {
+		p.lines = newLineStamper(f)
+		cmd.Stdout, cmd.Stderr = p.lines, p.lines
+		// The copy ends when the daemon's end closes the pipe; a child
+		// holding it open must not keep Wait from returning.
+		cmd.WaitDelay = time.Second
+	} else {
+		cmd.Stdout, cmd.Stderr = f, f
+	}
 	p.Started = time.Now()
 	if err := cmd.Start(); err != nil {
+		f.Close()
 		return nil, fmt.Errorf("start %s in %s: %w", filepath.Base(bin), netns, err)
 	}
-	go func() { cmd.Wait(); close(p.done) }()
+	go func() { cmd.Wait(); f.Close(); close(p.done) }()
+	if !stamp {
+		f.Close() // the child has its own copy
+	}
 	return p, nil
 }
 
@@ -248,6 +283,35 @@ func (p *Proc) Stop(grace time.Duration) {
 	case <-time.After(grace):
 		p.Cmd.Process.Kill()
 		<-p.done
+	}
+}
+
+// WaitLine waits until the process wrote a line holding substr (after its
+// start) and returns when that line arrived. Only a daemon's output is
+// stamped (StartDaemon).
+func (p *Proc) WaitLine(ctx context.Context, substr string, timeout time.Duration) (time.Time, error) {
+	if p.lines == nil {
+		return time.Time{}, fmt.Errorf("output of %s is not stamped", p.name)
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		at, ok, changed := p.lines.find(substr)
+		if ok {
+			return at, nil
+		}
+		select {
+		case <-changed:
+		case <-p.done:
+			if at, ok, _ := p.lines.find(substr); ok {
+				return at, nil
+			}
+			return time.Time{}, fmt.Errorf("%s exited before logging %q: %s", p.name, substr, p.LastLog())
+		case <-t.C:
+			return time.Time{}, fmt.Errorf("timed out after %s waiting for %q in %s", timeout, substr, p.log)
+		case <-ctx.Done():
+			return time.Time{}, ctx.Err()
+		}
 	}
 }
 
