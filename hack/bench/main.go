@@ -24,7 +24,7 @@ import (
 func main() {
 	bin := flag.String("bin", "bin", "directory holding overlay's plugins")
 	refBin := flag.String("ref-bin", "bin/ref", "directory holding flannel, bridge, host-local and portmap")
-	baseline := flag.String("baseline", "", "directory holding an older build of overlay's plugins, measured as a third chain (before/after)")
+	baseline := flag.String("baseline", "", "directory holding an older build of overlay's plugins and overlayd, measured as a third CNI chain and in joins alternating with this build's (before/after)")
 	containers := flag.Int("containers", 100, "containers attached and detached per round")
 	rounds := flag.Int("rounds", 4, "rounds per chain, alternating between chains")
 	portmap := flag.Bool("portmap", false, "also measure both overlays with portmap chained")
@@ -72,7 +72,7 @@ func run(bin, refBin, baseline string, containers, rounds int, portmap bool, res
 	}
 	if parts.converge {
 		dir := filepath.Join(work, "converge")
-		cfg := bench.ConvergeConfig{Prefix: prefix + "-cv", Bin: bin, WorkDir: dir, Rounds: parts.convergeRounds, DaemonArgs: parts.daemonArgs}
+		cfg := bench.ConvergeConfig{Prefix: prefix + "-cv", Bin: bin, WorkDir: dir, Rounds: parts.convergeRounds, DaemonArgs: parts.daemonArgs, Baseline: baseline}
 		if parts.verbose {
 			cfg.Progress = os.Stderr
 		}

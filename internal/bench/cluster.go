@@ -11,6 +11,10 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Cluster is a simulated overlay cluster on this machine, every machine a
@@ -27,6 +31,10 @@ type Cluster struct {
 
 	etcd  *Proc
 	hosts []*ClusterHost
+	// runBase holds the hosts' run dirs: on tmpfs where there is one, as
+	// /run is on a real host, so writing the host file costs what it
+	// costs there (no disk flush).
+	runBase string
 }
 
 // ClusterHost is one simulated host of a Cluster.
@@ -52,7 +60,14 @@ const (
 // unique on the machine (it names the namespaces); bin holds overlay's
 // binaries; dir is a private work directory.
 func NewCluster(ctx context.Context, prefix, bin, dir, network string) (*Cluster, error) {
-	c := &Cluster{Prefix: prefix, Bin: bin, Dir: dir, Network: network, Fabric: prefix + "-fab", EtcdURL: "http://" + fabricIP + ":2379"}
+	c := &Cluster{Prefix: prefix, Bin: bin, Dir: dir, Network: network, Fabric: prefix + "-fab", EtcdURL: "http://" + fabricIP + ":2379", runBase: dir}
+	if onTmpfs(shmDir) {
+		base, err := os.MkdirTemp(shmDir, prefix+"-run-")
+		if err != nil {
+			return nil, err
+		}
+		c.runBase = base
+	}
 	if err := c.up(ctx); err != nil {
 		return nil, errors.Join(err, c.Close())
 	}
@@ -94,7 +109,7 @@ func (c *Cluster) Ctl(args ...string) (string, error) {
 func (c *Cluster) AddHost(n int) (*ClusterHost, error) {
 	h := &ClusterHost{N: n, NS: fmt.Sprintf("%s-h%d", c.Prefix, n), IP: netip.AddrFrom4([4]byte{198, 18, 0, byte(10 + n)}),
 		Dir: filepath.Join(c.Dir, fmt.Sprintf("h%d", n)), c: c}
-	h.RunDir, h.StateDir, h.CNIDir = filepath.Join(h.Dir, "run"), filepath.Join(h.Dir, "state"), filepath.Join(h.Dir, "cni")
+	h.RunDir, h.StateDir, h.CNIDir = filepath.Join(c.runBase, fmt.Sprintf("h%d", n), "run"), filepath.Join(h.Dir, "state"), filepath.Join(h.Dir, "cni")
 	for _, d := range []string{h.RunDir, h.StateDir, h.CNIDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, err
@@ -111,19 +126,54 @@ func (c *Cluster) AddHost(n int) (*ClusterHost, error) {
 	if err := ipIn(h.NS, "addr add "+h.IP.String()+"/24 dev eth0", "link set eth0 up", "route add default via "+fabricIP); err != nil {
 		return nil, err
 	}
+	// Until the kernel's link watcher has seen the carrier (it batches
+	// such events up to a second), eth0 drops what it sends: a daemon
+	// started at once would lose its first SYN to etcd and wait a second
+	// for TCP to send it again. A real machine's NIC is up long before.
+	if err := waitOperUp(context.Background(), h.NS, "eth0"); err != nil {
+		return nil, err
+	}
+	if err := waitOperUp(context.Background(), c.Fabric, veth); err != nil {
+		return nil, err
+	}
 	return h, nil
+}
+
+// waitOperUp waits until link's operational state in netns is up.
+func waitOperUp(ctx context.Context, netns, link string) error {
+	nsh, err := vnetns.GetFromPath(netnsDir + netns)
+	if err != nil {
+		return fmt.Errorf("open netns %s: %w", netns, err)
+	}
+	defer nsh.Close()
+	nl, err := netlink.NewHandleAt(nsh)
+	if err != nil {
+		return fmt.Errorf("netlink in %s: %w", netns, err)
+	}
+	defer nl.Close()
+	return waitUntil(ctx, 10*time.Second, link+" up in "+netns, func() (bool, error) {
+		l, err := nl.LinkByName(link)
+		if err != nil {
+			return false, fmt.Errorf("%s in %s: %w", link, netns, err)
+		}
+		return l.Attrs().OperState == netlink.OperUp, nil
+	})
 }
 
 // StartDaemon starts overlayd on h with extra flags; a running one is an
 // error.
 func (h *ClusterHost) StartDaemon(extra ...string) (*Proc, error) {
+	return h.StartDaemonFrom(h.c.Bin, extra...)
+}
+
+// StartDaemonFrom is StartDaemon with the overlayd in binDir.
+func (h *ClusterHost) StartDaemonFrom(binDir string, extra ...string) (*Proc, error) {
 	if h.daemon != nil && !h.daemon.Exited() {
 		return nil, fmt.Errorf("overlayd on %s runs already", h.NS)
 	}
 	args := append([]string{"--etcd-endpoints", h.c.EtcdURL, "--network", h.c.Network, "--iface", "eth0",
 		"--run-dir", h.RunDir, "--state-dir", h.StateDir, "--hostname", fmt.Sprintf("h%d", h.N), "--log-level", "info"}, extra...)
-	// Its lines are stamped as they arrive (WaitLine).
-	p, err := startProc(h.NS, filepath.Join(h.Dir, "overlayd.log"), true, filepath.Join(h.c.Bin, "overlayd"), args...)
+	p, err := startProc(h.NS, filepath.Join(h.Dir, "overlayd.log"), true, filepath.Join(binDir, "overlayd"), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -178,6 +228,9 @@ func (c *Cluster) Close() error {
 		errs = append(errs, delNetns(h.NS))
 	}
 	errs = append(errs, delNetns(c.Fabric))
+	if c.runBase != c.Dir {
+		errs = append(errs, os.RemoveAll(c.runBase))
+	}
 	return errors.Join(errs...)
 }
 
@@ -214,8 +267,7 @@ func waitUntil(ctx context.Context, timeout time.Duration, what string, cond fun
 // Proc is a process started in a namespace by the bench.
 type Proc struct {
 	Cmd *exec.Cmd
-	// Started is taken just before the fork: what a measurement "from the
-	// start" counts from includes `ip netns exec` (see StartProc).
+	// Started is taken just before the fork.
 	Started time.Time
 	name    string
 	log     string
@@ -229,16 +281,23 @@ func StartProc(netns, logPath, bin string, args ...string) (*Proc, error) {
 	return startProc(netns, logPath, false, bin, args...)
 }
 
-// startProc is StartProc; with stamp, the output reaches logPath through a pipe whose lines are stamped with their arrival time, for
-// WaitLine.
-func startProc(netns, logPath string, stamp bool, bin string, args ...string) (*Proc, error) {
+// startProc is StartProc, or with daemon, a start as a daemon's is timed:
+// the program is exec'd directly from a thread inside netns (an init
+// system execs it, not `ip netns exec`, whose own work — a mount
+// namespace, a fresh /sys — would count as the daemon's; overlayd reads
+// nothing from /sys), and its output reaches logPath through a pipe whose
+// lines are stamped as they arrive, for WaitLine.
+func startProc(netns, logPath string, daemon bool, bin string, args ...string) (*Proc, error) {
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command("ip", append([]string{"netns", "exec", netns, bin}, args...)...)
+	if daemon {
+		cmd = exec.Command(bin, args...)
+	}
 	p := &Proc{Cmd: cmd, name: filepath.Base(bin), log: logPath, done: make(chan struct{})}
-	if stamp {
+	if daemon {
 		p.lines = newLineStamper(f)
 		cmd.Stdout, cmd.Stderr = p.lines, p.lines
 		// The copy ends when the daemon's end closes the pipe; a child
@@ -247,13 +306,22 @@ func startProc(netns, logPath string, stamp bool, bin string, args ...string) (*
 	} else {
 		cmd.Stdout, cmd.Stderr = f, f
 	}
-	p.Started = time.Now()
-	if err := cmd.Start(); err != nil {
+	start := func() error {
+		p.Started = time.Now()
+		return cmd.Start()
+	}
+	if daemon {
+		// The child inherits the namespace of the thread that forks it.
+		err = inNetns(netns, start)
+	} else {
+		err = start()
+	}
+	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start %s in %s: %w", filepath.Base(bin), netns, err)
 	}
 	go func() { cmd.Wait(); f.Close(); close(p.done) }()
-	if !stamp {
+	if !daemon {
 		f.Close() // the child has its own copy
 	}
 	return p, nil
@@ -338,4 +406,13 @@ func (p *Proc) WaitLog(ctx context.Context, msg string, timeout time.Duration) e
 		}
 		return false, nil
 	})
+}
+
+// shmDir is the tmpfs every Linux system mounts.
+const shmDir = "/dev/shm"
+
+// onTmpfs reports whether dir is on a tmpfs.
+func onTmpfs(dir string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && st.Type == unix.TMPFS_MAGIC
 }

@@ -28,6 +28,9 @@ type ConvergeConfig struct {
 	// DaemonArgs are extra overlayd flags (e.g. --log-level debug to
 	// profile a run from the daemons' logs).
 	DaemonArgs []string
+	// Baseline, when set, holds an older overlayd whose joins alternate
+	// with the build under test's (before and after, under the same noise).
+	Baseline string
 	// Progress, when set, gets one line per round.
 	Progress io.Writer
 }
@@ -39,7 +42,9 @@ type ConvergeConfig struct {
 // host is ready); until its ready stamp appears (the plugins' STATUS says
 // ready); and until it logs "ready" (its first pass is over).
 type ConvergeResult struct {
-	Kind       string  `json:"kind"`
+	Kind string `json:"kind"`
+	// Build is "" for the build under test, "baseline" for the older one.
+	Build      string  `json:"build,omitempty"`
 	Route      Summary `json:"route"`
 	FDB        Summary `json:"fdb"`
 	HostFile   Summary `json:"host_file"`
@@ -68,11 +73,19 @@ const (
 
 // RunConverge builds a cluster of two running hosts and measures a third
 // host joining it, cfg.Rounds times as a first join (a fresh host each
-// round) and cfg.Rounds times as a rejoin. The other hosts' kernels report
-// the route and FDB entry (netlink notifications, see kernelEvents), the
-// new host's run dir reports the host file (inotify): no time here comes
-// from a poll.
+// round) and cfg.Rounds times as a rejoin; with cfg.Baseline, joins of
+// both builds alternate. The other hosts' kernels report the route and
+// FDB entry (netlink notifications, see kernelEvents), the new host's run
+// dir reports the host file (inotify): no time here comes from a poll.
 func RunConverge(ctx context.Context, cfg ConvergeConfig) (_ []ConvergeResult, err error) {
+	builds := []build{{dir: cfg.Bin}}
+	if cfg.Baseline != "" {
+		builds = append(builds, build{name: "baseline", dir: cfg.Baseline})
+	}
+	// Hosts are numbered 1..; each needs an address 198.18.0.(10+N).
+	if hosts := 2 + len(builds)*(cfg.Rounds+1); cfg.Rounds < 1 || hosts > 240 {
+		return nil, fmt.Errorf("convergence rounds %d: give 1 to %d", cfg.Rounds, 238/len(builds)-1)
+	}
 	c, err := NewCluster(ctx, cfg.Prefix, cfg.Bin, cfg.WorkDir, convergeNetwork)
 	if err != nil {
 		return nil, err
@@ -107,45 +120,67 @@ func RunConverge(ctx context.Context, cfg ConvergeConfig) (_ []ConvergeResult, e
 		}
 	}
 	j := joiner{c: c, others: others, args: cfg.DaemonArgs, progress: cfg.Progress}
+	next := 3 // the next host's number
 
-	first := newSamples(FirstJoin)
-	for i := range cfg.Rounds {
-		h, err := c.AddHost(3 + i)
-		if err != nil {
-			return nil, err
-		}
-		if err := j.measure(ctx, h, first); err != nil {
-			return nil, fmt.Errorf("%s, round %d: %w", FirstJoin, i+1, err)
-		}
-		if err := j.leave(ctx, h); err != nil {
-			return nil, fmt.Errorf("%s, round %d: %w", FirstJoin, i+1, err)
-		}
-		if err := h.Remove(); err != nil {
-			return nil, err
-		}
-	}
-
-	again := newSamples(Rejoin)
-	n := 3 + cfg.Rounds
-	h, err := c.AddHost(n)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := j.join(ctx, h); err != nil { // its first join, not counted
-		return nil, err
+	first := make([]*samples, len(builds))
+	for b := range builds {
+		first[b] = &samples{kind: FirstJoin, build: builds[b]}
 	}
 	for i := range cfg.Rounds {
-		if err := j.leave(ctx, h); err != nil {
-			return nil, fmt.Errorf("%s, round %d: %w", Rejoin, i+1, err)
-		}
-		if h, err = c.reboot(h); err != nil {
-			return nil, err
-		}
-		if err := j.measure(ctx, h, again); err != nil {
-			return nil, fmt.Errorf("%s, round %d: %w", Rejoin, i+1, err)
+		for b := range builds {
+			h, err := c.AddHost(next)
+			if err != nil {
+				return nil, err
+			}
+			next++
+			if err := j.measure(ctx, h, first[b]); err != nil {
+				return nil, fmt.Errorf("%s, round %d: %w", FirstJoin, i+1, err)
+			}
+			if err := j.leave(ctx, h); err != nil {
+				return nil, fmt.Errorf("%s, round %d: %w", FirstJoin, i+1, err)
+			}
+			if err := h.Remove(); err != nil {
+				return nil, err
+			}
 		}
 	}
-	return []ConvergeResult{first.result(), again.result()}, nil
+
+	again := make([]*samples, len(builds))
+	hosts := make([]*ClusterHost, len(builds))
+	for b := range builds {
+		again[b] = &samples{kind: Rejoin, build: builds[b]}
+		if hosts[b], err = c.AddHost(next); err != nil {
+			return nil, err
+		}
+		next++
+		if _, err := j.join(ctx, hosts[b], builds[b].dir); err != nil { // its first join, not counted
+			return nil, err
+		}
+	}
+	for i := range cfg.Rounds {
+		for b := range builds {
+			if err := j.leave(ctx, hosts[b]); err != nil {
+				return nil, fmt.Errorf("%s, round %d: %w", Rejoin, i+1, err)
+			}
+			if hosts[b], err = c.reboot(hosts[b]); err != nil {
+				return nil, err
+			}
+			if err := j.measure(ctx, hosts[b], again[b]); err != nil {
+				return nil, fmt.Errorf("%s, round %d: %w", Rejoin, i+1, err)
+			}
+		}
+	}
+	var out []ConvergeResult
+	for _, s := range append(first, again...) {
+		out = append(out, s.result())
+	}
+	return out, nil
+}
+
+// build is an overlayd build whose joins are measured.
+type build struct {
+	name string // "" for the build under test
+	dir  string
 }
 
 // joiner starts and stops the joining host and watches the others.
@@ -163,7 +198,7 @@ type joined struct {
 
 // join starts h's overlayd and waits until the other hosts route to it and
 // it is ready.
-func (j joiner) join(ctx context.Context, h *ClusterHost) (joined, error) {
+func (j joiner) join(ctx context.Context, h *ClusterHost, binDir string) (joined, error) {
 	for _, k := range j.others {
 		k.forget()
 	}
@@ -173,7 +208,7 @@ func (j joiner) join(ctx context.Context, h *ClusterHost) (joined, error) {
 		return joined{}, err
 	}
 	defer w.Close()
-	p, err := h.StartDaemon(j.args...)
+	p, err := h.StartDaemonFrom(binDir, j.args...)
 	if err != nil {
 		return joined{}, err
 	}
@@ -218,14 +253,14 @@ func (j joiner) join(ctx context.Context, h *ClusterHost) (joined, error) {
 }
 
 func (j joiner) measure(ctx context.Context, h *ClusterHost, s *samples) error {
-	r, err := j.join(ctx, h)
+	r, err := j.join(ctx, h, s.build.dir)
 	if err != nil {
 		return err
 	}
 	s.add(r)
 	if j.progress != nil {
-		fmt.Fprintf(j.progress, "%s %s (%s): route %.1f ms, fdb %.1f ms, host file %.1f ms, ready stamp %.1f ms, logged ready %.1f ms\n",
-			s.kind, h.NS, h.Dir, ms(r.route), ms(r.fdb), ms(r.hostFile), ms(r.stamp), ms(r.logged))
+		fmt.Fprintf(j.progress, "%s%s %s (%s): route %.1f ms, fdb %.1f ms, host file %.1f ms, ready stamp %.1f ms, logged ready %.1f ms\n",
+			s.kind, s.build.suffix(), h.NS, h.Dir, ms(r.route), ms(r.fdb), ms(r.hostFile), ms(r.stamp), ms(r.logged))
 	}
 	return nil
 }
@@ -267,10 +302,17 @@ func (c *Cluster) reboot(h *ClusterHost) (*ClusterHost, error) {
 
 type samples struct {
 	kind                                string
+	build                               build
 	route, fdb, hostFile, stamp, logged []time.Duration
 }
 
-func newSamples(kind string) *samples { return &samples{kind: kind} }
+// suffix names a build other than the one under test.
+func (b build) suffix() string {
+	if b.name == "" {
+		return ""
+	}
+	return " (" + b.name + " build)"
+}
 
 func (s *samples) add(r joined) {
 	s.route = append(s.route, r.route)
@@ -281,7 +323,7 @@ func (s *samples) add(r joined) {
 }
 
 func (s *samples) result() ConvergeResult {
-	return ConvergeResult{Kind: s.kind, Route: Summarize(s.route), FDB: Summarize(s.fdb), HostFile: Summarize(s.hostFile), ReadyStamp: Summarize(s.stamp), Logged: Summarize(s.logged)}
+	return ConvergeResult{Kind: s.kind, Build: s.build.name, Route: Summarize(s.route), FDB: Summarize(s.fdb), HostFile: Summarize(s.hostFile), ReadyStamp: Summarize(s.stamp), Logged: Summarize(s.logged)}
 }
 
 // Convergence targets (issue 10): a new host's daemon start to the route
@@ -301,6 +343,9 @@ func ConvergeVerdicts(rs []ConvergeResult) []string {
 		return "missed"
 	}
 	for _, r := range rs {
+		if r.Build != "" {
+			continue
+		}
 		out = append(out, fmt.Sprintf("convergence, %s: route on the other hosts p50 %.1f ms (target ≤ %d ms: %s), ready p50 %.1f ms (target ≤ %d ms: %s)",
 			r.Kind, r.Route.P50, routeTargetMS, verdict(r.Route.P50, routeTargetMS), r.HostFile.P50, readyTargetMS, verdict(r.HostFile.P50, readyTargetMS)))
 	}
@@ -315,7 +360,8 @@ func writeConverge(w io.Writer, rs []ConvergeResult) {
 	}
 	fmt.Fprint(w, "| convergence, from overlayd's exec |")
 	for _, r := range rs {
-		fmt.Fprintf(w, " %s p50 | %s max |", r.Kind, r.Kind)
+		name := r.Kind + build{name: r.Build}.suffix()
+		fmt.Fprintf(w, " %s p50 | %s max |", name, name)
 	}
 	fmt.Fprintf(w, "\n|---|%s\n", strings.Repeat("---|---|", len(rs)))
 	rows := []struct {
