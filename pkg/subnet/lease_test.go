@@ -348,3 +348,27 @@ func TestWatchFromCompactedRevisionReturns(t *testing.T) {
 	w := watch(t, c)
 	w.waitFor(t, "both hosts after compaction", func(ls []Lease) bool { return len(ls) == 2 && has(ls, h.Subnet) })
 }
+
+// A start that cannot remember its lease writes no key and leaves no etcd
+// lease behind, though the reservation's lease is granted meanwhile.
+func TestFailedRememberLeavesNothing(t *testing.T) {
+	srv := etcdtest.New(t)
+	c := connect(t, srv)
+	refused := errors.New("state dir is read-only")
+	_, err := c.Acquire(t.Context(), AcquireRequest{Network: "default", Config: testNet, Record: hostRecord(1),
+		TTL: 10 * time.Second, Quarantine: time.Minute,
+		Remember: func(netip.Prefix, int64) error { return refused }})
+	if !errors.Is(err, refused) {
+		t.Fatalf("Acquire = %v, want the Remember error", err)
+	}
+	if ls, _, err := c.Leases(t.Context(), "default"); err != nil || len(ls) != 0 {
+		t.Fatalf("leases after a failed start = %+v, %v; want none", ls, err)
+	}
+	if res, err := c.reservationsAt(t.Context(), "default", 0); err != nil || len(res) != 0 {
+		t.Fatalf("reservations after a failed start = %+v, %v; want none", res, err)
+	}
+	left, err := c.cli.Leases(t.Context())
+	if err != nil || len(left.Leases) != 0 {
+		t.Fatalf("etcd leases after a failed start = %+v, %v; want none", left, err)
+	}
+}
