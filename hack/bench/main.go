@@ -31,7 +31,7 @@ func main() {
 	results := flag.String("results", "bench/results", "directory for the JSON report")
 	cni := flag.Bool("cni", true, "measure CNI ADD and DEL")
 	converge := flag.Bool("converge", true, "measure a new host's convergence (a cluster of overlayd, etcd in a namespace)")
-	convergeRounds := flag.Int("converge-rounds", 20, "joins measured per kind (first join, rejoin)")
+	convergeRounds := flag.Int("converge-rounds", 30, "joins measured per kind (first join, rejoin after reboot)")
 	daemonArgs := flag.String("daemon-args", "", "extra overlayd flags for the convergence part, space-separated (e.g. --log-level=debug)")
 	verbose := flag.Bool("v", false, "print each convergence round")
 	keep := flag.Bool("keep", false, "keep the work directory (the daemons' logs) and print its path")
@@ -72,7 +72,14 @@ func run(bin, refBin, baseline string, containers, rounds int, portmap bool, res
 	}
 	if parts.converge {
 		dir := filepath.Join(work, "converge")
-		cfg := bench.ConvergeConfig{Prefix: prefix + "-cv", Bin: bin, WorkDir: dir, Rounds: parts.convergeRounds, DaemonArgs: parts.daemonArgs, Baseline: baseline}
+		cfg := bench.ConvergeConfig{Prefix: prefix + "-cv", Bin: bin, WorkDir: dir, Rounds: parts.convergeRounds, DaemonArgs: parts.daemonArgs}
+		if baseline != "" {
+			if _, err := os.Stat(filepath.Join(baseline, "overlayd")); err == nil {
+				cfg.Baseline = baseline
+			} else {
+				rep.Notes = append(rep.Notes, "Convergence: the baseline directory holds no overlayd; only this build's joins are measured.")
+			}
+		}
 		if parts.verbose {
 			cfg.Progress = os.Stderr
 		}
@@ -81,7 +88,7 @@ func run(bin, refBin, baseline string, containers, rounds int, portmap bool, res
 			return fmt.Errorf("convergence: %w", err)
 		}
 		rep.Verdicts = append(rep.Verdicts, bench.ConvergeVerdicts(rep.Converge)...)
-		rep.Notes = append(rep.Notes, fmt.Sprintf("Convergence: %d joins per kind into a cluster of 2 running hosts; times from the bench's exec of overlayd (`ip netns exec` included: see its floor, when the CNI part runs) to netlink notifications on the other hosts and inotify events in the new host's run dir.", parts.convergeRounds))
+		rep.Notes = append(rep.Notes, fmt.Sprintf("Convergence: %d joins per kind into a cluster of 2 running hosts (etcd in a third namespace); times from the bench's exec of overlayd (from a thread in the host's namespace, as an init system starts it) to netlink notifications on the other hosts and inotify events in the new host's run dir (on tmpfs, as /run is).", parts.convergeRounds))
 	}
 	rep.WriteMarkdown(os.Stdout)
 	path, err := rep.Save(results)
