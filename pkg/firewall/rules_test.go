@@ -20,7 +20,7 @@ type fakeIPT struct {
 	noRandom    bool                // an iptables without --random-fully
 	writes      []string            // each change, in order
 	lists       int
-	reads       int // iptables runs that change nothing
+	reads       int         // iptables runs that change nothing
 	afterWrite  func()      // called after each change, unlocked
 	afterListFn func(n int) // called after the n-th List, unlocked
 	failAppend  func(string) bool
