@@ -1,7 +1,9 @@
 package subnet
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -97,8 +99,9 @@ type mapSnapshot struct {
 	reservations map[netip.Prefix]reservation
 }
 
-// occupiedLease is a key in the subnet map; Record is zero when the value
-// is unreadable (the subnet is still taken).
+// occupiedLease is a key in the subnet map; Record is read only where it
+// may be this host's own (see snapshotMap), and zero elsewhere or when the
+// value is unreadable (the subnet is still taken).
 type occupiedLease struct {
 	Subnet      netip.Prefix
 	Record      Record
@@ -135,7 +138,7 @@ func (c *Client) Acquire(ctx context.Context, req AcquireRequest) (*HeldLease, e
 // tryAcquire makes one attempt; it returns nil, nil when another host
 // changed the map between our read and our write.
 func (c *Client) tryAcquire(ctx context.Context, req AcquireRequest, value string) (*HeldLease, error) {
-	snap, err := c.snapshotMap(ctx, req.Network)
+	snap, err := c.snapshotMap(ctx, req.Network, req.Record.HostID)
 	if err != nil {
 		return nil, err
 	}
@@ -258,7 +261,16 @@ func (c *Client) claimTxn(ctx context.Context, req AcquireRequest, value string,
 	return resp.Succeeded, nil
 }
 
-func (c *Client) snapshotMap(ctx context.Context, network string) (mapSnapshot, error) {
+// snapshotMap reads the subnet map and its reservations. Only the keys
+// matter, except for the records of hostID (ownLease, fence): a value
+// that does not hold hostID as encodeRecord writes it is not decoded, so
+// a start in a network of 10 000 hosts does not decode 10 000 records
+// (about 25 ms).
+func (c *Client) snapshotMap(ctx context.Context, network, hostID string) (mapSnapshot, error) {
+	quoted, err := json.Marshal(hostID)
+	if err != nil {
+		return mapSnapshot{}, fmt.Errorf("encode host ID: %w", err)
+	}
 	subnets, reservations := c.keys.Subnets(network), c.keys.Reservations(network)
 	resp, err := c.cli.Txn(ctx).Then(
 		clientv3.OpGet(subnets, clientv3.WithPrefix()),
@@ -274,8 +286,10 @@ func (c *Client) snapshotMap(ctx context.Context, network string) (mapSnapshot, 
 			continue // not a subnet key; it blocks nothing
 		}
 		o := occupiedLease{Subnet: s, ModRevision: kv.ModRevision, Lease: kv.Lease}
-		if rec, err := decodeRecord(kv.Value); err == nil {
-			o.Record = rec
+		if bytes.Contains(kv.Value, quoted) {
+			if rec, err := decodeRecord(kv.Value); err == nil {
+				o.Record = rec
+			}
 		}
 		snap.subnets[s] = o
 	}

@@ -260,7 +260,7 @@ func TestInvalidRecordIsSkipped(t *testing.T) {
 		t.Fatalf("Leases = %v, want only %s", ls, a.Subnet)
 	}
 	// The subnet of the unreadable record is still not handed out.
-	snap, err := c.snapshotMap(t.Context(), "default")
+	snap, err := c.snapshotMap(t.Context(), "default", "x")
 	if err != nil {
 		t.Fatal(err)
 	}
