@@ -15,6 +15,7 @@ import (
 	"github.com/overlaynet/overlay/pkg/datapath"
 	"github.com/overlaynet/overlay/pkg/firewall"
 	"github.com/overlaynet/overlay/pkg/ingress"
+	"github.com/overlaynet/overlay/pkg/state"
 	"github.com/overlaynet/overlay/pkg/subnet"
 )
 
@@ -31,6 +32,20 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		defer ln.Close()
 	}
+	// What needs no etcd runs while it is dialed: finding iptables (it
+	// runs `iptables --version`), and a first start's disk writes in the
+	// state dir. The agents make the same writes if these failed, and say
+	// why.
+	tables := make(chan tablesFound, 1)
+	go func() {
+		t, err := firewall.NewTables()
+		tables <- tablesFound{t, err}
+	}()
+	stateInit := make(chan struct{})
+	go func() {
+		defer close(stateInit)
+		_ = state.Dir{Path: cfg.StateDir}.Init()
+	}()
 	etcd, err := subnet.Connect(ctx, subnet.ClientConfig{
 		Endpoints: cfg.EtcdEndpoints, Prefix: cfg.EtcdPrefix, DialTimeout: cfg.EtcdTimeout,
 		CAFile: cfg.EtcdCAFile, CertFile: cfg.EtcdCertFile, KeyFile: cfg.EtcdKeyFile, Logger: log.With("component", "subnet"),
@@ -44,11 +59,12 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	defer etcd.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	<-stateInit
 	// Half the resync interval: every resync pass dumps the peers' entries
 	// and finds drift nothing reported, while the passes in between (leases
 	// changing) diff against what the last ones left.
 	kernel := datapath.NewKernel(cfg.ResyncInterval / 2)
-	agents, err := newAgents(cfg, agent.Deps{Etcd: etcd, Datapath: kernel, Log: log, Registry: reg})
+	agents, err := newAgents(cfg, <-tables, agent.Deps{Etcd: etcd, Datapath: kernel, Log: log, Registry: reg})
 	if err != nil {
 		return err
 	}
@@ -66,13 +82,20 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	return nil
 }
 
+// tablesFound is firewall.NewTables' answer.
+type tablesFound struct {
+	tables *firewall.Tables
+	err    error
+}
+
 // newAgents prepares one agent per network, each with its own rule
-// keepers; each network's FORWARD rules drop traffic to the others.
-func newAgents(cfg Config, base agent.Deps) ([]*agent.Agent, error) {
-	// One hold on the iptables chains for every network's keepers.
-	tables, err := firewall.NewTables()
-	if err != nil && cfg.ForwardRules {
-		return nil, fmt.Errorf("%w (or run with --forward-rules=false)", err)
+// keepers (from found, one hold on the iptables chains for every
+// network's keepers); each network's FORWARD rules drop traffic to the
+// others.
+func newAgents(cfg Config, found tablesFound, base agent.Deps) ([]*agent.Agent, error) {
+	tables := found.tables
+	if found.err != nil && cfg.ForwardRules {
+		return nil, fmt.Errorf("%w (or run with --forward-rules=false)", found.err)
 	}
 	agents := make([]*agent.Agent, len(cfg.Networks))
 	for i, n := range cfg.Networks {

@@ -25,32 +25,19 @@ import (
 // options are the command line.
 type options struct {
 	bin, refBin, baseline string
-	containers, rounds    int
-	portmap, cni          bool
-	scale                 string
 	results               string
-	gobench               goBenchFlags
-}
+	keep, verbose         bool
 
-func main() {
-	var o options
-	flag.StringVar(&o.bin, "bin", "bin", "directory holding overlay's binaries")
-	flag.StringVar(&o.refBin, "ref-bin", "bin/ref", "directory holding flannel, bridge, host-local and portmap")
-	flag.StringVar(&o.baseline, "baseline", "", "directory holding an older build of overlay's binaries: its plugins are measured as a third CNI chain, its overlayd in the scale rounds (before/after)")
-	flag.BoolVar(&o.cni, "cni", true, "measure CNI ADD and DEL against flannel's chain")
-	flag.IntVar(&o.containers, "containers", 100, "containers attached and detached per round")
-	flag.IntVar(&o.rounds, "rounds", 4, "rounds per chain, alternating between chains")
-	flag.BoolVar(&o.portmap, "portmap", false, "also measure both overlays with portmap chained")
-	flag.StringVar(&o.scale, "scale", "1000,10000", "fake remote leases per scale round, comma-separated (empty: no scale rounds)")
-	flag.StringVar(&o.results, "results", "bench/results", "directory for the JSON report")
-	flag.BoolVar(&o.gobench.run, "gobench", true, "run the Go micro-benchmarks (go test -bench, with go from PATH, in the current directory: the repository's root)")
-	flag.BoolVar(&o.gobench.quick, "gobench-quick", false, "run the quick set of Go micro-benchmarks: one sample each, shorter, without the on-disk IPAM store")
-	flag.IntVar(&o.gobench.count, "gobench-count", 0, "samples per Go micro-benchmark, of which the median is reported (0: 5, or 1 with -gobench-quick)")
-	flag.Parse()
-	if err := run(o); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
+	cni                bool
+	containers, rounds int
+	portmap            bool
+
+	converge       bool
+	convergeRounds int
+	daemonArgs     string
+
+	scale   string
+	gobench goBenchFlags
 }
 
 // goBenchFlags are the flags of the Go micro-benchmarks.
@@ -59,25 +46,30 @@ type goBenchFlags struct {
 	count      int
 }
 
-// runGoBench adds the Go micro-benchmarks to rep; go test's output goes
-// to stderr as it runs, the table to stdout with the rest.
-func runGoBench(ctx context.Context, rep *bench.Report, gb goBenchFlags) error {
-	cfg := bench.GoBenchSuite(".", gb.quick)
-	if gb.count > 0 {
-		cfg.Count = gb.count
+func main() {
+	var o options
+	flag.StringVar(&o.bin, "bin", "bin", "directory holding overlay's binaries")
+	flag.StringVar(&o.refBin, "ref-bin", "bin/ref", "directory holding flannel, bridge, host-local and portmap")
+	flag.StringVar(&o.baseline, "baseline", "", "directory holding an older build of overlay's binaries: its plugins are measured as a third CNI chain, its overlayd in joins alternating with this build's and in the scale rounds (before/after)")
+	flag.StringVar(&o.results, "results", "bench/results", "directory for the JSON report")
+	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (the daemons' logs) and print its path")
+	flag.BoolVar(&o.verbose, "v", false, "print each convergence round")
+	flag.BoolVar(&o.cni, "cni", true, "measure CNI ADD and DEL against flannel's chain")
+	flag.IntVar(&o.containers, "containers", 100, "containers attached and detached per round")
+	flag.IntVar(&o.rounds, "rounds", 4, "rounds per chain, alternating between chains")
+	flag.BoolVar(&o.portmap, "portmap", false, "also measure both overlays with portmap chained")
+	flag.BoolVar(&o.converge, "converge", true, "measure a new host's convergence (a cluster of overlayd, etcd in a namespace)")
+	flag.IntVar(&o.convergeRounds, "converge-rounds", 30, "joins measured per kind (first join, rejoin after reboot)")
+	flag.StringVar(&o.daemonArgs, "daemon-args", "", "extra overlayd flags for the convergence part, space-separated (e.g. --log-level=debug)")
+	flag.StringVar(&o.scale, "scale", "1000,10000", "fake remote leases per scale round, comma-separated (empty: no scale rounds)")
+	flag.BoolVar(&o.gobench.run, "gobench", true, "run the Go micro-benchmarks (go test -bench, with go from PATH, in the current directory: the repository's root)")
+	flag.BoolVar(&o.gobench.quick, "gobench-quick", false, "run the quick set of Go micro-benchmarks: one sample each, shorter, without the on-disk IPAM store")
+	flag.IntVar(&o.gobench.count, "gobench-count", 0, "samples per Go micro-benchmark, of which the median is reported (0: 5, or 1 with -gobench-quick)")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
 	}
-	cfg.Progress = os.Stderr
-	rows, err := bench.RunGoBench(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	rep.GoBench = rows
-	bt := cfg.Benchtime
-	if bt == "" {
-		bt = "1s"
-	}
-	rep.Notes = append(rep.Notes, fmt.Sprintf("Go micro-benchmarks: go test -bench -benchmem, %d sample(s) of -benchtime %s each, median; time, bytes and allocations per operation.", cfg.Count, bt))
-	return nil
 }
 
 func run(o options) error {
@@ -91,11 +83,20 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
+	if o.keep {
+		defer fmt.Println("kept", work)
+	} else {
+		defer os.RemoveAll(work)
+	}
 	prefix := fmt.Sprintf("ovlb%d", os.Getpid())
 	rep := bench.Report{Date: time.Now(), Machine: bench.ThisMachine(), Floors: map[string]bench.Summary{}}
 	if o.cni {
 		if err := runCNI(ctx, o, work, prefix, &rep); err != nil {
+			return err
+		}
+	}
+	if o.converge {
+		if err := runConverge(ctx, o, work, prefix, &rep); err != nil {
 			return err
 		}
 	}
@@ -105,6 +106,7 @@ func run(o options) error {
 			return err
 		}
 		rep.Verdicts = append(rep.Verdicts, bench.ScaleVerdicts(rep.Scale)...)
+		rep.Notes = append(rep.Notes, "Scale: one overlayd, fake remote leases written into etcd in overlayd's own record format by 32 clients at once; times from the last write (or overlayd's start) to the kernel's route notifications; RSS read 2 s after the last route.")
 	}
 	if o.gobench.run {
 		if err := runGoBench(ctx, &rep, o.gobench); err != nil {
@@ -135,6 +137,52 @@ func parseCounts(list string) ([]int, error) {
 	return out, nil
 }
 
+// runConverge measures a new host's convergence.
+func runConverge(ctx context.Context, o options, work, prefix string, rep *bench.Report) error {
+	dir := filepath.Join(work, "converge")
+	cfg := bench.ConvergeConfig{Prefix: prefix + "-cv", Bin: o.bin, WorkDir: dir, Rounds: o.convergeRounds, DaemonArgs: strings.Fields(o.daemonArgs)}
+	if o.baseline != "" {
+		if _, err := os.Stat(filepath.Join(o.baseline, "overlayd")); err == nil {
+			cfg.Baseline = o.baseline
+		} else {
+			rep.Notes = append(rep.Notes, "Convergence: the baseline directory holds no overlayd; only this build's joins are measured.")
+		}
+	}
+	if o.verbose {
+		cfg.Progress = os.Stderr
+	}
+	var err error
+	rep.Converge, err = bench.RunConverge(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("convergence: %w", err)
+	}
+	rep.Verdicts = append(rep.Verdicts, bench.ConvergeVerdicts(rep.Converge)...)
+	rep.Notes = append(rep.Notes, fmt.Sprintf("Convergence: %d joins per kind into a cluster of 2 running hosts (etcd in a third namespace); times from the bench's exec of overlayd (from a thread in the host's namespace, as an init system starts it) to netlink notifications on the other hosts and inotify events in the new host's run dir (on tmpfs, as /run is).", o.convergeRounds))
+	return nil
+}
+
+// runGoBench adds the Go micro-benchmarks to rep; go test's output goes
+// to stderr as it runs, the table to stdout with the rest.
+func runGoBench(ctx context.Context, rep *bench.Report, gb goBenchFlags) error {
+	cfg := bench.GoBenchSuite(".", gb.quick)
+	if gb.count > 0 {
+		cfg.Count = gb.count
+	}
+	cfg.Progress = os.Stderr
+	rows, err := bench.RunGoBench(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	rep.GoBench = rows
+	bt := cfg.Benchtime
+	if bt == "" {
+		bt = "1s"
+	}
+	rep.Notes = append(rep.Notes, fmt.Sprintf("Go micro-benchmarks: go test -bench -benchmem, %d sample(s) of -benchtime %s each, median; time, bytes and allocations per operation.", cfg.Count, bt))
+	return nil
+}
+
+// runCNI measures CNI ADD and DEL of both overlays and the exec floors.
 func runCNI(ctx context.Context, o options, work, prefix string, rep *bench.Report) error {
 	host := prefix + "-host"
 	env, err := bench.NewHost(host)

@@ -11,6 +11,10 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Cluster is a simulated overlay cluster on this machine, every machine a
@@ -27,6 +31,10 @@ type Cluster struct {
 
 	etcd  *Proc
 	hosts []*ClusterHost
+	// runBase holds the hosts' run dirs: on tmpfs where there is one, as
+	// /run is on a real host, so writing the host file costs what it
+	// costs there (no disk flush).
+	runBase string
 }
 
 // ClusterHost is one simulated host of a Cluster.
@@ -52,7 +60,14 @@ const (
 // unique on the machine (it names the namespaces); bin holds overlay's
 // binaries; dir is a private work directory.
 func NewCluster(ctx context.Context, prefix, bin, dir, network string) (*Cluster, error) {
-	c := &Cluster{Prefix: prefix, Bin: bin, Dir: dir, Network: network, Fabric: prefix + "-fab", EtcdURL: "http://" + fabricIP + ":2379"}
+	c := &Cluster{Prefix: prefix, Bin: bin, Dir: dir, Network: network, Fabric: prefix + "-fab", EtcdURL: "http://" + fabricIP + ":2379", runBase: dir}
+	if onTmpfs(shmDir) {
+		base, err := os.MkdirTemp(shmDir, prefix+"-run-")
+		if err != nil {
+			return nil, err
+		}
+		c.runBase = base
+	}
 	if err := c.up(ctx); err != nil {
 		return nil, errors.Join(err, c.Close())
 	}
@@ -94,7 +109,7 @@ func (c *Cluster) Ctl(args ...string) (string, error) {
 func (c *Cluster) AddHost(n int) (*ClusterHost, error) {
 	h := &ClusterHost{N: n, NS: fmt.Sprintf("%s-h%d", c.Prefix, n), IP: netip.AddrFrom4([4]byte{198, 18, 0, byte(10 + n)}),
 		Dir: filepath.Join(c.Dir, fmt.Sprintf("h%d", n)), c: c}
-	h.RunDir, h.StateDir, h.CNIDir = filepath.Join(h.Dir, "run"), filepath.Join(h.Dir, "state"), filepath.Join(h.Dir, "cni")
+	h.RunDir, h.StateDir, h.CNIDir = filepath.Join(c.runBase, fmt.Sprintf("h%d", n), "run"), filepath.Join(h.Dir, "state"), filepath.Join(h.Dir, "cni")
 	for _, d := range []string{h.RunDir, h.StateDir, h.CNIDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, err
@@ -111,18 +126,54 @@ func (c *Cluster) AddHost(n int) (*ClusterHost, error) {
 	if err := ipIn(h.NS, "addr add "+h.IP.String()+"/24 dev eth0", "link set eth0 up", "route add default via "+fabricIP); err != nil {
 		return nil, err
 	}
+	// Until the kernel's link watcher has seen the carrier (it batches
+	// such events up to a second), eth0 drops what it sends: a daemon
+	// started at once would lose its first SYN to etcd and wait a second
+	// for TCP to send it again. A real machine's NIC is up long before.
+	if err := waitOperUp(context.Background(), h.NS, "eth0"); err != nil {
+		return nil, err
+	}
+	if err := waitOperUp(context.Background(), c.Fabric, veth); err != nil {
+		return nil, err
+	}
 	return h, nil
+}
+
+// waitOperUp waits until link's operational state in netns is up.
+func waitOperUp(ctx context.Context, netns, link string) error {
+	nsh, err := vnetns.GetFromPath(netnsDir + netns)
+	if err != nil {
+		return fmt.Errorf("open netns %s: %w", netns, err)
+	}
+	defer nsh.Close()
+	nl, err := netlink.NewHandleAt(nsh)
+	if err != nil {
+		return fmt.Errorf("netlink in %s: %w", netns, err)
+	}
+	defer nl.Close()
+	return waitUntil(ctx, 10*time.Second, link+" up in "+netns, func() (bool, error) {
+		l, err := nl.LinkByName(link)
+		if err != nil {
+			return false, fmt.Errorf("%s in %s: %w", link, netns, err)
+		}
+		return l.Attrs().OperState == netlink.OperUp, nil
+	})
 }
 
 // StartDaemon starts overlayd on h with extra flags; a running one is an
 // error.
 func (h *ClusterHost) StartDaemon(extra ...string) (*Proc, error) {
+	return h.StartDaemonFrom(h.c.Bin, extra...)
+}
+
+// StartDaemonFrom is StartDaemon with the overlayd in binDir.
+func (h *ClusterHost) StartDaemonFrom(binDir string, extra ...string) (*Proc, error) {
 	if h.daemon != nil && !h.daemon.Exited() {
 		return nil, fmt.Errorf("overlayd on %s runs already", h.NS)
 	}
 	args := append([]string{"--etcd-endpoints", h.c.EtcdURL, "--network", h.c.Network, "--iface", "eth0",
 		"--run-dir", h.RunDir, "--state-dir", h.StateDir, "--hostname", fmt.Sprintf("h%d", h.N), "--log-level", "info"}, extra...)
-	p, err := StartProc(h.NS, filepath.Join(h.Dir, "overlayd.log"), filepath.Join(h.c.Bin, "overlayd"), args...)
+	p, err := startProc(h.NS, filepath.Join(h.Dir, "overlayd.log"), true, filepath.Join(binDir, "overlayd"), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -147,6 +198,20 @@ func (h *ClusterHost) WaitHostFile(ctx context.Context, timeout time.Duration) e
 	})
 }
 
+// Remove stops h's overlayd and removes its namespace (with everything the
+// daemon built in it); its directories stay until the cluster is closed.
+func (h *ClusterHost) Remove() error {
+	if h.daemon != nil {
+		h.daemon.Stop(5 * time.Second)
+	}
+	// The namespace goes in the background: delete the veth from the
+	// fabric's end first, so host N can be added again at once.
+	if err := ipIn(h.c.Fabric, fmt.Sprintf("link del vh%d", h.N)); err != nil {
+		return err
+	}
+	return delNetns(h.NS)
+}
+
 // Close stops every process the cluster started and removes its
 // namespaces, whatever state they are in.
 func (c *Cluster) Close() error {
@@ -163,6 +228,9 @@ func (c *Cluster) Close() error {
 		errs = append(errs, delNetns(h.NS))
 	}
 	errs = append(errs, delNetns(c.Fabric))
+	if c.runBase != c.Dir {
+		errs = append(errs, os.RemoveAll(c.runBase))
+	}
 	return errors.Join(errs...)
 }
 
@@ -198,29 +266,64 @@ func waitUntil(ctx context.Context, timeout time.Duration, what string, cond fun
 
 // Proc is a process started in a namespace by the bench.
 type Proc struct {
-	Cmd     *exec.Cmd
+	Cmd *exec.Cmd
+	// Started is taken just before the fork.
 	Started time.Time
 	name    string
 	log     string
+	lines   *lineStamper // nil unless the output is stamped
 	done    chan struct{}
 }
 
 // StartProc starts argv in netns with output to logPath. `ip netns exec`
 // execs in place, so the PID is the program's own.
 func StartProc(netns, logPath, bin string, args ...string) (*Proc, error) {
+	return startProc(netns, logPath, false, bin, args...)
+}
+
+// startProc is StartProc, or with daemon, a start as a daemon's is timed:
+// the program is exec'd directly from a thread inside netns (an init
+// system execs it, not `ip netns exec`, whose own work — a mount
+// namespace, a fresh /sys — would count as the daemon's; overlayd reads
+// nothing from /sys), and its output reaches logPath through a pipe whose
+// lines are stamped as they arrive, for WaitLine.
+func startProc(netns, logPath string, daemon bool, bin string, args ...string) (*Proc, error) {
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	cmd := exec.Command("ip", append([]string{"netns", "exec", netns, bin}, args...)...)
-	cmd.Stdout, cmd.Stderr = f, f
+	if daemon {
+		cmd = exec.Command(bin, args...)
+	}
 	p := &Proc{Cmd: cmd, name: filepath.Base(bin), log: logPath, done: make(chan struct{})}
-	p.Started = time.Now()
-	if err := cmd.Start(); err != nil {
+	if daemon {
+		p.lines = newLineStamper(f)
+		cmd.Stdout, cmd.Stderr = p.lines, p.lines
+		// The copy ends when the daemon's end closes the pipe; a child
+		// holding it open must not keep Wait from returning.
+		cmd.WaitDelay = time.Second
+	} else {
+		cmd.Stdout, cmd.Stderr = f, f
+	}
+	start := func() error {
+		p.Started = time.Now()
+		return cmd.Start()
+	}
+	if daemon {
+		// The child inherits the namespace of the thread that forks it.
+		err = inNetns(netns, start)
+	} else {
+		err = start()
+	}
+	if err != nil {
+		f.Close()
 		return nil, fmt.Errorf("start %s in %s: %w", filepath.Base(bin), netns, err)
 	}
-	go func() { cmd.Wait(); close(p.done) }()
+	go func() { cmd.Wait(); f.Close(); close(p.done) }()
+	if !daemon {
+		f.Close() // the child has its own copy
+	}
 	return p, nil
 }
 
@@ -251,6 +354,35 @@ func (p *Proc) Stop(grace time.Duration) {
 	}
 }
 
+// WaitLine waits until the process wrote a line holding substr (after its
+// start) and returns when that line arrived. Only a daemon's output is
+// stamped (StartDaemon).
+func (p *Proc) WaitLine(ctx context.Context, substr string, timeout time.Duration) (time.Time, error) {
+	if p.lines == nil {
+		return time.Time{}, fmt.Errorf("output of %s is not stamped", p.name)
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		at, ok, changed := p.lines.find(substr)
+		if ok {
+			return at, nil
+		}
+		select {
+		case <-changed:
+		case <-p.done:
+			if at, ok, _ := p.lines.find(substr); ok {
+				return at, nil
+			}
+			return time.Time{}, fmt.Errorf("%s exited before logging %q: %s", p.name, substr, p.LastLog())
+		case <-t.C:
+			return time.Time{}, fmt.Errorf("timed out after %s waiting for %q in %s", timeout, substr, p.log)
+		case <-ctx.Done():
+			return time.Time{}, ctx.Err()
+		}
+	}
+}
+
 // Log is what the process wrote so far.
 func (p *Proc) Log() string {
 	b, _ := os.ReadFile(p.log)
@@ -274,4 +406,13 @@ func (p *Proc) WaitLog(ctx context.Context, msg string, timeout time.Duration) e
 		}
 		return false, nil
 	})
+}
+
+// shmDir is the tmpfs every Linux system mounts.
+const shmDir = "/dev/shm"
+
+// onTmpfs reports whether dir is on a tmpfs.
+func onTmpfs(dir string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && st.Type == unix.TMPFS_MAGIC
 }

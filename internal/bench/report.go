@@ -49,6 +49,8 @@ type Report struct {
 	Date    time.Time   `json:"date"`
 	Machine Machine     `json:"machine"`
 	CNI     []CNIResult `json:"cni,omitempty"`
+	// Converge is a new host joining a running cluster.
+	Converge []ConvergeResult `json:"converge,omitempty"`
 	// Verdicts say how the results stand against the project's targets.
 	Verdicts []string           `json:"verdicts,omitempty"`
 	Floors   map[string]Summary `json:"floors,omitempty"`
@@ -73,6 +75,7 @@ func (r Report) WriteMarkdown(w io.Writer) {
 		}
 		fmt.Fprintln(w)
 	}
+	writeConverge(w, r.Converge)
 	if len(r.Floors) > 0 {
 		fmt.Fprintln(w, "| floor (no plugin work) | p50 | p99 |")
 		fmt.Fprintln(w, "|---|---|---|")

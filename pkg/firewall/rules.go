@@ -70,12 +70,15 @@ type listed struct {
 func (r *ruleSet) ensure(top, bottom [][]string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := r.ensureChain(); err != nil {
-		return err
-	}
-	haveTop, haveBottom, err := r.current()
+	created, err := r.ensureChain()
 	if err != nil {
 		return err
+	}
+	var haveTop, haveBottom []listed
+	if !created { // a chain just made is empty: no need to list it
+		if haveTop, haveBottom, err = r.current(); err != nil {
+			return err
+		}
 	}
 	var stale []int
 	shift := 0 // rules inserted above the old ones
@@ -155,28 +158,37 @@ func sameSpecs(have []listed, want [][]string) bool {
 	return slices.EqualFunc(have, want, func(h listed, w []string) bool { return h.spec == strings.Join(w, " ") })
 }
 
-func (r *ruleSet) ensureChain() error {
+// ensureChain makes the chain and the hook's jump to it exist, and
+// reports whether it made the chain. Each iptables run costs a process
+// start (about 2 ms), and on a host's first start these runs delay its
+// ready stamp: a chain just made is known to have no jump yet (iptables
+// refuses a jump to a chain that does not exist), so the jump is added
+// without looking.
+func (r *ruleSet) ensureChain() (created bool, err error) {
 	ok, err := r.ipt.ChainExists(r.table, r.chain)
 	if err != nil {
-		return fmt.Errorf("look for chain %s %s: %w", r.table, r.chain, err)
+		return false, fmt.Errorf("look for chain %s %s: %w", r.table, r.chain, err)
 	}
 	if !ok {
 		if err := r.ipt.NewChain(r.table, r.chain); err != nil {
-			return fmt.Errorf("create chain %s %s: %w", r.table, r.chain, err)
+			return false, fmt.Errorf("create chain %s %s: %w", r.table, r.chain, err)
 		}
 	}
 	jump := []string{"-j", r.chain}
-	ok, err = r.ipt.Exists(r.table, r.hook, jump...)
-	if err != nil {
-		return fmt.Errorf("check jump %s -> %s: %w", r.hook, r.chain, err)
-	}
-	if !ok {
-		// First in the hook, ahead of rules others add (Docker's jumps).
-		if err := r.ipt.Insert(r.table, r.hook, 1, jump...); err != nil {
-			return fmt.Errorf("add jump %s -> %s: %w", r.hook, r.chain, err)
+	if ok {
+		jumps, err := r.ipt.Exists(r.table, r.hook, jump...)
+		if err != nil {
+			return false, fmt.Errorf("check jump %s -> %s: %w", r.hook, r.chain, err)
+		}
+		if jumps {
+			return false, nil
 		}
 	}
-	return nil
+	// First in the hook, ahead of rules others add (Docker's jumps).
+	if err := r.ipt.Insert(r.table, r.hook, 1, jump...); err != nil {
+		return !ok, fmt.Errorf("add jump %s -> %s: %w", r.hook, r.chain, err)
+	}
+	return !ok, nil
 }
 
 // remove deletes this network's rules; when no other network's rules are

@@ -20,6 +20,7 @@ type fakeIPT struct {
 	noRandom    bool                // an iptables without --random-fully
 	writes      []string            // each change, in order
 	lists       int
+	reads       int         // iptables runs that change nothing
 	afterWrite  func()      // called after each change, unlocked
 	afterListFn func(n int) // called after the n-th List, unlocked
 	failAppend  func(string) bool
@@ -70,6 +71,7 @@ func (f *fakeIPT) changed(what string) {
 func (f *fakeIPT) ChainExists(table, chain string) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.reads++
 	_, ok := f.chains[key(table, chain)]
 	return ok, nil
 }
@@ -88,6 +90,7 @@ func (f *fakeIPT) NewChain(table, chain string) error {
 func (f *fakeIPT) Exists(table, chain string, spec ...string) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.reads++
 	rules, ok := f.chains[key(table, chain)]
 	if !ok {
 		return false, fmt.Errorf("no chain %s", chain)
@@ -129,6 +132,7 @@ func (f *fakeIPT) Append(table, chain string, spec ...string) error {
 
 func (f *fakeIPT) List(table, chain string) ([]string, error) {
 	f.mu.Lock()
+	f.reads++
 	rules, ok := f.chains[key(table, chain)]
 	if !ok {
 		f.mu.Unlock()
@@ -530,6 +534,32 @@ func TestConcurrentKeepers(t *testing.T) {
 	want := slices.Concat(aDrops, bDrops, aAccepts, bAccepts)
 	slices.Sort(want)
 	wantRules(t, got, want...)
+}
+
+// Every iptables run is a process start on the way to a new host's ready
+// stamp: a first start looks only for the chain, and later ones find
+// everything in place without writing.
+func TestFirstEnsureOnlyLooksForTheChain(t *testing.T) {
+	f := newFake()
+	tables := newTables(f)
+	fw, m := tables.Forward("default"), tables.Masq("default")
+	const cidr, subnet = "10.244.0.0/16", "10.244.1.0/24"
+	ensure := func() {
+		mustNil(t, fw.Ensure(netip.MustParsePrefix(cidr), nil))
+		mustNil(t, m.Ensure(netip.MustParsePrefix(subnet), pfx(cidr)))
+	}
+	ensure()
+	if f.reads != 2 {
+		t.Errorf("first Ensures read iptables %d times, want 2 (is the chain there?)", f.reads)
+	}
+	_, accepts := forwardRules("default", cidr)
+	wantRules(t, f.rules("filter", Chain), accepts...)
+	wantRules(t, f.rules("filter", "FORWARD"), "-A FORWARD -j "+Chain)
+	wantRules(t, f.rules("nat", MasqChain), masqRules("default", subnet, cidr)...)
+	wantRules(t, f.rules("nat", "POSTROUTING"), "-A POSTROUTING -j "+MasqChain)
+	if n := f.countWrites(ensure); n != 0 {
+		t.Errorf("unchanged Ensures wrote %d times: %q", n, f.writes[len(f.writes)-n:])
+	}
 }
 
 // A jump already gone (flushed by hand) does not stop Remove from taking

@@ -37,6 +37,18 @@ type Network struct {
 	Lease int64 `json:"lease,omitempty"`
 }
 
+// Init creates what a first start writes into the state dir: its layout
+// (where Lock puts its locks) and the host ID. Lock and HostID create
+// them too when missing; Init exists so that overlayd can do these disk
+// writes while it dials etcd instead of after.
+func (d Dir) Init() error {
+	if err := os.MkdirAll(filepath.Join(d.Path, "networks"), 0o755); err != nil {
+		return fmt.Errorf("create state dir %s: %w", d.Path, err)
+	}
+	_, err := d.HostID()
+	return err
+}
+
 // HostID returns the host's stable ID, creating it on first use.
 func (d Dir) HostID() (string, error) {
 	p := filepath.Join(d.Path, "host-id")

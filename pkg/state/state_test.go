@@ -24,6 +24,28 @@ func TestHostIDStable(t *testing.T) {
 	}
 }
 
+func TestInitMakesWhatAStartNeeds(t *testing.T) {
+	d := Dir{Path: filepath.Join(t.TempDir(), "state")}
+	if err := d.Init(); err != nil {
+		t.Fatal(err)
+	}
+	id, err := os.ReadFile(d.HostIDPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Init(); err != nil {
+		t.Fatal("second Init:", err)
+	}
+	if got, err := d.HostID(); err != nil || got+"\n" != string(id) {
+		t.Fatalf("HostID after Init = %q, %v; Init wrote %q", got, err, id)
+	}
+	unlock, err := d.Lock("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+}
+
 func TestNetworkRoundTrip(t *testing.T) {
 	d := Dir{Path: t.TempDir()}
 	fresh, err := d.LoadNetwork("default")

@@ -121,7 +121,9 @@ func Connect(ctx context.Context, cfg ClientConfig) (*Client, error) {
 			ch <- err
 		}()
 	}
-	if _, err := cli.Get(probe, cfg.Prefix+"/", clientv3.WithCountOnly(), clientv3.WithPrefix()); err != nil {
+	// One key, not the prefix: counting every lease of every network
+	// would cost each start half a millisecond at 10 000 hosts.
+	if _, err := cli.Get(probe, cfg.Prefix+"/", clientv3.WithCountOnly()); err != nil {
 		cli.Close()
 		if verdict != nil {
 			if terr := <-verdict; terr != nil {
@@ -435,31 +437,52 @@ func (c *Client) NetworkConfig(ctx context.Context, network string) (netconf.Con
 // OtherNetworkConfigs reads the configs of every network but skip, by
 // name, for the checks between networks (netconf.Config.CheckOthers).
 // Configs that do not parse are left out: they serve no host.
+//
+// The networks' keys hold every lease and reservation of every network:
+// listing them (even keys only) costs a start 7 ms at 10 000 hosts. The
+// walk reads one key per network instead, at one revision: a network's
+// first key, which is its config when it has one ("config" sorts before
+// "reservations" and "subnets"), and then skips to the next network, whose
+// keys sort after NAME0 ('0' follows '/').
 func (c *Client) OtherNetworkConfigs(ctx context.Context, skip string) (map[string]netconf.Config, error) {
 	prefix := c.keys.Networks()
-	// Keys only: the prefix holds every lease of every network too.
-	resp, err := c.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", prefix, err)
-	}
+	end := clientv3.GetPrefixRangeEnd(prefix)
 	out := map[string]netconf.Config{}
-	for _, kv := range resp.Kvs {
-		name, ok := c.keys.ParseConfigKey(string(kv.Key))
-		if !ok || name == skip {
+	var rev int64 // 0: the first read's revision is not known yet
+	for from := prefix; ; {
+		resp, err := c.cli.Get(ctx, from, clientv3.WithRange(end), clientv3.WithLimit(1), clientv3.WithRev(rev))
+		if err != nil {
+			return nil, fmt.Errorf("list %s: %w", prefix, err)
+		}
+		rev = resp.Header.Revision
+		if len(resp.Kvs) == 0 {
+			return out, nil
+		}
+		kv := resp.Kvs[0]
+		name, _, ok := strings.Cut(string(kv.Key[len(prefix):]), "/")
+		if !ok { // a key of no network's: step over it
+			from = string(kv.Key) + "\x00"
 			continue
 		}
-		got, err := c.cli.Get(ctx, string(kv.Key))
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", kv.Key, err)
+		from = prefix + name + "0"
+		if name == skip {
+			continue
 		}
-		if len(got.Kvs) == 0 {
-			continue // deleted meanwhile
+		value := kv.Value
+		if string(kv.Key) != c.keys.Config(name) { // some other key sorts first
+			got, err := c.cli.Get(ctx, c.keys.Config(name), clientv3.WithRev(rev))
+			if err != nil {
+				return nil, fmt.Errorf("read %s: %w", c.keys.Config(name), err)
+			}
+			if len(got.Kvs) == 0 {
+				continue // leases of a network without a config
+			}
+			value = got.Kvs[0].Value
 		}
-		if cfg, err := netconf.Parse(got.Kvs[0].Value); err == nil {
+		if cfg, err := netconf.Parse(value); err == nil {
 			out[name] = cfg
 		}
 	}
-	return out, nil
 }
 
 // CheckNetworkConfig reports why cfg cannot serve network: it clashes

@@ -260,7 +260,7 @@ func TestInvalidRecordIsSkipped(t *testing.T) {
 		t.Fatalf("Leases = %v, want only %s", ls, a.Subnet)
 	}
 	// The subnet of the unreadable record is still not handed out.
-	snap, err := c.snapshotMap(t.Context(), "default")
+	snap, err := c.snapshotMap(t.Context(), "default", "x")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,5 +394,89 @@ func TestLeaseFeedMergesABurst(t *testing.T) {
 	}
 	if signals != 1 {
 		t.Errorf("%d writes while the consumer was busy left %d pending signals, want 1", n, signals)
+	}
+}
+
+// A start that cannot remember its lease writes no key and leaves no etcd
+// lease behind, though the reservation's lease is granted meanwhile.
+func TestFailedRememberLeavesNothing(t *testing.T) {
+	srv := etcdtest.New(t)
+	c := connect(t, srv)
+	refused := errors.New("state dir is read-only")
+	_, err := c.Acquire(t.Context(), AcquireRequest{Network: "default", Config: testNet, Record: hostRecord(1),
+		TTL: 10 * time.Second, Quarantine: time.Minute,
+		Remember: func(netip.Prefix, int64) error { return refused }})
+	if !errors.Is(err, refused) {
+		t.Fatalf("Acquire = %v, want the Remember error", err)
+	}
+	if ls, _, err := c.Leases(t.Context(), "default"); err != nil || len(ls) != 0 {
+		t.Fatalf("leases after a failed start = %+v, %v; want none", ls, err)
+	}
+	if res, err := c.reservationsAt(t.Context(), "default", 0); err != nil || len(res) != 0 {
+		t.Fatalf("reservations after a failed start = %+v, %v; want none", res, err)
+	}
+	left, err := c.cli.Leases(t.Context())
+	if err != nil || len(left.Leases) != 0 {
+		t.Fatalf("etcd leases after a failed start = %+v, %v; want none", left, err)
+	}
+}
+
+// The other networks' configs are found among every network's leases,
+// reservations and stray keys, one network at a time.
+func TestOtherNetworkConfigs(t *testing.T) {
+	srv := etcdtest.New(t)
+	c := connect(t, srv)
+	ctx := t.Context()
+	k := c.Keys()
+	cfgOf := func(cidr string, vni uint32) netconf.Config {
+		return netconf.Config{Network: netip.MustParsePrefix(cidr), SubnetLen: 24, VNI: vni, Port: 8472}
+	}
+	put := func(key, value string) {
+		t.Helper()
+		if _, err := c.cli.Put(ctx, key, value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	putCfg := func(name string, cfg netconf.Config) {
+		t.Helper()
+		data, err := cfg.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		put(k.Config(name), string(data))
+	}
+	want := map[string]netconf.Config{
+		"a":   cfgOf("10.245.0.0/16", 2),
+		"a-b": cfgOf("10.246.0.0/16", 3), // sorts before "a/" ('-' < '/')
+		"z9":  cfgOf("10.247.0.0/16", 4),
+	}
+	for name, cfg := range want {
+		putCfg(name, cfg)
+	}
+	putCfg("default", testNet)
+	for i := range 3 {
+		s := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i), 0}), 24)
+		put(k.Subnet("default", s), "{}")
+		put(k.Reservation("default", s), "host-1")
+		put(k.Subnet("a", netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 245, byte(i), 0}), 24)), "{}")
+	}
+	put(k.Networks()+"a-b/0stray", "x")                                   // sorts before a-b's config
+	put(k.Networks()+"stray", "x")                                        // no network's key
+	put(k.Subnet("noconfig", netip.MustParsePrefix("10.9.0.0/24")), "{}") // leases, no config
+	put(k.Config("bad"), `{"network":"10.244.0.0/16","vni":0}`)
+	got, err := c.OtherNetworkConfigs(ctx, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Errorf("OtherNetworkConfigs = %v, want %v", got, want)
+	}
+	for name, cfg := range want {
+		if got[name] != cfg {
+			t.Errorf("network %s: got %+v, want %+v", name, got[name], cfg)
+		}
+	}
+	if all, err := c.OtherNetworkConfigs(ctx, ""); err != nil || len(all) != len(want)+1 || all["default"] != testNet {
+		t.Errorf("OtherNetworkConfigs skipping none = %v, %v; want default too", all, err)
 	}
 }
