@@ -107,6 +107,7 @@ type Agent struct {
 	orphanCheck  throttle
 	masqCheck    throttle
 	ingressCheck throttle
+	memory       memoryReturner
 
 	// Shared between goroutines.
 	watched  atomic.Pointer[[]string]
@@ -483,6 +484,7 @@ func (a *Agent) Run(ctx context.Context) {
 	wg.Go(func() { a.checkFiles(ctx) })
 	a.control(ctx)
 	wg.Wait()
+	a.memory.stop()
 	a.log.Info("stopped; kernel state and lease left in place")
 }
 

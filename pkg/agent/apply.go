@@ -47,6 +47,7 @@ func (a *Agent) applyAll(w Wanted) error {
 	errs = append(errs, wrap("remove orphans", a.removeOrphans(w)))
 	plan, err := a.deps.Datapath.SyncPeers(w.target(), w.Peers)
 	a.notePlan(plan)
+	a.memory.wrote(planSize(plan))
 	errs = append(errs, wrap("sync peers on "+w.VXLAN.Name, err))
 	if w.Forward {
 		errs = append(errs, a.deps.Datapath.EnableIPv4Forwarding())
@@ -94,6 +95,11 @@ func (a *Agent) ensureDevices(w Wanted) error {
 		return fmt.Errorf("ensure bridge %s: %w", w.Bridge.Name, err)
 	}
 	return nil
+}
+
+func planSize(p datapath.Plan) int {
+	return len(p.AddRoutes) + len(p.DelRoutes) + len(p.AddDirect) + len(p.DelDirect) +
+		len(p.AddNeighs) + len(p.DelNeighs) + len(p.AddFDB) + len(p.DelFDB)
 }
 
 func (a *Agent) notePlan(p datapath.Plan) {
