@@ -60,9 +60,10 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	<-stateInit
-	// Half the resync interval: every resync pass dumps the peers' entries
-	// and finds drift nothing reported, while the passes in between (leases
-	// changing) diff against what the last ones left.
+	// Half the resync interval: a resync pass dumps the peers' entries
+	// unless another pass did within half an interval, so drift nothing
+	// reported is found within 1.5 intervals, while the passes in between
+	// (leases changing) diff against what the last ones left.
 	kernel := datapath.NewKernel(cfg.ResyncInterval / 2)
 	agents, err := newAgents(cfg, <-tables, agent.Deps{Etcd: etcd, Datapath: kernel, Log: log, Registry: reg})
 	if err != nil {

@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -25,15 +26,28 @@ const resubscribeDelay = 200 * time.Millisecond
 // kernel drops is reopened, and changed is called then too, since events
 // may have been lost.
 func Watch(ctx context.Context, watched func() []string, changed func(reason string)) {
+	watch(ctx, watched, changed, func(int) {})
+}
+
+// watch is Watch that also calls stale with a link's index for every event
+// that may have changed the peer entries on that link (0: on any link),
+// whether or not it concerns a watched device: a link event, a neighbour
+// event that is not our own write; and with 0 for a route event that is
+// not our own write (a route elsewhere may shadow ours) and when a
+// subscription starts, since events before it were not seen.
+func watch(ctx context.Context, watched func() []string, changed func(reason string), stale func(linkIndex int)) {
 	wait := backoff.NewExponentialBackOff()
 	wait.InitialInterval, wait.MaxInterval = resubscribeDelay, 30*time.Second
 	for ctx.Err() == nil {
 		began := time.Now()
-		if err := watchOnce(ctx, watched, changed); err != nil {
+		err := watchOnce(ctx, watched, changed, stale)
+		if err != nil {
 			changed(err.Error())
 		}
-		if time.Since(began) > time.Minute {
-			wait.Reset() // it ran well; a new failure starts the backoff again
+		// An overflow (a burst of events outran the socket) is no fault
+		// of the kernel's or ours: reopen at once, without backing off.
+		if time.Since(began) > time.Minute || errors.Is(err, unix.ENOBUFS) {
+			wait.Reset()
 		}
 		select {
 		case <-ctx.Done():
@@ -43,7 +57,7 @@ func Watch(ctx context.Context, watched func() []string, changed func(reason str
 }
 
 // watchOnce runs one set of subscriptions until ctx ends or one fails.
-func watchOnce(ctx context.Context, watched func() []string, changed func(string)) error {
+func watchOnce(ctx context.Context, watched func() []string, changed func(string), stale func(int)) error {
 	done := make(chan struct{})
 	failed := make(chan error, 4)
 	onErr := func(err error) {
@@ -68,6 +82,7 @@ func watchOnce(ctx context.Context, watched func() []string, changed func(string
 	if err := subscribe(links, addrs, routes, neighs, done, onErr); err != nil {
 		return err
 	}
+	stale(0) // what happened before this subscription went unseen
 	idx := &indexCache{}
 	for {
 		select {
@@ -80,6 +95,7 @@ func watchOnce(ctx context.Context, watched func() []string, changed func(string
 				return fmt.Errorf("link subscription closed")
 			}
 			idx.invalidate()
+			stale(int(u.Index))
 			if slices.Contains(watched(), u.Attrs().Name) {
 				changed("link " + u.Attrs().Name)
 			}
@@ -97,6 +113,9 @@ func watchOnce(ctx context.Context, watched func() []string, changed func(string
 			if ownWrite(u) {
 				continue
 			}
+			// Any link: a route that is not ours, anywhere, may now
+			// shadow one of ours (refuseForeign).
+			stale(0)
 			if _, ours := idx.lookup(watched(), u.LinkIndex); ours || u.Protocol == RouteProtocol {
 				changed("route " + u.Dst.String())
 			}
@@ -104,9 +123,10 @@ func watchOnce(ctx context.Context, watched func() []string, changed func(string
 			if !ok {
 				return fmt.Errorf("neighbour subscription closed")
 			}
-			if u.Type == unix.RTM_NEWNEIGH && u.State&netlink.NUD_PERMANENT != 0 {
-				continue // what a pass writes (see ownWrite)
+			if ownNeighWrite(u) {
+				continue
 			}
+			stale(u.LinkIndex)
 			if vxlan, ours := idx.lookup(watched(), u.LinkIndex); ours && vxlan {
 				changed("neighbour " + u.IP.String())
 			}
@@ -127,6 +147,18 @@ func ownWrite(u netlink.RouteUpdate) bool {
 	return u.Type == unix.RTM_NEWROUTE && u.Protocol == RouteProtocol
 }
 
+// ownNeighWrite is ownWrite for neighbour and FDB events: a permanent
+// entry appearing or being replaced.
+func ownNeighWrite(u netlink.NeighUpdate) bool {
+	return u.Type == unix.RTM_NEWNEIGH && u.State&netlink.NUD_PERMANENT != 0
+}
+
+// eventBuffer is the receive buffer of the route and neighbour
+// subscriptions. A pass writing 10 000 peers raises 30 000 notifications;
+// with the kernel's default buffer (about 200 KiB) a pass of 300 peers
+// already overflowed it, and an overflow costs a resubscription and a dump.
+const eventBuffer = 8 << 20
+
 func subscribe(links chan netlink.LinkUpdate, addrs chan netlink.AddrUpdate, routes chan netlink.RouteUpdate,
 	neighs chan netlink.NeighUpdate, done chan struct{}, onErr func(error)) error {
 	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr}); err != nil {
@@ -135,10 +167,12 @@ func subscribe(links chan netlink.LinkUpdate, addrs chan netlink.AddrUpdate, rou
 	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{ErrorCallback: onErr}); err != nil {
 		return fmt.Errorf("subscribe to address events: %w", err)
 	}
-	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{ErrorCallback: onErr}); err != nil {
+	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{ErrorCallback: onErr,
+		ReceiveBufferSize: eventBuffer, ReceiveBufferForceSize: true}); err != nil {
 		return fmt.Errorf("subscribe to route events: %w", err)
 	}
-	if err := netlink.NeighSubscribeWithOptions(neighs, done, netlink.NeighSubscribeOptions{ErrorCallback: onErr}); err != nil {
+	if err := netlink.NeighSubscribeWithOptions(neighs, done, netlink.NeighSubscribeOptions{ErrorCallback: onErr,
+		ReceiveBufferSize: eventBuffer, ReceiveBufferForceSize: true}); err != nil {
 		return fmt.Errorf("subscribe to neighbour events: %w", err)
 	}
 	return nil

@@ -24,3 +24,22 @@ func TestOwnWrite(t *testing.T) {
 		}
 	}
 }
+
+// A permanent neighbour or FDB entry appearing is a pass's own write; a
+// deletion, or an entry the kernel learned, is not.
+func TestOwnNeighWrite(t *testing.T) {
+	for _, c := range []struct {
+		typ   uint16
+		state int
+		want  bool
+	}{
+		{unix.RTM_NEWNEIGH, netlink.NUD_PERMANENT, true},
+		{unix.RTM_DELNEIGH, netlink.NUD_PERMANENT, false},
+		{unix.RTM_NEWNEIGH, netlink.NUD_REACHABLE, false},
+	} {
+		u := netlink.NeighUpdate{Type: c.typ, Neigh: netlink.Neigh{State: c.state}}
+		if got := ownNeighWrite(u); got != c.want {
+			t.Errorf("ownNeighWrite(type %d, state %#x) = %v, want %v", c.typ, c.state, got, c.want)
+		}
+	}
+}

@@ -72,12 +72,22 @@ func listRoutes(h *netlink.Handle, links targetLinks, rng netip.Prefix, in *Inst
 	for _, r := range routes {
 		dst := fromIPNet(r.Dst)
 		ours := Route{Dst: dst, Via: fromIP(r.Gw), Src: fromIP(r.Src)}
+		stale := r.Priority != RouteMetric(dst)
+		if stale {
+			ours.Metric = r.Priority
+		}
 		switch {
 		case r.LinkIndex == links.vxlan.idx && r.Protocol == unix.RTPROT_KERNEL:
+		case r.LinkIndex == links.vxlan.idx && stale:
+			in.Stale = append(in.Stale, ours)
 		case r.LinkIndex == links.vxlan.idx:
 			in.Routes = append(in.Routes, ours)
 		case links.underlay.idx != 0 && r.LinkIndex == links.underlay.idx && r.Protocol == RouteProtocol && within(rng, dst):
-			in.Direct = append(in.Direct, ours)
+			if stale {
+				in.StaleDirect = append(in.StaleDirect, ours)
+			} else {
+				in.Direct = append(in.Direct, ours)
+			}
 		case dst.IsValid():
 			foreign[dst] = true
 		}

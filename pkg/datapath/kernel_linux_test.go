@@ -82,14 +82,14 @@ func TestKernelForgetsAfterFailureAndAge(t *testing.T) {
 		if _, err := k.SyncPeers(target, []Peer{peer(2), bad}); err == nil {
 			t.Error("sync with a foreign route in the way succeeded")
 		}
-		if _, ok := k.recall(target); ok {
+		if _, _, ok := k.recall(target); ok {
 			t.Error("a failed sync was remembered")
 		}
 		aged := NewKernel(time.Nanosecond)
 		if _, err := aged.SyncPeers(target, []Peer{peer(2)}); err != nil {
 			return err
 		}
-		if _, ok := aged.recall(target); !ok {
+		if _, _, ok := aged.recall(target); !ok {
 			t.Error("a successful sync was not remembered")
 		}
 		return nil

@@ -3,7 +3,9 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
@@ -51,6 +53,7 @@ type syncResult struct {
 	plan    Plan
 	err     error
 	settled *knownPeers
+	links   targetLinks // zero when they could not be looked up
 }
 
 // syncPeers diffs wanted against prior when given (what earlier syncs
@@ -70,19 +73,23 @@ func syncPeers(t PeerTarget, wanted []Peer, prior *knownPeers) syncResult {
 	}
 	defer h.Close()
 	known := knownPeers{target: t, links: links, peers: wanted}
+	res := syncResult{links: links}
 	var installed Installed
 	if prior != nil && prior.links == links {
 		installed, known.foreign, known.dumped = settledTarget(t, prior.peers), prior.foreign, prior.dumped
 	} else {
 		known.dumped = time.Now()
 		if installed, known.foreign, err = listInstalled(h, links, t.Range); err != nil {
-			return syncResult{err: errors.Join(append(errs, err)...)}
+			res.err = errors.Join(append(errs, err)...)
+			return res
 		}
 	}
 	plan := DiffTarget(t, wanted, installed)
+	plan.DelRoutes = append(plan.DelRoutes, installed.Stale...)
+	plan.DelDirect = append(plan.DelDirect, installed.StaleDirect...)
 	failed := refuseForeign(&plan, installed, known.foreign, links)
 	failed = append(failed, applyPlan(h, links, plan, installed)...)
-	res := syncResult{plan: plan, err: errors.Join(append(errs, failed...)...)}
+	res.plan, res.err = plan, errors.Join(append(errs, failed...)...)
 	if len(failed) == 0 {
 		res.settled = &known
 	}
@@ -93,7 +100,9 @@ func syncPeers(t PeerTarget, wanted []Peer, prior *knownPeers) syncResult {
 // holds that is not ours (another device, or another protocol on the
 // underlay), unless one of ours is installed there too: overlay does not
 // take such a route over, and says so. The kernel would refuse most of
-// them anyway (EEXIST), but not one at another metric than ours.
+// them anyway (EEXIST), but not one at another metric than ours. A route
+// of ours that such a route shadows (added after ours, at a lower metric)
+// is reported too, as long as overlay keeps it.
 func refuseForeign(p *Plan, installed Installed, foreign map[netip.Prefix]bool, links targetLinks) []error {
 	if len(foreign) == 0 {
 		return nil
@@ -113,6 +122,15 @@ func refuseForeign(p *Plan, installed Installed, foreign map[netip.Prefix]bool, 
 	}
 	p.AddRoutes = keep(p.AddRoutes, links.vxlan)
 	p.AddDirect = keep(p.AddDirect, links.underlay)
+	going := map[netip.Prefix]bool{}
+	for _, r := range append(slices.Clone(p.DelRoutes), p.DelDirect...) {
+		going[r.Dst] = true
+	}
+	for _, dst := range slices.SortedFunc(maps.Keys(foreign), netip.Prefix.Compare) {
+		if ours[dst] && !going[dst] {
+			errs = append(errs, fmt.Errorf("route %s: a route to it that is not overlay's (another device or protocol) exists beside overlay's and may take its traffic; remove it", dst))
+		}
+	}
 	return errs
 }
 
@@ -361,6 +379,7 @@ func delDirectRoute(h *netlink.Handle, dev device, r Route) error {
 }
 
 func removeRoute(h *netlink.Handle, dev device, r Route, route *netlink.Route) error {
+	route.Priority = r.Metric
 	if err := h.RouteDel(route); err != nil && !isAbsent(err) {
 		return fmt.Errorf("delete route %s via %s on %s: %w", r.Dst, r.Via, dev.name, err)
 	}

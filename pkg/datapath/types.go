@@ -74,6 +74,9 @@ type Route struct {
 	// sends along the route (an edge host's overlay address, or this host's
 	// own overlay address on a direct route).
 	Src netip.Addr
+	// Metric is set only on a route read with another metric than
+	// RouteMetric(Dst) (Installed.Stale): its delete names it. 0: any.
+	Metric int
 }
 
 // Neigh is an installed (permanent) neighbour entry on our VXLAN device.
@@ -99,6 +102,12 @@ type Installed struct {
 	// Direct are the routes of protocol RouteProtocol on the underlay whose
 	// destination lies inside the network's range (PeerTarget.Range).
 	Direct []Route
+	// Stale and StaleDirect are routes of ours (on the VXLAN device, and
+	// direct) at another metric than RouteMetric gives them: written by a
+	// release before route metrics were spread, or by hand. They are left
+	// out of Routes and Direct, so the diff writes each again at its
+	// metric, and a sync then deletes them.
+	Stale, StaleDirect []Route
 }
 
 // Plan is the difference between wanted peers and installed state. Add*
