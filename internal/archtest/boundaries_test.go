@@ -5,6 +5,7 @@ import (
 	"go/token"
 	"io/fs"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,6 +22,11 @@ var owners = map[string]string{
 	// vishvananda/netlink above is the rtnetlink side.
 	"github.com/mdlayher/netlink": "pkg/ingress",
 }
+
+// outsiders may import anything: like tests, they stand outside overlayd
+// (the bench watches the kernel's notifications and plays other hosts in
+// etcd), so going through the owner would measure the owner with itself.
+var outsiders = []string{"internal/bench"}
 
 func TestPackageBoundaries(t *testing.T) {
 	root := filepath.Join("..", "..")
@@ -39,6 +45,9 @@ func TestPackageBoundaries(t *testing.T) {
 			return err
 		}
 		rel, _ := filepath.Rel(root, filepath.Dir(path))
+		if slices.Contains(outsiders, filepath.ToSlash(rel)) {
+			return nil
+		}
 		for _, imp := range f.Imports {
 			p, _ := strconv.Unquote(imp.Path.Value)
 			for prefix, owner := range owners {
