@@ -423,6 +423,9 @@ func iperfRate(t *testing.T, netns, addr string, port int, reverse bool) float64
 	if err := json.Unmarshal(out, &res); err != nil {
 		t.Fatalf("parse iperf3 -J: %v\n%s", err, out)
 	}
+	if res.End.SumReceived.BitsPerSecond == 0 {
+		t.Logf("%s in %s measured nothing:\n%s", strings.Join(args, " "), netns, out)
+	}
 	return res.End.SumReceived.BitsPerSecond
 }
 
