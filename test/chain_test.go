@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -403,25 +404,31 @@ func iperfRate(t *testing.T, netns, addr string, port int, reverse bool) float64
 	}
 	var out []byte
 	var err error
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) { // a new server needs a moment to listen
-		if out, err = nsCmd(netns, args...).Output(); err == nil {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("%s in %s: %v\n%s", strings.Join(args, " "), netns, err, out)
-	}
 	var res struct {
 		End struct {
 			SumReceived struct {
 				BitsPerSecond float64 `json:"bits_per_second"`
 			} `json:"sum_received"`
 		} `json:"end"`
+		Error string `json:"error"`
 	}
-	if err := json.Unmarshal(out, &res); err != nil {
-		t.Fatalf("parse iperf3 -J: %v\n%s", err, out)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) { // a new server needs a moment to listen
+		// iperf3 -J exits 0 on "connection refused" too, with the error
+		// in its JSON: that is a retry as well.
+		if out, err = nsCmd(netns, args...).Output(); err == nil {
+			res.End.SumReceived.BitsPerSecond, res.Error = 0, ""
+			if err = json.Unmarshal(out, &res); err == nil && res.Error != "" {
+				err = errors.New(res.Error)
+			}
+			if err == nil {
+				break
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("%s in %s: %v\n%s", strings.Join(args, " "), netns, err, out)
 	}
 	if res.End.SumReceived.BitsPerSecond == 0 {
 		t.Logf("%s in %s measured nothing:\n%s", strings.Join(args, " "), netns, out)
