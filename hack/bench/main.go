@@ -28,14 +28,32 @@ func main() {
 	rounds := flag.Int("rounds", 4, "rounds per chain, alternating between chains")
 	portmap := flag.Bool("portmap", false, "also measure both overlays with portmap chained")
 	results := flag.String("results", "bench/results", "directory for the JSON report")
+	cni := flag.Bool("cni", true, "measure CNI ADD and DEL")
+	var tput tputFlags
+	flag.BoolVar(&tput.on, "throughput", true, "measure throughput and latency: overlay, the kernel's VXLAN wired by hand, the underlay")
+	flag.IntVar(&tput.runs, "tput-runs", 3, "throughput runs per path, paths alternating")
+	flag.IntVar(&tput.seconds, "tput-seconds", 5, "seconds per iperf3 test")
+	flag.IntVar(&tput.pings, "tput-pings", 300, "pings per path, spread over the runs")
+	flag.Func("tput-tune", "a tuned variant measured beside its base path, BASE:SETTING,… (e.g. reference:veth.gro=on; see bench.ParseTuning); repeatable", func(s string) error {
+		t, err := bench.ParseTuning(s)
+		tput.tunings = append(tput.tunings, t)
+		return err
+	})
 	flag.Parse()
-	if err := run(*bin, *refBin, *baseline, *containers, *rounds, *portmap, *results); err != nil {
+	if err := run(*bin, *refBin, *baseline, *containers, *rounds, *portmap, *results, *cni, tput); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bin, refBin, baseline string, containers, rounds int, portmap bool, results string) error {
+// tputFlags are the throughput row's flags.
+type tputFlags struct {
+	on                   bool
+	runs, seconds, pings int
+	tunings              []bench.Tuning
+}
+
+func run(bin, refBin, baseline string, containers, rounds int, portmap bool, results string, cni bool, tput tputFlags) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	work, err := os.MkdirTemp("", "overlay-bench-")
@@ -51,16 +69,40 @@ func run(bin, refBin, baseline string, containers, rounds int, portmap bool, res
 	}
 	defer env.Close()
 
+	rep := bench.Report{Date: time.Now(), Machine: bench.ThisMachine(), Floors: map[string]bench.Summary{}}
+	if tput.on {
+		rep.Throughput, err = bench.RunThroughput(ctx, bench.TputConfig{Prefix: prefix + "t", Bin: bin, WorkDir: filepath.Join(work, "tput"),
+			Runs: tput.runs, Seconds: tput.seconds, Pings: tput.pings, Tunings: tput.tunings, Log: os.Stderr})
+		if err != nil {
+			return fmt.Errorf("throughput: %w", err)
+		}
+		rep.Verdicts = append(rep.Verdicts, rep.Throughput.Verdicts()...)
+	}
+	if cni {
+		if err := runCNI(ctx, &rep, work, host, bin, refBin, baseline, prefix, containers, rounds, portmap); err != nil {
+			return err
+		}
+	}
+	rep.WriteMarkdown(os.Stdout)
+	path, err := rep.Save(results)
+	if err != nil {
+		return err
+	}
+	fmt.Println("saved", path)
+	return nil
+}
+
+// runCNI is the CNI row and its floors.
+func runCNI(ctx context.Context, rep *bench.Report, work, host, bin, refBin, baseline, prefix string, containers, rounds int, portmap bool) error {
 	chains, err := cniChains(work, host, bin, refBin, baseline, portmap)
 	if err != nil {
 		return err
 	}
-	rep := bench.Report{Date: time.Now(), Machine: bench.ThisMachine(), Floors: map[string]bench.Summary{}}
 	rep.CNI, err = bench.RunCNI(ctx, bench.CNIConfig{Prefix: prefix, Containers: containers, Rounds: rounds, Chains: chains, WorkDir: work}, host)
 	if err != nil {
 		return err
 	}
-	rep.Verdicts = bench.CNIVerdicts(rep.CNI, "overlay", "flannel")
+	rep.Verdicts = append(rep.Verdicts, bench.CNIVerdicts(rep.CNI, "overlay", "flannel")...)
 	version := []string{"CNI_COMMAND=VERSION"}
 	for name, argv := range map[string][]string{
 		"ip netns exec HOST true":   {"ip", "netns", "exec", host, "true"},
@@ -74,12 +116,6 @@ func run(bin, refBin, baseline string, containers, rounds int, portmap bool, res
 		}
 	}
 	rep.Notes = append(rep.Notes, fmt.Sprintf("CNI: %d containers × %d rounds per chain, chains alternating; each ADD/DEL timed as a runtime sees it (libcni executing the plugins from the host namespace); no portmap unless named.", containers, rounds))
-	rep.WriteMarkdown(os.Stdout)
-	path, err := rep.Save(results)
-	if err != nil {
-		return err
-	}
-	fmt.Println("saved", path)
 	return nil
 }
 
