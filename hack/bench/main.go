@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -34,10 +35,22 @@ func main() {
 	flag.IntVar(&tput.runs, "tput-runs", 3, "throughput runs per path, paths alternating")
 	flag.IntVar(&tput.seconds, "tput-seconds", 5, "seconds per iperf3 test")
 	flag.IntVar(&tput.pings, "tput-pings", 300, "pings per path, spread over the runs")
-	flag.Func("tput-tune", "a tuned variant measured beside its base path, BASE:SETTING,… (e.g. reference:veth.gro=on; see bench.ParseTuning); repeatable", func(s string) error {
+	tput.tunings = bench.DefaultTunings()
+	tuned := false
+	flag.Func("tput-tune", "a tuned variant measured beside its base path, BASE:SETTING,… (e.g. reference:veth.gro=on; see bench.ParseTuning); repeatable; replaces the default (reference:ingress); none: no variant", func(s string) error {
+		if !tuned {
+			tput.tunings, tuned = nil, true
+		}
+		if s == "none" {
+			return nil
+		}
 		t, err := bench.ParseTuning(s)
 		tput.tunings = append(tput.tunings, t)
 		return err
+	})
+	flag.Func("tput-only", "run only these throughput tests, comma-separated: tcp1,tcp4,udp,ping (for exploring)", func(s string) error {
+		tput.only = strings.Split(s, ",")
+		return nil
 	})
 	flag.Parse()
 	if err := run(*bin, *refBin, *baseline, *containers, *rounds, *portmap, *results, *cni, tput); err != nil {
@@ -51,6 +64,7 @@ type tputFlags struct {
 	on                   bool
 	runs, seconds, pings int
 	tunings              []bench.Tuning
+	only                 []string
 }
 
 func run(bin, refBin, baseline string, containers, rounds int, portmap bool, results string, cni bool, tput tputFlags) error {
@@ -72,7 +86,7 @@ func run(bin, refBin, baseline string, containers, rounds int, portmap bool, res
 	rep := bench.Report{Date: time.Now(), Machine: bench.ThisMachine(), Floors: map[string]bench.Summary{}}
 	if tput.on {
 		rep.Throughput, err = bench.RunThroughput(ctx, bench.TputConfig{Prefix: prefix + "t", Bin: bin, WorkDir: filepath.Join(work, "tput"),
-			Runs: tput.runs, Seconds: tput.seconds, Pings: tput.pings, Tunings: tput.tunings, Log: os.Stderr})
+			Runs: tput.runs, Seconds: tput.seconds, Pings: tput.pings, Tunings: tput.tunings, Only: tput.only, Log: os.Stderr})
 		if err != nil {
 			return fmt.Errorf("throughput: %w", err)
 		}

@@ -23,12 +23,22 @@ type IperfResult struct {
 	LossPercent float64
 	// Packets is how many UDP datagrams were sent (0 for TCP).
 	Packets int
+	// CPUPerGB is the CPU time sender and receiver used per GB received,
+	// in seconds: iperf3's own CPU use, which on veths includes the
+	// softirq work of the path run in their context (and tick accounting
+	// charges to them). It moves less than the rate when other work
+	// competes for the CPUs.
+	CPUPerGB float64
 }
 
 // iperfJSON is the part of `iperf3 -J` client output we read (iperf3 3.12).
 type iperfJSON struct {
 	Error string `json:"error"`
 	End   struct {
+		CPU struct {
+			Host   float64 `json:"host_total"`
+			Remote float64 `json:"remote_total"`
+		} `json:"cpu_utilization_percent"`
 		SumSent     *iperfSum `json:"sum_sent"`
 		SumReceived *iperfSum `json:"sum_received"`
 		// Sum is UDP's: the receiver's loss and jitter, reported back.
@@ -37,6 +47,8 @@ type iperfJSON struct {
 }
 
 type iperfSum struct {
+	Seconds       float64 `json:"seconds"`
+	Bytes         float64 `json:"bytes"`
 	BitsPerSecond float64 `json:"bits_per_second"`
 	Retransmits   int     `json:"retransmits"`
 	LostPercent   float64 `json:"lost_percent"`
@@ -59,7 +71,9 @@ func ParseIperf(data []byte, udp bool) (IperfResult, error) {
 		if e.SumReceived == nil || e.SumSent == nil {
 			return IperfResult{}, errors.New("iperf3 JSON has no end.sum_sent/sum_received")
 		}
-		return IperfResult{Gbps: e.SumReceived.BitsPerSecond / 1e9, Retransmits: e.SumSent.Retransmits}, nil
+		r := IperfResult{Gbps: e.SumReceived.BitsPerSecond / 1e9, Retransmits: e.SumSent.Retransmits}
+		r.CPUPerGB = cpuPerGB(j, e.SumReceived)
+		return r, nil
 	}
 	if e.Sum == nil {
 		return IperfResult{}, errors.New("iperf3 UDP JSON has no end.sum (the receiver's report)")
@@ -72,11 +86,24 @@ func ParseIperf(data []byte, udp bool) (IperfResult, error) {
 		// part that was not lost.
 		r.Gbps = e.Sum.BitsPerSecond / 1e9 * (1 - e.Sum.LostPercent/100)
 	}
+	if e.SumReceived != nil {
+		r.CPUPerGB = cpuPerGB(j, e.SumReceived)
+	}
 	return r, nil
+}
+
+// cpuPerGB is (sender + receiver CPU seconds) per GB received.
+func cpuPerGB(j iperfJSON, recv *iperfSum) float64 {
+	if recv.Bytes == 0 {
+		return 0
+	}
+	cpuSeconds := (j.End.CPU.Host + j.End.CPU.Remote) / 100 * recv.Seconds
+	return cpuSeconds / (recv.Bytes / 1e9)
 }
 
 // IperfTest is one kind of iperf3 test.
 type IperfTest struct {
+	Key     string // as -tput-only names it
 	Name    string
 	Streams int
 	UDP     bool

@@ -27,9 +27,9 @@ func TestParseIperf(t *testing.T) {
 		udp  bool
 		want IperfResult
 	}{
-		{"iperf3-tcp.json", false, IperfResult{Gbps: 9.94238814994921, Retransmits: 57}},
-		{"iperf3-tcp-p4.json", false, IperfResult{Gbps: 11.77247219558869, Retransmits: 246}},
-		{"iperf3-udp.json", true, IperfResult{Gbps: 0.5627540090693137, LossPercent: 2.2491145218417947, Packets: 50820}},
+		{"iperf3-tcp.json", false, IperfResult{Gbps: 9.94238814994921, Retransmits: 57, CPUPerGB: 0.7284911965817422}},
+		{"iperf3-tcp-p4.json", false, IperfResult{Gbps: 11.77247219558869, Retransmits: 246, CPUPerGB: 0.6205416831527986}},
+		{"iperf3-udp.json", true, IperfResult{Gbps: 0.5627540090693137, LossPercent: 2.2491145218417947, Packets: 50820, CPUPerGB: 13.837166606806926}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			got, err := ParseIperf(readTestdata(t, tc.file), tc.udp)
@@ -37,7 +37,7 @@ func TestParseIperf(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !near(got.Gbps, tc.want.Gbps) || got.Retransmits != tc.want.Retransmits ||
-				!near(got.LossPercent, tc.want.LossPercent) || got.Packets != tc.want.Packets {
+				!near(got.LossPercent, tc.want.LossPercent) || got.Packets != tc.want.Packets || !near(got.CPUPerGB, tc.want.CPUPerGB) {
 				t.Errorf("got %+v, want %+v", got, tc.want)
 			}
 		})

@@ -9,6 +9,8 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/overlaynet/overlay/pkg/hostfile"
 )
 
 // Path is one way from a client namespace to a server address that the
@@ -20,6 +22,9 @@ type Path struct {
 	Dst    netip.Addr
 	devs   pathDevs
 }
+
+// overlayPort is the VXLAN port of overlay's network in the bench.
+const overlayPort = 8472
 
 // The reference: the kernel's VXLAN wired by hand on another VNI, port
 // and range than overlay's, with the entries overlayd programs.
@@ -51,6 +56,8 @@ func referencePath(prefix string, a, b *ClusterHost, mtu int) (Path, error) {
 		veth := fmt.Sprintf("refveth%d", h.N)
 		p.devs.hosts[i], p.devs.ctrs[i], p.devs.veths[i] = h.NS, ctr, veth
 		p.devs.vxlan[i], p.devs.bridge[i] = refVXLAN, refBridge
+		p.devs.port, p.devs.cidr = fmt.Sprint(refPort), refRange+".0.0/16"
+		p.devs.ips[i] = h.IP
 		if err := addNetns(ctr); err != nil {
 			return p, err
 		}
@@ -62,7 +69,7 @@ func referencePath(prefix string, a, b *ClusterHost, mtu int) (Path, error) {
 			"link add "+refBridge+" type bridge",
 			"link set "+refBridge+" mtu "+m+" up",
 			fmt.Sprintf("addr add %s.%d.1/24 dev %s", refRange, h.N, refBridge),
-			fmt.Sprintf("link add %s mtu %s type veth peer name eth0 netns %s", veth, m, ctr),
+			fmt.Sprintf("link add %s mtu %s type veth peer name eth0 mtu %s netns %s", veth, m, m, ctr),
 			fmt.Sprintf("link set %s master %s up", veth, refBridge),
 			fmt.Sprintf("neigh replace %s.%d.0 lladdr %s dev %s nud permanent", refRange, peer.N, refMAC(peer.N), refVXLAN),
 			fmt.Sprintf("route add %s.%d.0/24 via %s.%d.0 dev %s onlink", refRange, peer.N, refRange, peer.N, refVXLAN),
@@ -90,7 +97,7 @@ func refCtr(prefix string, h *ClusterHost) string { return fmt.Sprintf("%s-r%d",
 // underlayPath is host a's eth0 to host b's.
 func underlayPath(a, b *ClusterHost) Path {
 	return Path{Name: "underlay", Client: a.NS, Server: b.NS, Dst: b.IP,
-		devs: pathDevs{hosts: [2]string{a.NS, b.NS}}}
+		devs: pathDevs{hosts: [2]string{a.NS, b.NS}, ips: [2]netip.Addr{a.IP, b.IP}}}
 }
 
 // overlayAttachment is a container attached through overlay's CNI plugin.
@@ -151,8 +158,9 @@ func (a *overlayAttachment) detach(ctx context.Context) error {
 
 // overlayPath is the path between two attached containers, with the
 // devices overlay gave them.
-func overlayPath(a, b *overlayAttachment) (Path, error) {
+func overlayPath(a, b *overlayAttachment, hf hostfile.HostFile) (Path, error) {
 	p := Path{Name: "overlay", Client: a.ctr, Server: b.ctr, Dst: b.ip}
+	p.devs.port, p.devs.cidr = fmt.Sprint(overlayPort), hf.Network.String()
 	for i, at := range []*overlayAttachment{a, b} {
 		peer := []*overlayAttachment{b, a}[i]
 		veth, err := hostVeth(at.host.NS, at.ctr)
@@ -168,6 +176,7 @@ func overlayPath(a, b *overlayAttachment) (Path, error) {
 			return p, err
 		}
 		p.devs.hosts[i], p.devs.ctrs[i], p.devs.veths[i], p.devs.vxlan[i], p.devs.bridge[i] = at.host.NS, at.ctr, veth, vx, br
+		p.devs.ips[i] = at.host.IP
 	}
 	return p, nil
 }

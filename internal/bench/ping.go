@@ -39,7 +39,8 @@ func ParsePing(out []byte) ([]time.Duration, error) {
 // an ARP resolution or a cold cache. A lost reply is an error, since a
 // path that loses pings on an idle machine is broken, not slow.
 func RunPing(ctx context.Context, netns, dst string, count int, interval time.Duration) ([]time.Duration, error) {
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(count+1)*interval+10*time.Second)
+	// ping sleeps at least interval between sends, often more on a busy machine.
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Duration(count+1)*interval+10*time.Second)
 	defer cancel()
 	sent := count + 1
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", netns, "ping", "-n", "-c", strconv.Itoa(sent),

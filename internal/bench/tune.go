@@ -3,9 +3,13 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
+
+	"github.com/overlaynet/overlay/pkg/ingress"
 )
 
 // Tuning is a variant of a measured path: settings applied to the path's
@@ -25,19 +29,36 @@ type Tuning struct {
 type Setting struct {
 	// Dev is a device role (veth: the host side of the container's veth;
 	// ctr: the container's eth0; vxlan; bridge; eth0: the host's underlay),
-	// or "sysctl", or "notrack" (conntrack bypassed in both hosts' raw
-	// table, for every packet).
+	// or "sysctl", or "notrack": conntrack bypassed in both hosts' raw
+	// table for every packet, or (Feature "vxlan") for the path's VXLAN
+	// packets only, or (Feature "inner") for container traffic inside the
+	// path's range only; or "ingress": overlay's own VXLAN ingress filter
+	// (pkg/ingress: the path's VXLAN port admitted only from the two
+	// hosts), to give the reference what overlay adds on that path.
 	Dev     string
 	Feature string
 	Value   string
 }
+
+// benchIngressNetwork names the ingress filter the "ingress" setting
+// installs, so it never is a network's own.
+const benchIngressNetwork = "bench-ref"
 
 var (
 	tuneBases   = []string{"overlay", "reference", "underlay"}
 	tuneDevs    = []string{"veth", "ctr", "vxlan", "bridge", "eth0"}
 	onOff       = []string{"on", "off"}
 	notrackRule = []string{"-j", "CT", "--notrack"}
+	notrackOf   = []string{"", "vxlan", "inner"}
 )
+
+// DefaultTunings are the variants `make bench` measures unless told
+// otherwise: the reference with overlay's VXLAN ingress filter, the one
+// thing on overlay's path per packet that the naive reference lacks, so
+// the table shows the reference both ways.
+func DefaultTunings() []Tuning {
+	return []Tuning{{Base: "reference", Settings: []Setting{{Dev: "ingress"}}}}
+}
 
 // ParseTuning reads "BASE:SETTING,SETTING…", a SETTING being
 // DEV.FEATURE=on|off (ethtool -K), sysctl.NAME=VALUE or notrack; e.g.
@@ -62,8 +83,15 @@ func ParseTuning(spec string) (Tuning, error) {
 }
 
 func parseSetting(item string) (Setting, error) {
-	if item == "notrack" {
-		return Setting{Dev: "notrack"}, nil
+	if item == "ingress" {
+		return Setting{Dev: "ingress"}, nil
+	}
+	if what, ok := strings.CutPrefix(item, "notrack"); ok {
+		what = strings.TrimPrefix(what, ".")
+		if !slices.Contains(notrackOf, what) {
+			return Setting{}, fmt.Errorf("setting %q: want notrack, notrack.vxlan or notrack.inner", item)
+		}
+		return Setting{Dev: "notrack", Feature: what}, nil
 	}
 	key, value, ok := strings.Cut(item, "=")
 	dev, feature, ok2 := strings.Cut(key, ".")
@@ -83,7 +111,13 @@ func parseSetting(item string) (Setting, error) {
 }
 
 func (s Setting) String() string {
+	if s.Dev == "ingress" {
+		return "overlay's ingress filter"
+	}
 	if s.Dev == "notrack" {
+		if s.Feature != "" {
+			return s.Dev + "." + s.Feature
+		}
 		return s.Dev
 	}
 	return s.Dev + "." + s.Feature + "=" + s.Value
@@ -106,6 +140,11 @@ type pathDevs struct {
 	veths  [2]string // host side of each container's veth
 	vxlan  [2]string
 	bridge [2]string
+	// port and cidr are the path's VXLAN port and range (notrack), ips
+	// the hosts' underlay addresses (ingress).
+	port string
+	cidr string
+	ips  [2]netip.Addr
 }
 
 // dev is the namespace and name of device role on host i.
@@ -151,19 +190,34 @@ func (t Tuning) apply(d pathDevs) (undo func() error, err error) {
 func (s Setting) apply(d pathDevs, i int) (func() error, error) {
 	host := d.hosts[i]
 	switch s.Dev {
-	case "notrack":
-		for _, chain := range []string{"PREROUTING", "OUTPUT"} {
-			if err := nsRun(host, "iptables", append([]string{"-w", "-t", "raw", "-I", chain, "1"}, notrackRule...)...); err != nil {
-				return nil, err
-			}
+	case "ingress":
+		port, err := strconv.ParseUint(d.port, 10, 16)
+		if err != nil {
+			return nil, fmt.Errorf("the path has no VXLAN port")
 		}
-		return func() error {
+		f := ingress.New(benchIngressNetwork)
+		undo := func() error { return inNetns(host, f.Remove) }
+		return undo, inNetns(host, func() error { return f.Ensure(uint16(port), d.ips[:]) })
+	case "notrack":
+		rules, err := s.notrackRules(d)
+		if err != nil {
+			return nil, err
+		}
+		var done [][]string
+		undo := func() error {
 			var errs []error
-			for _, chain := range []string{"PREROUTING", "OUTPUT"} {
-				errs = append(errs, nsRun(host, "iptables", append([]string{"-w", "-t", "raw", "-D", chain}, notrackRule...)...))
+			for _, r := range slices.Backward(done) {
+				errs = append(errs, nsRun(host, "iptables", append([]string{"-w", "-t", "raw", "-D"}, r...)...))
 			}
 			return errors.Join(errs...)
-		}, nil
+		}
+		for _, r := range rules {
+			if err := nsRun(host, "iptables", append([]string{"-w", "-t", "raw", "-I", r[0], "1"}, r[1:]...)...); err != nil {
+				return undo, err
+			}
+			done = append(done, r)
+		}
+		return undo, nil
 	case "sysctl":
 		old, err := nsOutput(host, "sysctl", "-n", s.Feature)
 		if err != nil {
@@ -205,6 +259,29 @@ func (s Setting) apply(d pathDevs, i int) (func() error, error) {
 		return undo, err
 	}
 	return undo, nil
+}
+
+// notrackRules are the raw-table rules (chain first) of a notrack
+// setting. The VXLAN packets a host sends pass OUTPUT, those it receives
+// PREROUTING; container traffic is forwarded, PREROUTING only.
+func (s Setting) notrackRules(d pathDevs) ([][]string, error) {
+	var match []string
+	chains := []string{"PREROUTING", "OUTPUT"}
+	switch s.Feature {
+	case "vxlan":
+		match = []string{"-p", "udp", "--dport", d.port}
+	case "inner":
+		match = []string{"-s", d.cidr, "-d", d.cidr}
+		chains = chains[:1]
+	}
+	if len(match) > 0 && slices.Contains(match, "") {
+		return nil, fmt.Errorf("the path has no VXLAN port or range")
+	}
+	var rules [][]string
+	for _, c := range chains {
+		rules = append(rules, append(append([]string{c}, match...), notrackRule...))
+	}
+	return rules, nil
 }
 
 // ethtoolFeatures reads the features of dev a user can change, as

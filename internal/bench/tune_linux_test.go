@@ -2,10 +2,14 @@ package bench
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/overlaynet/overlay/pkg/ingress"
 )
 
 // Tuning.apply on real devices: the settings land, and undo restores every
@@ -22,8 +26,9 @@ func TestTuningApplyUndo(t *testing.T) {
 	if err := ipIn(ns, "link add name va type veth peer name vb"); err != nil {
 		t.Fatal(err)
 	}
-	devs := pathDevs{hosts: [2]string{ns, ns}, veths: [2]string{"va", "vb"}}
-	tu, err := ParseTuning("reference:veth.gro=on,veth.tx=off,sysctl.net.ipv4.ip_forward=1,notrack")
+	devs := pathDevs{hosts: [2]string{ns, ns}, veths: [2]string{"va", "vb"}, port: "4790", cidr: "10.245.0.0/16",
+		ips: [2]netip.Addr{netip.MustParseAddr("198.18.0.11"), netip.MustParseAddr("198.18.0.12")}}
+	tu, err := ParseTuning("reference:veth.gro=on,veth.tx=off,sysctl.net.ipv4.ip_forward=1,notrack,notrack.vxlan,notrack.inner,ingress")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,9 +53,34 @@ func TestTuningApplyUndo(t *testing.T) {
 		return out
 	}
 
+	// A datagram to the port from a non-member (here 127.0.0.1): the
+	// ingress filter, when in place, drops and counts it.
+	filterDrops := func() uint64 {
+		var n uint64
+		err := inNetns(ns, func() error {
+			c, err := net.Dial("udp", "127.0.0.1:4790")
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if _, err := c.Write([]byte("x")); err != nil {
+				return err
+			}
+			n, err = ingress.New(benchIngressNetwork).Dropped()
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
 	undo, err := tu.apply(devs)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if n := filterDrops(); n != 1 {
+		t.Errorf("ingress filter dropped %d datagrams from a non-member after apply, want 1", n)
 	}
 	for _, d := range []string{"va", "vb"} {
 		fs, err := ethtoolFeatures(ns, d)
@@ -65,8 +95,17 @@ func TestTuningApplyUndo(t *testing.T) {
 	if v := sysctl(); v != "1" {
 		t.Errorf("ip_forward %s after apply, want 1", v)
 	}
-	if r := raw(); strings.Count(r, "-j CT --notrack") != 4 {
-		t.Errorf("raw table after apply (want notrack in PREROUTING and OUTPUT, once per host):\n%s", r)
+	r := raw()
+	for rule, n := range map[string]int{
+		"-A PREROUTING -j CT --notrack":                                   2,
+		"-A OUTPUT -j CT --notrack":                                       2,
+		"-A PREROUTING -p udp -m udp --dport 4790 -j CT --notrack":        2,
+		"-A OUTPUT -p udp -m udp --dport 4790 -j CT --notrack":            2,
+		"-A PREROUTING -s 10.245.0.0/16 -d 10.245.0.0/16 -j CT --notrack": 2,
+	} {
+		if got := strings.Count(r, rule+"\n"); got != n {
+			t.Errorf("%q %d times after apply, want %d (once per host):\n%s", rule, got, n, r)
+		}
 	}
 
 	if err := undo(); err != nil {
@@ -90,5 +129,8 @@ func TestTuningApplyUndo(t *testing.T) {
 	}
 	if r := raw(); strings.Contains(r, "notrack") {
 		t.Errorf("raw table after undo:\n%s", r)
+	}
+	if n := filterDrops(); n != 0 {
+		t.Errorf("ingress filter still counts %d drops after undo, want none (no filter)", n)
 	}
 }

@@ -41,6 +41,12 @@ func TestParseTuningRejects(t *testing.T) {
 			t.Errorf("%q: no error", spec)
 		}
 	}
+	if tu, err := ParseTuning("reference:ingress"); err != nil || !reflect.DeepEqual(tu, DefaultTunings()[0]) || tu.Name() != "reference + overlay's ingress filter" {
+		t.Errorf("ingress: %+v, %v; want the default tuning", tu, err)
+	}
+	if tu, err := ParseTuning("overlay:notrack.vxlan,notrack.inner"); err != nil || tu.Name() != "overlay + notrack.vxlan, notrack.inner" {
+		t.Errorf("notrack kinds: %+v, %v", tu, err)
+	}
 	if _, err := ParseTuning("underlay:eth0.gro=on,notrack"); err != nil {
 		t.Errorf("underlay eth0: %v", err)
 	}
