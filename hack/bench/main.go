@@ -32,8 +32,8 @@ func main() {
 	cni := flag.Bool("cni", true, "measure CNI ADD and DEL")
 	var tput tputFlags
 	flag.BoolVar(&tput.on, "throughput", true, "measure throughput and latency: overlay, the kernel's VXLAN wired by hand, the underlay")
-	flag.IntVar(&tput.runs, "tput-runs", 3, "throughput runs per path, paths alternating")
-	flag.IntVar(&tput.seconds, "tput-seconds", 5, "seconds per iperf3 test")
+	flag.IntVar(&tput.runs, "tput-runs", 6, "throughput runs per path, paths alternating (each run pairs the paths moments apart: more short runs resolve a ratio better than fewer long ones on a busy machine)")
+	flag.IntVar(&tput.seconds, "tput-seconds", 2, "seconds per iperf3 test")
 	flag.IntVar(&tput.pings, "tput-pings", 300, "pings per path, spread over the runs")
 	tput.tunings = bench.DefaultTunings()
 	tuned := false
