@@ -242,6 +242,12 @@ func measure(ctx context.Context, cfg TputConfig, paths []Path, mtu int) (*TputR
 				var r IperfResult
 				err := vs[i].tuned(func() (err error) {
 					r, err = RunIperf(ctx, vs[i].path.Client, vs[i].path.Dst.String(), cfg.Seconds, t)
+					if err != nil && ctx.Err() == nil {
+						// iperf3 now and then loses its control connection
+						// on a loaded machine; once more before giving up.
+						logf("throughput run %d/%d: %s %s: %v; again", run+1, cfg.Runs, vs[i].name, t.Name, err)
+						r, err = RunIperf(ctx, vs[i].path.Client, vs[i].path.Dst.String(), cfg.Seconds, t)
+					}
 					return err
 				})
 				if err != nil {
