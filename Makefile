@@ -96,7 +96,7 @@ bench: deps build bench-tools
 	$(BIN)/bench -bin $(BIN) -ref-bin $(BIN)/ref -results $(BENCH_RESULTS) -portmap $(BENCH_ARGS)
 
 bench-quick: deps build bench-tools
-	$(BIN)/bench -bin $(BIN) -ref-bin $(BIN)/ref -results $(BENCH_RESULTS) -containers 30 -rounds 2 -scale 1000 -converge-rounds 5 -gobench-quick $(BENCH_ARGS)
+	$(BIN)/bench -bin $(BIN) -ref-bin $(BIN)/ref -results $(BENCH_RESULTS) -containers 30 -rounds 2 -scale 1000 -converge-rounds 5 -gobench-quick -tput-runs 2 -tput-seconds 1 -tput-pings 100 $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BIN)

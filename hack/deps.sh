@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 # or the plugins call are listed: ip and tc (iproute2; the e2e tests read
 # the bandwidth plugin's qdiscs with tc), iptables (the chained portmap and
 # firewall plugins; ip6tables comes with it), ping (ping matrix), iperf3 (throughput),
+# ethtool (make bench's offload variants),
 # jq (parsing cnitool/overlayctl JSON), curl (e2e writes a bad config through
 # etcd's JSON gateway), pgrep/ps (procps), and the runtimes the e2e tests
 # drive: podman 4.3 (CNI backend; conmon comes with it), containerd 1.6 (ctr,
@@ -23,6 +24,7 @@ declare -A PKG_FOR=(
 	[iptables]=iptables
 	[ping]=iputils-ping
 	[iperf3]=iperf3
+	[ethtool]=ethtool
 	[jq]=jq
 	[curl]=curl
 	[pgrep]=procps

@@ -38,6 +38,15 @@ type options struct {
 
 	scale   string
 	gobench goBenchFlags
+	tput    tputFlags
+}
+
+// tputFlags are the throughput row's flags.
+type tputFlags struct {
+	on                   bool
+	runs, seconds, pings int
+	tunings              []bench.Tuning
+	only                 []string
 }
 
 // goBenchFlags are the flags of the Go micro-benchmarks.
@@ -65,6 +74,27 @@ func main() {
 	flag.BoolVar(&o.gobench.run, "gobench", true, "run the Go micro-benchmarks (go test -bench, with go from PATH, in the current directory: the repository's root)")
 	flag.BoolVar(&o.gobench.quick, "gobench-quick", false, "run the quick set of Go micro-benchmarks: one sample each, shorter, without the on-disk IPAM store")
 	flag.IntVar(&o.gobench.count, "gobench-count", 0, "samples per Go micro-benchmark, of which the median is reported (0: 5, or 1 with -gobench-quick)")
+	flag.BoolVar(&o.tput.on, "throughput", true, "measure throughput and latency: overlay, the kernel's VXLAN wired by hand, the underlay")
+	flag.IntVar(&o.tput.runs, "tput-runs", 6, "throughput runs per path, paths alternating (each run pairs the paths moments apart: more short runs resolve a ratio better than fewer long ones on a busy machine)")
+	flag.IntVar(&o.tput.seconds, "tput-seconds", 2, "seconds per iperf3 test")
+	flag.IntVar(&o.tput.pings, "tput-pings", 300, "pings per path, spread over the runs")
+	o.tput.tunings = bench.DefaultTunings()
+	tuned := false
+	flag.Func("tput-tune", "a tuned variant measured beside its base path, BASE:SETTING,… (e.g. reference:veth.gro=on; see bench.ParseTuning); repeatable; replaces the default (reference:ingress); none: no variant", func(s string) error {
+		if !tuned {
+			o.tput.tunings, tuned = nil, true
+		}
+		if s == "none" {
+			return nil
+		}
+		t, err := bench.ParseTuning(s)
+		o.tput.tunings = append(o.tput.tunings, t)
+		return err
+	})
+	flag.Func("tput-only", "run only these throughput tests, comma-separated: tcp1,tcp4,udp,ping (for exploring)", func(s string) error {
+		o.tput.only = strings.Split(s, ",")
+		return nil
+	})
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -90,6 +120,14 @@ func run(o options) error {
 	}
 	prefix := fmt.Sprintf("ovlb%d", os.Getpid())
 	rep := bench.Report{Date: time.Now(), Machine: bench.ThisMachine(), Floors: map[string]bench.Summary{}}
+	if o.tput.on {
+		rep.Throughput, err = bench.RunThroughput(ctx, bench.TputConfig{Prefix: prefix + "t", Bin: o.bin, WorkDir: filepath.Join(work, "tput"),
+			Runs: o.tput.runs, Seconds: o.tput.seconds, Pings: o.tput.pings, Tunings: o.tput.tunings, Only: o.tput.only, Log: os.Stderr})
+		if err != nil {
+			return fmt.Errorf("throughput: %w", err)
+		}
+		rep.Verdicts = append(rep.Verdicts, rep.Throughput.Verdicts()...)
+	}
 	if o.cni {
 		if err := runCNI(ctx, o, work, prefix, &rep); err != nil {
 			return err

@@ -122,9 +122,9 @@ func RunConverge(ctx context.Context, cfg ConvergeConfig) (_ []ConvergeResult, e
 	j := joiner{c: c, others: others, args: cfg.DaemonArgs, progress: cfg.Progress}
 	next := 3 // the next host's number
 
-	first := make([]*samples, len(builds))
+	first := make([]*joinSamples, len(builds))
 	for b := range builds {
-		first[b] = &samples{kind: FirstJoin, build: builds[b]}
+		first[b] = &joinSamples{kind: FirstJoin, build: builds[b]}
 	}
 	for i := range cfg.Rounds {
 		for b := range builds {
@@ -145,10 +145,10 @@ func RunConverge(ctx context.Context, cfg ConvergeConfig) (_ []ConvergeResult, e
 		}
 	}
 
-	again := make([]*samples, len(builds))
+	again := make([]*joinSamples, len(builds))
 	hosts := make([]*ClusterHost, len(builds))
 	for b := range builds {
-		again[b] = &samples{kind: Rejoin, build: builds[b]}
+		again[b] = &joinSamples{kind: Rejoin, build: builds[b]}
 		if hosts[b], err = c.AddHost(next); err != nil {
 			return nil, err
 		}
@@ -252,7 +252,7 @@ func (j joiner) join(ctx context.Context, h *ClusterHost, binDir string) (joined
 	return r, nil
 }
 
-func (j joiner) measure(ctx context.Context, h *ClusterHost, s *samples) error {
+func (j joiner) measure(ctx context.Context, h *ClusterHost, s *joinSamples) error {
 	r, err := j.join(ctx, h, s.build.dir)
 	if err != nil {
 		return err
@@ -300,7 +300,7 @@ func (c *Cluster) reboot(h *ClusterHost) (*ClusterHost, error) {
 	return c.AddHost(h.N)
 }
 
-type samples struct {
+type joinSamples struct {
 	kind                                string
 	build                               build
 	route, fdb, hostFile, stamp, logged []time.Duration
@@ -314,7 +314,7 @@ func (b build) suffix() string {
 	return " (" + b.name + " build)"
 }
 
-func (s *samples) add(r joined) {
+func (s *joinSamples) add(r joined) {
 	s.route = append(s.route, r.route)
 	s.fdb = append(s.fdb, r.fdb)
 	s.hostFile = append(s.hostFile, r.hostFile)
@@ -322,7 +322,7 @@ func (s *samples) add(r joined) {
 	s.logged = append(s.logged, r.logged)
 }
 
-func (s *samples) result() ConvergeResult {
+func (s *joinSamples) result() ConvergeResult {
 	return ConvergeResult{Kind: s.kind, Build: s.build.name, Route: Summarize(s.route), FDB: Summarize(s.fdb), HostFile: Summarize(s.hostFile), ReadyStamp: Summarize(s.stamp), Logged: Summarize(s.logged)}
 }
 

@@ -218,16 +218,6 @@ func ParseGoBench(r io.Reader) ([]GoBenchRow, error) {
 	return rows, nil
 }
 
-// median of a non-empty sample; the mean of the middle two when even.
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 // tail returns the last n lines of s.
 func tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")

@@ -51,6 +51,8 @@ type Report struct {
 	CNI     []CNIResult `json:"cni,omitempty"`
 	// Converge is a new host joining a running cluster.
 	Converge []ConvergeResult `json:"converge,omitempty"`
+	// Throughput is the throughput and latency row.
+	Throughput *TputResult `json:"throughput,omitempty"`
 	// Verdicts say how the results stand against the project's targets.
 	Verdicts []string           `json:"verdicts,omitempty"`
 	Floors   map[string]Summary `json:"floors,omitempty"`
@@ -64,6 +66,9 @@ type Report struct {
 func (r Report) WriteMarkdown(w io.Writer) {
 	m := r.Machine
 	fmt.Fprintf(w, "Machine: %s, %d cores, kernel %s, %s; %s\n\n", m.CPU, m.Cores, m.Kernel, m.OS, r.Date.Format("2006-01-02 15:04 MST"))
+	if r.Throughput != nil {
+		r.Throughput.WriteMarkdown(w)
+	}
 	if len(r.CNI) > 0 {
 		fmt.Fprintf(w, "| CNI chain | ADD p50 | ADD p90 | ADD p99 | DEL p50 | DEL p90 | DEL p99 | ADD p50 ÷ %s's | DEL p50 ÷ %s's |\n", r.CNI[0].Chain, r.CNI[0].Chain)
 		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
