@@ -31,11 +31,7 @@ func TestKernelRemembersWhatItProgrammed(t *testing.T) {
 			return err
 		}
 		// Someone deletes a neighbour; nothing reports it to k.
-		link, err := netlink.LinkByName(spec.Name)
-		if err != nil {
-			return err
-		}
-		if err := netlink.NeighDel(&netlink.Neigh{LinkIndex: link.Attrs().Index, Family: netlink.FAMILY_V4, IP: toIP(peer(2).VTEPIP)}); err != nil {
+		if err := deleteNeighbour(spec.Name, peer(2).VTEPIP); err != nil {
 			return err
 		}
 		if blind, err = k.SyncPeers(target, []Peer{peer(2), moved, peer(5)}); err != nil {
@@ -94,4 +90,14 @@ func TestKernelForgetsAfterFailureAndAge(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// deleteNeighbour deletes the neighbour entry of ip on device, as someone
+// other than overlay would.
+func deleteNeighbour(device string, ip netip.Addr) error {
+	link, err := netlink.LinkByName(device)
+	if err != nil {
+		return err
+	}
+	return netlink.NeighDel(&netlink.Neigh{LinkIndex: link.Attrs().Index, Family: netlink.FAMILY_V4, IP: toIP(ip)})
 }

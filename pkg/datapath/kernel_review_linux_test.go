@@ -66,13 +66,7 @@ func TestKernelChangeDuringPassIsNotLost(t *testing.T) {
 		passErr = host.Do(func(ns.NetNS) error { _, err := k.SyncPeers(target, big); return err })
 	})
 	time.Sleep(20 * time.Millisecond) // into the pass, which takes far longer
-	do(t, host, func() error {
-		link, err := netlink.LinkByName(spec.Name)
-		if err != nil {
-			return err
-		}
-		return netlink.NeighDel(&netlink.Neigh{LinkIndex: link.Attrs().Index, Family: netlink.FAMILY_V4, IP: toIP(victim.VTEPIP)})
-	})
+	do(t, host, func() error { return deleteNeighbour(spec.Name, victim.VTEPIP) })
 	wg.Wait()
 	if passErr != nil {
 		t.Fatal(passErr)
@@ -205,11 +199,7 @@ func TestKernelVerifiesAfterVerifyEvery(t *testing.T) {
 		if _, err = k.SyncPeers(target, []Peer{peer(2)}); err != nil {
 			return err
 		}
-		link, err := netlink.LinkByName(spec.Name)
-		if err != nil {
-			return err
-		}
-		if err := netlink.NeighDel(&netlink.Neigh{LinkIndex: link.Attrs().Index, Family: netlink.FAMILY_V4, IP: toIP(peer(2).VTEPIP)}); err != nil {
+		if err := deleteNeighbour(spec.Name, peer(2).VTEPIP); err != nil {
 			return err
 		}
 		if early, err = k.SyncPeers(target, []Peer{peer(2)}); err != nil {
