@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -96,14 +97,37 @@ func main() {
 		return nil
 	})
 	flag.Parse()
+	if err := o.check(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
+// check refuses flag values that would measure nothing or break a part.
+func (o options) check() error {
+	if o.tput.runs < 1 || o.tput.seconds < 1 || o.tput.pings < 1 {
+		return fmt.Errorf("-tput-runs, -tput-seconds and -tput-pings must be at least 1")
+	}
+	for _, k := range o.tput.only {
+		if !slices.Contains([]string{"tcp1", "tcp4", "udp", "ping"}, k) {
+			return fmt.Errorf("-tput-only: %q is none of tcp1, tcp4, udp, ping", k)
+		}
+	}
+	if o.cni && (o.containers < 1 || o.rounds < 1) {
+		return fmt.Errorf("-containers and -rounds must be at least 1")
+	}
+	if o.converge && o.convergeRounds < 1 {
+		return fmt.Errorf("-converge-rounds must be at least 1")
+	}
+	return nil
+}
+
 func run(o options) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	peers, err := parseCounts(o.scale)
 	if err != nil {

@@ -36,7 +36,7 @@ type ConvergeConfig struct {
 }
 
 // ConvergeResult is one kind of join: the times from the moment the bench
-// execs the new host's overlayd (through `ip netns exec`) until the other
+// execs the new host's overlayd (from a thread in its namespace) until the other
 // hosts have a route and an FDB entry for it (the later of the two
 // hosts); until its host file appears (the CNI plugins' ADD works: the
 // host is ready); until its ready stamp appears (the plugins' STATUS says
@@ -340,7 +340,7 @@ func ConvergeVerdicts(rs []ConvergeResult) []string {
 		if got <= target {
 			return "met"
 		}
-		return "missed"
+		return "NOT met"
 	}
 	for _, r := range rs {
 		if r.Build != "" {

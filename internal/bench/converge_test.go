@@ -27,7 +27,7 @@ func TestConvergeTableAndVerdicts(t *testing.T) {
 		t.Errorf("verdicts = %q; want one, for the build under test", v)
 	}
 	rs[0].Route.P50 = 25.1
-	if v := ConvergeVerdicts(rs); !strings.Contains(v[0], "25.1 ms (target ≤ 25 ms: missed)") {
+	if v := ConvergeVerdicts(rs); !strings.Contains(v[0], "25.1 ms (target ≤ 25 ms: NOT met)") {
 		t.Errorf("verdicts = %q; want the route target missed", v)
 	}
 }

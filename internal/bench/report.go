@@ -80,7 +80,6 @@ func (r Report) WriteMarkdown(w io.Writer) {
 		}
 		fmt.Fprintln(w)
 	}
-	writeConverge(w, r.Converge)
 	if len(r.Floors) > 0 {
 		fmt.Fprintln(w, "| floor (no plugin work) | p50 | p99 |")
 		fmt.Fprintln(w, "|---|---|---|")
@@ -89,10 +88,20 @@ func (r Report) WriteMarkdown(w io.Writer) {
 		}
 		fmt.Fprintln(w)
 	}
+	writeConverge(w, r.Converge)
 	writeScale(w, r.Scale)
 	writeGoBench(w, r.GoBench)
+	if len(r.Verdicts) > 0 {
+		fmt.Fprintln(w, "Targets:")
+		fmt.Fprintln(w)
+	}
 	for _, v := range r.Verdicts {
 		fmt.Fprintf(w, "- %s\n", v)
+	}
+	if len(r.Notes) > 0 {
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "How each part was measured:")
+		fmt.Fprintln(w)
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "- %s\n", n)

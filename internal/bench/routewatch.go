@@ -123,13 +123,6 @@ func (w *RouteWatch) Forget() {
 	w.mu.Unlock()
 }
 
-// Count is how many routes are there now.
-func (w *RouteWatch) Count() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.routes)
-}
-
 // WaitCount waits until exactly n routes are there and returns when the
 // kernel reported the change that made it so.
 func (w *RouteWatch) WaitCount(ctx context.Context, n int, timeout time.Duration) (time.Time, error) {

@@ -51,9 +51,10 @@ type ScaleResult struct {
 	Reprogram time.Duration `json:"reprogramNs"`
 	// Withdrawn: the last delete acknowledged → the last route removed.
 	Withdrawn time.Duration `json:"withdrawnNs"`
-	// RSS of overlayd settle after every peer was programmed, and the
-	// most it ever had resident (Peak); CPU is what it used from its start
-	// until then (the first program: Peers writes followed as they come).
+	// RSS is overlayd's resident memory settle after the last route was
+	// programmed, Peak the most it ever had resident; CPU is what it used
+	// from its start to the last route (Peers writes followed as they
+	// came).
 	RSS  int64         `json:"rssBytes"`
 	Peak int64         `json:"peakBytes"`
 	CPU  time.Duration `json:"cpuNs"`
@@ -89,7 +90,7 @@ func RunScale(ctx context.Context, cfg ScaleConfig) ([]ScaleResult, error) {
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return out, err
 			}
-			r, err := scaleRound(ctx, b.bin, cfg.Writers, fmt.Sprintf("%s-s%d%d", cfg.Prefix, i, j), dir, n)
+			r, err := scaleRound(ctx, cfg.Bin, b.bin, cfg.Writers, fmt.Sprintf("%s-s%d%d", cfg.Prefix, i, j), dir, n)
 			if err != nil {
 				return out, fmt.Errorf("scale with %d peers (%s): %w", n, cmp.Or(b.name, "this build"), err)
 			}
@@ -100,7 +101,9 @@ func RunScale(ctx context.Context, cfg ScaleConfig) ([]ScaleResult, error) {
 	return out, nil
 }
 
-func scaleRound(ctx context.Context, bin string, writers int, prefix, dir string, n int) (res ScaleResult, err error) {
+// scaleRound runs one round with the cluster's tools (devetcd, overlayctl)
+// from bin and the overlayd under test from daemonBin.
+func scaleRound(ctx context.Context, bin, daemonBin string, writers int, prefix, dir string, n int) (res ScaleResult, err error) {
 	res.Peers = n
 	c, err := NewCluster(ctx, prefix, bin, dir, scaleNetwork)
 	if err != nil {
@@ -114,7 +117,7 @@ func scaleRound(ctx context.Context, bin string, writers int, prefix, dir string
 	if err != nil {
 		return res, err
 	}
-	if _, err := h.StartDaemon("--log-level", "warn"); err != nil {
+	if _, err := h.StartDaemonFrom(daemonBin, "--log-level", "warn"); err != nil {
 		return res, err
 	}
 	if err := h.WaitHostFile(ctx, 30*time.Second); err != nil {
@@ -133,14 +136,14 @@ func scaleRound(ctx context.Context, bin string, writers int, prefix, dir string
 	if err != nil {
 		return res, err
 	}
-	if err := scalePhases(ctx, writers, h, cli, leases, &res); err != nil {
+	if err := scalePhases(ctx, writers, h, daemonBin, cli, leases, &res); err != nil {
 		return res, fmt.Errorf("%w (overlayd log: %s)", err, filepath.Join(h.Dir, "overlayd.log"))
 	}
 	return res, nil
 }
 
 // scalePhases programs, reprograms and withdraws the fake leases.
-func scalePhases(ctx context.Context, writers int, h *ClusterHost, cli *clientv3.Client, leases []fakeLease, res *ScaleResult) error {
+func scalePhases(ctx context.Context, writers int, h *ClusterHost, daemonBin string, cli *clientv3.Client, leases []fakeLease, res *ScaleResult) error {
 	n := len(leases)
 	w, err := WatchRoutes(h.NS, datapath.RouteProtocol)
 	if err != nil {
@@ -162,20 +165,24 @@ func scalePhases(ctx context.Context, writers int, h *ClusterHost, cli *clientv3
 		return fmt.Errorf("program: %w", err)
 	}
 	res.Programmed = at.Sub(lastWrite)
+	u, err := ProcUsage(h.Daemon().PID())
+	if err != nil {
+		return err
+	}
+	res.CPU = u.CPU
 	// RSS is a steady-state figure: read it once the daemon had a moment
-	// to settle after the burst (the CPU it used meanwhile counts too).
+	// to settle after the burst.
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-time.After(settle):
 	}
-	u, err := ProcUsage(h.Daemon().PID())
-	if err != nil {
+	if u, err = ProcUsage(h.Daemon().PID()); err != nil {
 		return err
 	}
-	res.RSS, res.Peak, res.CPU = u.RSSBytes, u.PeakBytes, u.CPU
+	res.RSS, res.Peak = u.RSSBytes, u.PeakBytes
 
-	if err := reprogram(ctx, h, w, n, timeout, res); err != nil {
+	if err := reprogram(ctx, h, daemonBin, w, n, timeout, res); err != nil {
 		return err
 	}
 
@@ -196,13 +203,13 @@ func scalePhases(ctx context.Context, writers int, h *ClusterHost, cli *clientv3
 
 // reprogram stops overlayd, deletes its VXLAN device (and so every entry
 // on it) and starts it again: a host whose datapath was lost.
-func reprogram(ctx context.Context, h *ClusterHost, w *RouteWatch, n int, timeout time.Duration, res *ScaleResult) error {
+func reprogram(ctx context.Context, h *ClusterHost, daemonBin string, w *RouteWatch, n int, timeout time.Duration, res *ScaleResult) error {
 	h.Daemon().Stop(10 * time.Second)
 	if err := ipIn(h.NS, "link del "+datapath.DeviceName(scaleVNI)); err != nil {
 		return err
 	}
 	w.Forget()
-	p, err := h.StartDaemon("--log-level", "warn")
+	p, err := h.StartDaemonFrom(daemonBin, "--log-level", "warn")
 	if err != nil {
 		return err
 	}
@@ -286,10 +293,12 @@ func forEach[T any](ctx context.Context, workers int, items []T, fn func(context
 			}
 		})
 	}
+feed:
 	for _, it := range items {
 		select {
 		case ch <- it:
 		case <-ctx.Done():
+			break feed
 		}
 	}
 	close(ch)
@@ -337,11 +346,11 @@ const (
 func ScaleVerdicts(rs []ScaleResult) []string {
 	var out []string
 	verdict := func(ok bool, format string, args ...any) {
-		mark := "missed"
+		mark := "NOT met"
 		if ok {
 			mark = "met"
 		}
-		out = append(out, fmt.Sprintf("scale target %s: ", mark)+fmt.Sprintf(format, args...))
+		out = append(out, "scale: "+fmt.Sprintf(format, args...)+": "+mark)
 	}
 	for _, r := range rs {
 		if r.Build != "" {
@@ -351,7 +360,7 @@ func ScaleVerdicts(rs []ScaleResult) []string {
 		case scaleTargetPeers:
 			verdict(r.Programmed <= scaleTargetProgram, "%d leases programmed %s after the last write (target ≤ %s)", r.Peers, msText(r.Programmed), scaleTargetProgram)
 			verdict(r.Reprogram <= scaleTargetReprogram, "%d peers reprogrammed %s after overlayd started (target ≤ %s)", r.Peers, msText(r.Reprogram), scaleTargetReprogram)
-			verdict(r.RSS <= scaleTargetRSS, "RSS %s with %d peers (target ≤ %s)", mib(r.RSS), r.Peers, mib(scaleTargetRSS))
+			verdict(r.RSS <= scaleTargetRSS, "RSS %s with %d peers, %s after the last route; peak %s (target ≤ %s in steady state)", mib(r.RSS), r.Peers, settle, mib(r.Peak), mib(scaleTargetRSS))
 		case smallTargetPeers:
 			verdict(r.Reprogram <= smallTargetReprogram, "%d peers reprogrammed %s after overlayd started (target ≤ %s)", r.Peers, msText(r.Reprogram), smallTargetReprogram)
 		}

@@ -324,9 +324,13 @@ func ratios(ps []PathResult, vs []variant) []TputRatio {
 	var out []TputRatio
 	for _, pr := range pairs {
 		a, b := byName[pr[0]], byName[pr[1]]
-		out = append(out, TputRatio{Of: pr[0], To: pr[1],
+		q := TputRatio{Of: pr[0], To: pr[1],
 			TCP1: pairedRatio(a.TCP1.Runs, b.TCP1.Runs), TCP4: pairedRatio(a.TCP4.Runs, b.TCP4.Runs),
-			UDP: pairedRatio(a.UDP.Runs, b.UDP.Runs), UDPCPU: pairedRatio(a.UDPCPU.Runs, b.UDPCPU.Runs), PingP50: a.RTT.P50 / b.RTT.P50})
+			UDP: pairedRatio(a.UDP.Runs, b.UDP.Runs), UDPCPU: pairedRatio(a.UDPCPU.Runs, b.UDPCPU.Runs)}
+		if b.RTT.P50 > 0 { // no pings measured (-tput-only): no ratio, and no NaN in the JSON
+			q.PingP50 = a.RTT.P50 / b.RTT.P50
+		}
+		out = append(out, q)
 	}
 	return out
 }
@@ -370,7 +374,8 @@ func (r *TputResult) Verdicts() []string {
 		switch {
 		case q.Of == "overlay" && q.To == "reference":
 			mark := "met"
-			if q.TCP1 < 0.98 || q.TCP4 < 0.98 || q.UDP < 0.98 {
+			below := func(r float64) bool { return r > 0 && r < 0.98 } // 0: not measured (-tput-only)
+			if below(q.TCP1) || below(q.TCP4) || below(q.UDP) {
 				mark = "NOT met"
 			}
 			out = append(out, fmt.Sprintf("overlay ÷ reference: TCP 1 stream %.2f×, TCP 4 streams %.2f×, UDP %.2f× (target ≥ 0.98×: %s)", q.TCP1, q.TCP4, q.UDP, mark))

@@ -99,6 +99,10 @@ func parseSetting(item string) (Setting, error) {
 		return Setting{}, fmt.Errorf("setting %q: want DEV.FEATURE=VALUE, sysctl.NAME=VALUE or notrack", item)
 	}
 	switch {
+	case dev == "sysctl" && !strings.HasPrefix(feature, "net."):
+		// Only net.* sysctls belong to a network namespace; a kernel.* or
+		// vm.* one written "inside" the hosts would change the machine.
+		return Setting{}, fmt.Errorf("setting %q: only net.* sysctls can be tuned (they are per network namespace; others would change the whole machine)", item)
 	case dev == "sysctl":
 	case slices.Contains(tuneDevs, dev):
 		if !slices.Contains(onOff, value) {
