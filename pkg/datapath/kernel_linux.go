@@ -91,14 +91,6 @@ func (k *Kernel) recall(t PeerTarget) (knownPeers, uint64, bool) {
 	return known, k.gen, ok && known.target == t
 }
 
-// forget drops everything remembered: the kernel changed behind our back.
-func (k *Kernel) forget() {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	clear(k.known)
-	k.gen++
-}
-
 // stale forgets what is remembered when an event on link index (0: any
 // link) may have changed it: the link is a remembered target's VXLAN
 // device or underlay. A container's veth coming and going on the bridge

@@ -40,7 +40,7 @@ func TestKernelRemembersWhatItProgrammed(t *testing.T) {
 		if afterDrift, err = dumpDevice(spec.Name); err != nil {
 			return err
 		}
-		k.forget() // what Watch does on the neighbour's deletion
+		k.stale(0) // what Watch does on the neighbour's deletion
 		if repair, err = k.SyncPeers(target, []Peer{peer(2), moved, peer(5)}); err != nil {
 			return err
 		}
