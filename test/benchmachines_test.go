@@ -427,16 +427,5 @@ func (h *Host) processesBut(t *testing.T, name string) []string {
 // veths returns the names of h's veth devices.
 func (h *Host) veths(t *testing.T) []string {
 	t.Helper()
-	var links []struct {
-		IfName string `json:"ifname"`
-	}
-	out := run(t, "ip", "-n", h.NS, "-j", "link", "show", "type", "veth")
-	if err := json.Unmarshal([]byte(out), &links); err != nil {
-		t.Fatalf("parse ip -j link: %v\n%s", err, out)
-	}
-	var names []string
-	for _, l := range links {
-		names = append(names, l.IfName)
-	}
-	return names
+	return h.linkNames(t, "type", "veth")
 }

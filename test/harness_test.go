@@ -813,12 +813,17 @@ func (ct *Container) reach(ip netip.Addr, within time.Duration) error {
 
 // bridgePorts returns the names of h's links enslaved to bridge.
 func (h *Host) bridgePorts(bridge string) []string {
-	t := h.c.t
+	return h.linkNames(h.c.t, "master", bridge)
+}
+
+// linkNames returns the names of h's links that `ip link show FILTER…`
+// lists.
+func (h *Host) linkNames(t *testing.T, filter ...string) []string {
 	t.Helper()
 	var links []struct {
 		IfName string `json:"ifname"`
 	}
-	out := run(t, "ip", "-n", h.NS, "-j", "link", "show", "master", bridge)
+	out := run(t, "ip", append([]string{"-n", h.NS, "-j", "link", "show"}, filter...)...)
 	if err := json.Unmarshal([]byte(out), &links); err != nil {
 		t.Fatalf("parse ip -j link: %v\n%s", err, out)
 	}
