@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -91,6 +92,9 @@ type HeldLease struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 	stopOnce sync.Once
+	// expires is when etcd drops the lease unless it is renewed again
+	// (unix nanos; 0 before the first keep-alive answer).
+	expires atomic.Int64
 }
 
 // mapSnapshot is the subnet map and its reservations at one revision.
@@ -462,7 +466,8 @@ func (c *Client) hold(network string, s netip.Prefix, value, resValue string, id
 	}
 	go func() {
 		defer close(h.done)
-		for range ch { // drained until etcd stops renewing or Stop cancels
+		for resp := range ch { // drained until etcd stops renewing or Stop cancels
+			h.expires.Store(time.Now().Add(time.Duration(resp.TTL) * time.Second).UnixNano())
 		}
 	}()
 	return h, nil
@@ -471,6 +476,15 @@ func (c *Client) hold(network string, s netip.Prefix, value, resValue string, id
 // Done is closed when the lease is no longer being renewed: it expired, was
 // revoked, etcd was unreachable for longer than its TTL, or Stop was called.
 func (h *HeldLease) Done() <-chan struct{} { return h.done }
+
+// Expires is when etcd drops the lease unless it is renewed before, as
+// of the last renewal etcd answered (zero before the first).
+func (h *HeldLease) Expires() time.Time {
+	if n := h.expires.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
 
 // EtcdLease is the etcd lease ID the key is bound to.
 func (h *HeldLease) EtcdLease() int64 { return int64(h.id) }

@@ -40,9 +40,10 @@ type ClientConfig struct {
 
 // Client is a connection to the subnet map.
 type Client struct {
-	cli  *clientv3.Client
-	keys Keys
-	log  *slog.Logger
+	cli   *clientv3.Client
+	keys  Keys
+	log   *slog.Logger
+	stats *stats
 }
 
 // DefaultEndpoints is the --etcd-endpoints default: an etcd on this host.
@@ -93,13 +94,14 @@ func Connect(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	st := newStats()
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   cfg.Endpoints,
 		DialTimeout: cfg.DialTimeout,
 		TLS:         tlsCfg,
 		Logger:      zap.NewNop(),
 		Context:     ctx,
-		DialOptions: []grpc.DialOption{grpc.WithConnectParams(reconnectParams())},
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(reconnectParams()), grpc.WithChainUnaryInterceptor(st.interceptor())},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create etcd client for %s: %w", strings.Join(cfg.Endpoints, ","), err)
@@ -132,7 +134,7 @@ func Connect(ctx context.Context, cfg ClientConfig) (*Client, error) {
 		}
 		return nil, fmt.Errorf("cannot reach etcd at %s within %s: %w", strings.Join(cfg.Endpoints, ","), cfg.DialTimeout, err)
 	}
-	return &Client{cli: cli, keys: Keys{Prefix: cfg.Prefix}, log: cfg.Logger}, nil
+	return &Client{cli: cli, keys: Keys{Prefix: cfg.Prefix}, log: cfg.Logger, stats: st}, nil
 }
 
 // ErrTLS marks a TLS problem between this host and etcd: a certificate or key

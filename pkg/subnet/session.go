@@ -55,6 +55,23 @@ func conflictWait(ttl time.Duration) time.Duration { return ttl + 2*time.Second 
 // retrying together does not swamp an etcd that is just coming back.
 const reacquireMaxInterval = 4 * time.Second
 
+// Expires is when the held lease expires unless renewed (zero while no
+// lease is held or before its first renewal).
+func (s *Session) Expires() time.Time {
+	s.mu.Lock()
+	h := s.held
+	s.mu.Unlock()
+	if h == nil {
+		return time.Time{}
+	}
+	select {
+	case <-h.Done():
+		return time.Time{}
+	default:
+		return h.Expires()
+	}
+}
+
 // NewSession prepares a session; nothing is leased before Start.
 func (c *Client) NewSession(req AcquireRequest, log *slog.Logger) *Session {
 	if log == nil {
