@@ -126,3 +126,13 @@ func listFDB(h *netlink.Handle, linkIndex int) ([]FDBEntry, error) {
 	}
 	return out, nil
 }
+
+// TakeCensus reads target t from the kernel and counts it against the
+// wanted peers (Count).
+func TakeCensus(t PeerTarget, wanted []Peer) (Census, error) {
+	in, err := ListInstalledTarget(t)
+	if err != nil {
+		return Census{}, err
+	}
+	return Count(t, wanted, in), nil
+}

@@ -57,6 +57,10 @@ func (*Kernel) EnsureVXLAN(spec VXLANSpec) (VXLANResult, error) { return Reconci
 
 func (*Kernel) EnsureBridge(spec BridgeSpec) error { return EnsureBridge(spec) }
 
+// Census reads the target from the kernel, not from what syncs left: it
+// answers "what does the kernel hold", drift included.
+func (*Kernel) Census(t PeerTarget, peers []Peer) (Census, error) { return TakeCensus(t, peers) }
+
 // SyncPeers is SyncPeersTarget, against what the last syncs left when
 // that is still known.
 func (k *Kernel) SyncPeers(t PeerTarget, peers []Peer) (Plan, error) {

@@ -72,6 +72,16 @@ func (s *Session) Expires() time.Time {
 	}
 }
 
+// EtcdLease is the etcd lease of the key held now (0: none).
+func (s *Session) EtcdLease() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.held == nil {
+		return 0
+	}
+	return s.held.EtcdLease()
+}
+
 // NewSession prepares a session; nothing is leased before Start.
 func (c *Client) NewSession(req AcquireRequest, log *slog.Logger) *Session {
 	if log == nil {
