@@ -17,8 +17,8 @@ func TestWriteRead(t *testing.T) {
 	}
 	now := time.Now().UTC().Round(0)
 	s := Status{Version: Version, Network: "default", Written: now, Every: time.Second, Kind: "host",
-		Lease: Lease{Held: true, Subnet: netip.MustParsePrefix("10.244.1.0/24")},
-		Peers: []PeerProbe{{Peer: netip.MustParsePrefix("10.244.2.0/24"), State: "ok", OverlayRTT: time.Millisecond}},
+		Lease:    Lease{Held: true, Subnet: netip.MustParsePrefix("10.244.1.0/24")},
+		Peers:    []PeerProbe{{Peer: netip.MustParsePrefix("10.244.2.0/24"), State: "ok", OverlayRTT: time.Millisecond}},
 		LastPass: Pass{At: now, Repaired: map[string]int{"fdb_added": 1}}}
 	if err := Write(p, s); err != nil {
 		t.Fatal(err)
