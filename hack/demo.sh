@@ -400,6 +400,30 @@ report_masq() {
 	printf '    %-17s %s   (h2 is %s)\n' "h2c1 -> outside:" "$CALL_ANSWER" "$(host_ip 2)"
 }
 
+# host_ctl N ARGS... runs overlayctl on host N, as its operator would:
+# in its namespace, with its run dir.
+host_ctl() {
+	local n="$1"
+	shift
+	ip netns exec "$(host_ns "$n")" "$OVL_BIN/overlayctl" --etcd-endpoints "$OVL_ETCD" \
+		--network "$OVL_NETWORK" --run-dir "$(host_dir "$n")/run" "$@"
+}
+
+# report_diagnosis shows what an operator sees: overlayctl status on h1,
+# and overlayctl why from h1 to a container on h2 (which must say the
+# path is complete).
+report_diagnosis() {
+	echo
+	echo "  DIAG  overlayctl status on h1:"
+	host_ctl 1 status 2>&1 | sed 's/^/    /' || problem "overlayctl status on h1 failed"
+	echo
+	echo "  DIAG  overlayctl why ${CIP[2 1]} on h1 (h2c1, a container on h2):"
+	local code=0
+	host_ctl 1 why "${CIP[2 1]}" >"$OVL_STATE/why.out" 2>&1 || code=$?
+	sed 's/^/    /' "$OVL_STATE/why.out"
+	((code == 0)) || problem "overlayctl why ${CIP[2 1]} on h1 exited $code: $(tail -n 1 "$OVL_STATE/why.out")"
+}
+
 # --- main ----------------------------------------------------------------------
 
 bring_up
@@ -408,6 +432,7 @@ report_ping
 report_iperf
 report_edge
 report_masq
+report_diagnosis
 
 echo
 if ((${#PROBLEMS[@]} > 0)); then

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 )
@@ -12,7 +13,11 @@ func main() {
 	root, done := newRootCmd()
 	err := root.Execute()
 	done()
-	if err != nil {
+	var diagnosis whyExit
+	switch {
+	case errors.As(err, &diagnosis):
+		os.Exit(diagnosis.code) // the output already says what broke
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "overlayctl:", err)
 		os.Exit(1)
 	}

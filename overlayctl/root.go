@@ -54,7 +54,7 @@ func newRootCmd() (*cobra.Command, func()) {
 	f.DurationVar(&g.timeout, "etcd-timeout", 5*time.Second, "timeout for the etcd requests of one command")
 	f.StringVar(&g.network, "network", "default", "network name")
 	f.StringVar(&g.runDir, "run-dir", hostfile.DefaultRunDir, "overlayd's run dir (where the host file is)")
-	root.AddCommand(newNetworkCmd(g), newLeasesCmd(g), newStatusCmd(g), newTeardownCmd(g))
+	root.AddCommand(newNetworkCmd(g), newLeasesCmd(g), newStatusCmd(g), newWhyCmd(g), newTeardownCmd(g))
 	return root, func() {
 		if g.cancel != nil {
 			g.cancel()

@@ -51,6 +51,14 @@ type Config struct {
 	// network's members.
 	IngressFilter bool
 
+	// ProbeInterval is how often each peer is probed (0: no probes);
+	// ProbeRate bounds the probes per second across all peers.
+	ProbeInterval time.Duration
+	ProbeRate     float64
+	// FixChecksumOffload turns tx checksum offload off on a network's
+	// VXLAN device once a peer answers on the underlay but not through it.
+	FixChecksumOffload bool
+
 	MetricsAddr string
 	LogLevel    slog.Level
 }
@@ -69,6 +77,7 @@ func (c Config) agentConfig(n Network) agent.Config {
 		Kind: c.Mode, Advertise: c.Advertise,
 		RunDir: c.RunDir, StateDir: c.StateDir,
 		LeaseTTL: c.LeaseTTL, ResyncInterval: c.ResyncInterval, Quarantine: c.Quarantine,
+		FixChecksumOffload: c.FixChecksumOffload, ProbeInterval: c.ProbeInterval, ProbeRate: c.ProbeRate,
 	}
 }
 
@@ -103,6 +112,9 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.DurationVar(&c.ResyncInterval, "resync-interval", 10*time.Second, "how often the kernel state is re-checked against etcd")
 	fs.BoolVar(&c.ForwardRules, "forward-rules", true, "keep iptables FORWARD rules for the network: accept its traffic (needed where the FORWARD policy is DROP, e.g. Docker hosts) and drop traffic between networks")
 	fs.BoolVar(&c.IngressFilter, "ingress-filter", true, "admit VXLAN packets only from the network's members (an nftables table overlay-NETWORK); false admits anyone who can reach the port")
+	fs.DurationVar(&c.ProbeInterval, "probe-interval", 5*time.Second, "how often each peer is probed through the overlay and on the underlay (ICMP echo; 0 disables probes)")
+	fs.Float64Var(&c.ProbeRate, "probe-rate", 50, "most probes per second across all peers: with more peers than interval × rate, each is probed less often")
+	fs.BoolVar(&c.FixChecksumOffload, "fix-checksum-offload", false, "turn tx checksum offload off on the VXLAN device once a peer answers on the underlay but not through the overlay")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "address for /metrics, /healthz and /readyz (e.g. 127.0.0.1:9472; empty disables)")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -140,6 +152,12 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	}
 	if c.ResyncInterval <= 0 {
 		return Config{}, fmt.Errorf("--resync-interval must be positive")
+	}
+	if c.ProbeInterval < 0 || (c.ProbeInterval > 0 && c.ProbeInterval < 100*time.Millisecond) {
+		return Config{}, fmt.Errorf("--probe-interval %s: use 0 (no probes) or at least 100ms", c.ProbeInterval)
+	}
+	if c.ProbeRate <= 0 {
+		return Config{}, fmt.Errorf("--probe-rate %g must be positive (probes per second across all peers)", c.ProbeRate)
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return Config{}, fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)

@@ -15,6 +15,7 @@ import (
 	"github.com/overlaynet/overlay/pkg/datapath"
 	"github.com/overlaynet/overlay/pkg/firewall"
 	"github.com/overlaynet/overlay/pkg/ingress"
+	"github.com/overlaynet/overlay/pkg/probe"
 	"github.com/overlaynet/overlay/pkg/state"
 	"github.com/overlaynet/overlay/pkg/subnet"
 )
@@ -58,7 +59,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	defer etcd.Close()
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),
+		newEtcdCollector(etcd), udpChecksumErrors(log))
 	<-stateInit
 	// Half the resync interval: a resync pass dumps the peers' entries
 	// unless another pass did within half an interval, so drift nothing
@@ -116,6 +118,10 @@ func newAgents(cfg Config, found tablesFound, base agent.Deps) ([]*agent.Agent, 
 		} else if err := filter.Remove(); err != nil {
 			// A filter an earlier run left would keep dropping new members.
 			return nil, fmt.Errorf("--ingress-filter=false: remove the filter an earlier run left: %w", err)
+		}
+		if cfg.ProbeInterval > 0 {
+			deps.Prober = probe.New(probe.Config{Interval: cfg.ProbeInterval, Rate: cfg.ProbeRate,
+				Log: base.Log.With("network", n.Name, "component", "probe")})
 		}
 		acfg := cfg.agentConfig(n)
 		for _, other := range cfg.Networks {

@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/overlaynet/overlay/pkg/agent"
+	"github.com/overlaynet/overlay/pkg/probe"
+	"github.com/overlaynet/overlay/pkg/subnet"
 )
 
 // serveMetrics exposes /metrics, /healthz (every agent's loop is passing)
@@ -44,4 +46,46 @@ func allHandler(agents []*agent.Agent, ok func(*agent.Agent) bool) http.HandlerF
 		}
 		w.Write([]byte("ok\n"))
 	}
+}
+
+// etcdCollector exports the etcd client's failure counts: requests by
+// operation, lease-watch re-lists by network.
+type etcdCollector struct {
+	etcd            *subnet.Client
+	errors, relists *prometheus.Desc
+}
+
+func newEtcdCollector(etcd *subnet.Client) *etcdCollector {
+	return &etcdCollector{etcd: etcd,
+		errors: prometheus.NewDesc("overlay_etcd_request_errors_total",
+			"etcd requests that failed, by operation (get, put, txn, delete, lease_grant, lease_revoke, lease_ttl, other).", []string{"op"}, nil),
+		relists: prometheus.NewDesc("overlay_etcd_watch_relists_total",
+			"Lease watches that failed and made the subnet map be listed again, by network.", []string{"network"}, nil),
+	}
+}
+
+func (c *etcdCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.errors; ch <- c.relists }
+
+func (c *etcdCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.etcd.Stats()
+	for op, n := range st.RequestErrors {
+		ch <- prometheus.MustNewConstMetric(c.errors, prometheus.CounterValue, float64(n), op)
+	}
+	for network, n := range st.WatchRelists {
+		ch <- prometheus.MustNewConstMetric(c.relists, prometheus.CounterValue, float64(n), network)
+	}
+}
+
+// udpChecksumErrors exports the namespace's UDP InCsumErrors: it rises when
+// encapsulated packets arrive corrupted (checksum offload on a sender).
+func udpChecksumErrors(log *slog.Logger) prometheus.Collector {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "overlay_udp_checksum_errors_total",
+		Help: "UDP packets this host dropped for a bad checksum (/proc/net/snmp InCsumErrors): rising while a peer's overlay path is broken points at checksum offload."},
+		func() float64 {
+			n, err := probe.UDPChecksumErrors()
+			if err != nil {
+				log.Warn("cannot read UDP checksum errors", "err", err)
+			}
+			return float64(n)
+		})
 }

@@ -26,8 +26,10 @@ import (
 	"github.com/overlaynet/overlay/pkg/datapath"
 	"github.com/overlaynet/overlay/pkg/hostfile"
 	"github.com/overlaynet/overlay/pkg/netconf"
+	"github.com/overlaynet/overlay/pkg/probe"
 	"github.com/overlaynet/overlay/pkg/reconcile"
 	"github.com/overlaynet/overlay/pkg/state"
+	"github.com/overlaynet/overlay/pkg/statusfile"
 	"github.com/overlaynet/overlay/pkg/subnet"
 )
 
@@ -57,6 +59,16 @@ type Config struct {
 	// Quarantine is how long a subnet stays reserved for this host after its
 	// lease ended, so a host that was away briefly gets it back.
 	Quarantine time.Duration
+
+	// FixChecksumOffload turns tx checksum offload off on the VXLAN device
+	// once a probe finds a peer that answers on the underlay but not
+	// through the overlay (the fix for encapsulated packets corrupted by
+	// offload; harmless when the cause is a blocked port).
+	FixChecksumOffload bool
+	// ProbeInterval and ProbeRate are what Deps.Prober was made with, for
+	// the status file.
+	ProbeInterval time.Duration
+	ProbeRate     float64
 }
 
 // Deps are the agent's connections to the world.
@@ -69,8 +81,10 @@ type Deps struct {
 	OtherNetworks func() []netip.Prefix
 	Masq          Masquerade    // nil: no masquerade is kept (the host file says so)
 	Ingress       IngressFilter // nil: no ingress filter is kept
-	Log           *slog.Logger
-	Registry      prometheus.Registerer // nil: metrics are not exported
+	// Prober probes the peers; nil: no probes (the status says so).
+	Prober   Prober
+	Log      *slog.Logger
+	Registry prometheus.Registerer // nil: metrics are not exported
 }
 
 // fileCheckInterval is how often the agent looks at what no kernel event
@@ -96,6 +110,8 @@ type Agent struct {
 	local    local
 	rejected map[Rejection]bool
 	mtu      int // the overlay MTU last published
+	probed   map[netip.Prefix]probe.State
+	selfGen  uint64
 
 	feed    *subnet.LeaseFeed
 	configs chan netconf.Config
@@ -108,6 +124,7 @@ type Agent struct {
 	masqCheck    throttle
 	ingressCheck throttle
 	memory       memoryReturner
+	repairs      map[string]int // what the current pass added or removed, by kind
 
 	// Shared between goroutines.
 	watched  atomic.Pointer[[]string]
@@ -118,6 +135,16 @@ type Agent struct {
 	wantForward atomic.Bool
 	ready       atomic.Bool
 	passAt      atomic.Int64 // unix nanos of the last finished pass
+	// applied is the last wanted state a pass applied (the metrics read
+	// the kernel against it); lastPass and lastRepair describe the last
+	// pass and the last one that changed anything; self is who this host
+	// is as last published (the status file).
+	applied    atomic.Pointer[Wanted]
+	lastPass   atomic.Pointer[statusfile.Pass]
+	lastRepair atomic.Pointer[statusfile.Pass]
+	self       atomic.Pointer[selfView]
+	sessionRef atomic.Pointer[subnet.Session]
+	probeErr   atomic.Pointer[error]
 }
 
 func (c Config) checkKind() error {
@@ -159,11 +186,15 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if deps.Ingress != nil && deps.Registry != nil {
 		deps.Registry.MustRegister(ingressDropped(cfg.Network, deps.Ingress, log))
 	}
-	return &Agent{
+	a := &Agent{
 		cfg: cfg, deps: deps, log: log, m: newMetrics(cfg.Network, deps.Registry),
-		state: state.Dir{Path: cfg.StateDir}, rejected: map[Rejection]bool{},
+		state: state.Dir{Path: cfg.StateDir}, rejected: map[Rejection]bool{}, probed: map[netip.Prefix]probe.State{},
 		feed: subnet.NewLeaseFeed(), configs: make(chan netconf.Config),
-	}, nil
+	}
+	if deps.Registry != nil {
+		a.registerCollectors(deps.Registry)
+	}
+	return a, nil
 }
 
 // Network is the name of the network this agent serves.
@@ -198,8 +229,12 @@ func (a *Agent) Abandon() {
 }
 
 // Ready reports whether the lease is held, the last pass succeeded and the
-// host file is written (/readyz).
-func (a *Agent) Ready() bool { return a.ready.Load() }
+// host file is on disk (/readyz). The lease and the file are looked at
+// now, not as of the last pass: a lost lease or a deleted host file turns
+// it false at once, until a pass has put things right.
+func (a *Agent) Ready() bool {
+	return a.ready.Load() && a.wantHeld.Load() && fileExists(hostfile.Path(a.cfg.RunDir, a.cfg.Network))
+}
 
 // Alive reports whether the reconcile loop finished a pass recently: a
 // hung loop turns it false (/healthz).
@@ -387,9 +422,11 @@ func (a *Agent) lease(ctx context.Context, saved state.Network) error {
 	if err != nil {
 		return a.leaseError(err)
 	}
+	a.sessionRef.Store(a.session)
 	l.Subnet, l.Held = st.Subnet, true
 	a.m.leaseAcquired.Inc()
 	a.m.leaseHeld.Set(1)
+	a.m.setLeaseInfo(*l)
 	return nil
 }
 
@@ -482,6 +519,8 @@ func (a *Agent) Run(ctx context.Context) {
 	})
 	wg.Go(func() { a.deps.Datapath.Watch(ctx, a.watchedDevices, a.kernelChanged) })
 	wg.Go(func() { a.checkFiles(ctx) })
+	wg.Go(func() { a.runProber(ctx) })
+	wg.Go(func() { a.reportStatus(ctx) })
 	a.control(ctx)
 	wg.Wait()
 	a.memory.stop()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/overlaynet/overlay/pkg/datapath"
 	"github.com/overlaynet/overlay/pkg/hostfile"
+	"github.com/overlaynet/overlay/pkg/statusfile"
 )
 
 // stampLife is how far ahead of now the ready stamp's Until is set, in
@@ -23,17 +24,41 @@ const stampLife = 3
 // needs the VXLAN device or the bridge; all failures come back joined.
 func (a *Agent) apply(_ context.Context, w Wanted) error {
 	start := time.Now()
-	defer func() {
-		a.m.reconcileSeconds.Observe(time.Since(start).Seconds())
-		a.passAt.Store(time.Now().UnixNano())
-	}()
 	a.m.reconciles.Inc()
+	a.repairs = map[string]int{}
 	err := a.applyAll(w)
+	a.applied.Store(&w)
 	a.setReady(w.Held, err == nil)
 	if err != nil {
 		a.m.reconcileErrors.Inc()
 	}
+	end := time.Now()
+	a.m.reconcileSeconds.Observe(end.Sub(start).Seconds())
+	a.notePass(start, end, err)
+	a.passAt.Store(end.UnixNano())
 	return err
+}
+
+// repaired counts n entries of kind the pass added or removed.
+func (a *Agent) repaired(kind string, n int) {
+	if n > 0 {
+		a.m.repaired.WithLabelValues(kind).Add(float64(n))
+		a.repairs[kind] += n
+	}
+}
+
+// notePass publishes what the pass did, for the metrics and the status
+// file.
+func (a *Agent) notePass(start, end time.Time, err error) {
+	p := &statusfile.Pass{At: end, Duration: end.Sub(start), Repaired: a.repairs}
+	if err != nil {
+		p.Error = err.Error()
+	}
+	a.lastPass.Store(p)
+	if len(a.repairs) > 0 {
+		a.lastRepair.Store(p)
+	}
+	a.m.passDone(end, len(a.repairs) > 0)
 }
 
 func (a *Agent) applyAll(w Wanted) error {
@@ -82,11 +107,17 @@ func (a *Agent) ensureDevices(w Wanted) error {
 	}
 	switch {
 	case vx.Replaced != "":
-		a.m.repaired.WithLabelValues("device").Inc()
+		a.repaired("device", 1)
 		a.log.Warn("vxlan device was incompatible; recreated it", "device", w.VXLAN.Name, "reason", vx.Replaced)
 	case vx.Created:
-		a.m.repaired.WithLabelValues("device").Inc()
+		a.repaired("device", 1)
 		a.log.Info("vxlan device created", "device", w.VXLAN.Name)
+	}
+	if w.TxChecksumOff {
+		if err := a.ensureTxChecksumOff(w.VXLAN.Name); err != nil {
+			return err
+		}
+		a.m.txChecksumOff.Set(1)
 	}
 	if w.Bridge.Name == "" {
 		return nil // an edge host has none
@@ -111,9 +142,7 @@ func (a *Agent) notePlan(p datapath.Plan) {
 		"neigh_added": len(p.AddNeighs), "neigh_removed": len(p.DelNeighs),
 		"fdb_added": len(p.AddFDB), "fdb_removed": len(p.DelFDB),
 	} {
-		if n > 0 {
-			a.m.repaired.WithLabelValues(kind).Add(float64(n))
-		}
+		a.repaired(kind, n)
 	}
 	a.log.Info("peers reconciled",
 		"routes_added", len(p.AddRoutes), "routes_deleted", len(p.DelRoutes),
@@ -140,6 +169,24 @@ func (a *Agent) ensureHostFile(want hostfile.HostFile) error {
 		return nil
 	}
 	a.log.Info("host file written", "path", path, "subnet", want.Subnet, "mtu", want.MTU)
+	return nil
+}
+
+// ensureTxChecksumOff turns tx checksum offload off on the VXLAN device
+// if it is on (a device created again comes back with it on).
+func (a *Agent) ensureTxChecksumOff(device string) error {
+	on, err := a.deps.Datapath.TxChecksumOffload(device)
+	if err != nil {
+		return fmt.Errorf("read tx checksum offload of %s: %w", device, err)
+	}
+	if !on {
+		return nil
+	}
+	if err := a.deps.Datapath.SetTxChecksumOffload(device, false); err != nil {
+		return fmt.Errorf("turn tx checksum offload off on %s: %w", device, err)
+	}
+	a.repaired("tx_checksum_offload", 1)
+	a.log.Warn("turned tx checksum offload off on the vxlan device (--fix-checksum-offload): a peer answered on the underlay but not through the overlay", "device", device)
 	return nil
 }
 
@@ -170,7 +217,7 @@ func (a *Agent) removeOrphans(w Wanted) error {
 	}
 	removed, err := a.deps.Datapath.RemoveOrphans(a.cfg.Network, w.target())
 	if len(removed) > 0 {
-		a.m.repaired.WithLabelValues("orphan").Add(float64(len(removed)))
+		a.repaired("orphan", len(removed))
 		a.log.Warn("removed what an earlier configuration left", "removed", removed)
 	}
 	if err != nil {

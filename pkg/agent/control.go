@@ -34,6 +34,10 @@ func (a *Agent) control(ctx context.Context) {
 			if !a.onConfig(cfg) {
 				continue
 			}
+		case <-a.probeChanges():
+			if !a.onProbes() {
+				continue
+			}
 		case <-underlay.C:
 			changed := a.checkUnderlay()
 			if a.checkRoutes() {
@@ -51,7 +55,10 @@ func (a *Agent) control(ctx context.Context) {
 func (a *Agent) publish() Wanted {
 	// A fresh snapshot each time rather than one kept here: with 10 000
 	// leases a copy is 2 MB the daemon would carry for nothing.
-	w, rejected := buildWanted(a.local, a.feed.Snapshot())
+	leases := a.feed.Snapshot()
+	w, rejected := buildWanted(a.local, leases)
+	a.setProbeTargets(w.Peers, leases)
+	a.publishSelf(w)
 	a.noteRejections(rejected)
 	a.noteMTU(w)
 	names := []string{w.VXLAN.Name}
@@ -103,6 +110,7 @@ func (a *Agent) noteRejections(rs []Rejection) {
 
 func (a *Agent) onLeaseStatus(st subnet.Status) {
 	l := &a.local
+	defer func() { a.m.setLeaseInfo(*l) }()
 	if !st.Held {
 		l.Held = false
 		a.m.leaseLost.Inc()

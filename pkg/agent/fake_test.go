@@ -24,11 +24,13 @@ type fakeDatapath struct {
 	failVX   error
 	underlay datapath.Underlay
 	changed  func(string)
+	// txOn is each device's tx checksum offload; a device starts with it on.
+	txOff map[string]bool
 }
 
 func newFakeDatapath() *fakeDatapath {
 	return &fakeDatapath{
-		vxlan: map[string]datapath.VXLANSpec{}, peers: map[string][]datapath.Peer{}, src: map[string]netip.Addr{},
+		vxlan: map[string]datapath.VXLANSpec{}, peers: map[string][]datapath.Peer{}, src: map[string]netip.Addr{}, txOff: map[string]bool{},
 		underlay: datapath.Underlay{Name: "eth0", Index: 2, IP: netip.MustParseAddr("198.18.0.11"), MTU: 1500},
 	}
 }
@@ -91,6 +93,37 @@ func (f *fakeDatapath) SyncPeers(t datapath.PeerTarget, peers []datapath.Peer) (
 	f.peers[device] = slices.Clone(peers)
 	f.src[device] = src
 	return plan, nil
+}
+
+// Census counts one route, neighbour and FDB entry per programmed peer.
+func (f *fakeDatapath) Census(t datapath.PeerTarget, wanted []datapath.Peer) (datapath.Census, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	have := f.peers[t.Device]
+	n := datapath.Census{Routes: len(have), Neighs: len(have), FDB: len(have)}
+	for _, p := range wanted {
+		if slices.ContainsFunc(have, func(q datapath.Peer) bool { return q.Subnet == p.Subnet && q.PublicIP == p.PublicIP }) {
+			n.Programmed++
+		}
+	}
+	return n, nil
+}
+
+func (f *fakeDatapath) TxChecksumOffload(device string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.vxlan[device]; !ok {
+		return false, fmt.Errorf("device %s not found", device)
+	}
+	return !f.txOff[device], nil
+}
+
+func (f *fakeDatapath) SetTxChecksumOffload(device string, on bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("tx-checksum %s on=%v", device, on)
+	f.txOff[device] = !on
+	return nil
 }
 
 func (f *fakeDatapath) RemoveOrphans(_ string, t datapath.PeerTarget) ([]string, error) {

@@ -3,8 +3,10 @@ package agent
 import (
 	"context"
 	"net/netip"
+	"time"
 
 	"github.com/overlaynet/overlay/pkg/datapath"
+	"github.com/overlaynet/overlay/pkg/probe"
 )
 
 // Datapath is what the agent asks of the kernel. pkg/datapath's Kernel
@@ -32,6 +34,25 @@ type Datapath interface {
 	// Watch calls changed for kernel events about the watched devices
 	// until ctx ends.
 	Watch(ctx context.Context, watched func() []string, changed func(reason string))
+	// Census counts what the kernel holds for t's peers against the
+	// wanted ones, read from the kernel (the metrics).
+	Census(t datapath.PeerTarget, peers []datapath.Peer) (datapath.Census, error)
+	// TxChecksumOffload and SetTxChecksumOffload read and switch tx
+	// checksum offload on a device (--fix-checksum-offload).
+	TxChecksumOffload(device string) (bool, error)
+	SetTxChecksumOffload(device string, on bool) error
+}
+
+// Prober probes every peer through the overlay and on the underlay at a
+// bounded rate (pkg/probe.Prober). Tests give a fake: a real one sends
+// ICMP in the process's namespace.
+type Prober interface {
+	SetTargets([]probe.Target)
+	Results() []probe.Result
+	// Changes signals that some peer's state changed.
+	Changes() <-chan struct{}
+	PeerInterval() time.Duration
+	Run(ctx context.Context) error
 }
 
 // Firewall keeps the FORWARD rules of one network: accept its traffic,

@@ -37,6 +37,9 @@ type local struct {
 	// CanMasq: this process keeps masquerade rules (it has iptables), so
 	// the host file may say ipMasq.
 	CanMasq bool
+	// TxChecksumOff: tx checksum offload is to be off on the VXLAN device
+	// (set once a probe found the overlay broken, with FixChecksumOffload).
+	TxChecksumOff bool
 }
 
 // Wanted is everything the agent wants on this host: the kernel state it
@@ -66,6 +69,8 @@ type Wanted struct {
 	// MTUSetBy names the member whose underlay MTU sets the overlay MTU
 	// ("" when the network config's override does).
 	MTUSetBy string
+	// TxChecksumOff turns tx checksum offload off on the VXLAN device.
+	TxChecksumOff bool
 }
 
 // Masq is what a container host masquerades: traffic from Subnet to
@@ -125,12 +130,13 @@ func buildWanted(l local, leases []subnet.Lease) (Wanted, []Rejection) {
 			LocalIP: l.Underlay.IP, UnderlayIndex: l.Underlay.Index,
 			MAC: l.VTEPMAC, MTU: mtu, Address: netip.PrefixFrom(vtepIP, 32), Owner: l.Network,
 		},
-		HostFile: hostfile.HostFile{Network: l.Config.Network, MTU: mtu, VNI: l.Config.VNI},
-		Underlay: l.Underlay.Name,
-		Held:     l.Held,
-		Peers:    peers,
-		Ingress:  Ingress{Port: l.Config.Port, Members: memberAddrs(members)},
-		MTUSetBy: setBy,
+		HostFile:      hostfile.HostFile{Network: l.Config.Network, MTU: mtu, VNI: l.Config.VNI},
+		Underlay:      l.Underlay.Name,
+		Held:          l.Held,
+		Peers:         peers,
+		Ingress:       Ingress{Port: l.Config.Port, Members: memberAddrs(members)},
+		MTUSetBy:      setBy,
+		TxChecksumOff: l.TxChecksumOff,
 	}
 	if l.Kind == subnet.KindEdge {
 		// An edge host's address is the source of every route, so what it
@@ -193,13 +199,38 @@ func memberAddrs(members []*subnet.Lease) []netip.Addr {
 	return slices.Compact(out)
 }
 
+// Self is who a host is, as far as choosing its peers goes: what
+// overlayctl knows from overlayd's status file and etcd.
+type Self struct {
+	Kind      subnet.Kind
+	HostID    string
+	Subnet    netip.Prefix
+	PublicIP  netip.Addr
+	VTEPMAC   net.HardwareAddr
+	Underlay  datapath.Underlay
+	Advertise []netip.Prefix
+	// Routes are the host's own routes, which a gateway's LANs must not
+	// shadow.
+	Routes []netip.Prefix
+}
+
+// PeersFor is the peers host self programs in a network of config cfg,
+// and the records it rejects, built by the daemon's own code, so
+// overlayctl status and why judge the kernel exactly as overlayd would
+// program it.
+func PeersFor(self Self, cfg netconf.Config, leases []subnet.Lease) ([]datapath.Peer, []Rejection) {
+	l := local{Kind: self.Kind, HostID: self.HostID, Subnet: self.Subnet, PublicIP: self.PublicIP, VTEPMAC: self.VTEPMAC,
+		Underlay: self.Underlay, Advertise: self.Advertise, Routes: self.Routes, Config: cfg}
+	peers, _, rejected := acceptedPeers(l, leases)
+	return peers, rejected
+}
+
 // PeerMode is how a host with underlay u reaches the member of ls in a
 // network of config cfg: directly when the network routes directly and the
 // member's public IP is on the host's own L2 segment, else over VXLAN. A
 // gateway stays on VXLAN, both ways (selfGateway: this host is one): its
 // LANs are routed over VXLAN, and one path both ways keeps strict
-// reverse-path filters happy. overlayctl status uses it
-// too, so the two agree.
+// reverse-path filters happy.
 func PeerMode(cfg netconf.Config, u datapath.Underlay, selfGateway bool, ls subnet.Lease) datapath.PeerMode {
 	if cfg.DirectRouting && !selfGateway && len(ls.Advertise) == 0 && u.OnSegment(ls.PublicIP) {
 		return datapath.ModeDirect

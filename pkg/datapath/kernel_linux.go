@@ -61,6 +61,12 @@ func (*Kernel) EnsureBridge(spec BridgeSpec) error { return EnsureBridge(spec) }
 // answers "what does the kernel hold", drift included.
 func (*Kernel) Census(t PeerTarget, peers []Peer) (Census, error) { return TakeCensus(t, peers) }
 
+func (*Kernel) TxChecksumOffload(device string) (bool, error) { return TxChecksumOffload(device) }
+
+func (*Kernel) SetTxChecksumOffload(device string, on bool) error {
+	return SetTxChecksumOffload(device, on)
+}
+
 // SyncPeers is SyncPeersTarget, against what the last syncs left when
 // that is still known.
 func (k *Kernel) SyncPeers(t PeerTarget, peers []Peer) (Plan, error) {
