@@ -54,14 +54,25 @@ removed too, for devices made by releases that set no alias.`,
 					return fmt.Errorf("remove %s: %w", f, err)
 				}
 			}
-			if len(removed) == 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "nothing of network %s found on this host\n", g.network)
-				return nil
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", strings.Join(removed, ", "))
-			return nil
+			v := teardownView{Network: g.network, Removed: append([]string{}, removed...)}
+			return g.print(cmd, v, func(w io.Writer) error {
+				if len(removed) == 0 {
+					_, err := fmt.Fprintf(w, "nothing of network %s found on this host\n", g.network)
+					return err
+				}
+				_, err := fmt.Fprintf(w, "removed %s\n", strings.Join(removed, ", "))
+				return err
+			})
 		},
 	}
+}
+
+// teardownView is what teardown removed (its JSON form).
+type teardownView struct {
+	Network string `json:"network"`
+	// Removed names each thing removed (a device, routes, rules, a file);
+	// empty when nothing of the network was found.
+	Removed []string `json:"removed"`
 }
 
 // removeRules removes the network's FORWARD and masquerade rules and its
