@@ -1,6 +1,7 @@
 // Command overlayctl is the operator's tool for overlay: it writes network
-// configs, lists leases, shows this host's state and tears it down. It owns
-// nothing; it reads etcd, the host file and the kernel.
+// configs, lists and releases leases, shows this host's state and tears it
+// down; every command prints a table, or JSON with -o json (output.go). It
+// owns nothing; it reads etcd, the host file and the kernel.
 package main
 
 import (

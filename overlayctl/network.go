@@ -1,11 +1,14 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/netip"
 
 	"github.com/spf13/cobra"
 
+	"github.com/overlaynet/overlay/pkg/datapath"
 	"github.com/overlaynet/overlay/pkg/netconf"
 )
 
@@ -62,9 +65,7 @@ func newNetworkSetCmd(g *globals) *cobra.Command {
 			if old.EdgeCIDR.IsValid() && !cfg.EdgeCIDR.IsValid() {
 				fmt.Fprintf(cmd.ErrOrStderr(), "overlayctl: note: edgeCIDR %s is removed (set replaces the whole config; pass --edge-cidr %s to keep it)\n", old.EdgeCIDR, old.EdgeCIDR)
 			}
-			data, _ := cfg.Marshal()
-			fmt.Fprintf(cmd.OutOrStdout(), "network %s: %s\n", name, data)
-			return nil
+			return printConfig(g, cmd, "wrote network "+name, name, cfg)
 		},
 	}
 	cmd.Flags().StringVar(&cidr, "cidr", "", "IPv4 range of the whole network, e.g. 10.244.0.0/16 (required)")
@@ -94,9 +95,53 @@ func newNetworkGetCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			data, _ := cfg.Marshal()
-			fmt.Fprintln(cmd.OutOrStdout(), string(data))
-			return nil
+			return printConfig(g, cmd, "", args[0], cfg)
 		},
 	}
+}
+
+// printConfig prints a network's config: with -o json the document as it
+// is stored in etcd (what overlayd reads), else one field per row, after
+// heading when it is not empty.
+func printConfig(g *globals, cmd *cobra.Command, heading, name string, cfg netconf.Config) error {
+	data, err := cfg.Marshal()
+	if err != nil {
+		return fmt.Errorf("encode network config: %w", err)
+	}
+	return g.print(cmd, json.RawMessage(data), func(w io.Writer) error {
+		if heading != "" {
+			fmt.Fprintln(w, heading)
+		}
+		mtu := "derived: the smallest underlay MTU of all members - 50"
+		if cfg.MTU != 0 {
+			mtu = fmt.Sprint(cfg.MTU)
+		}
+		edge := "none (no edge host can join)"
+		if cfg.EdgeCIDR.IsValid() {
+			edge = cfg.EdgeCIDR.String()
+		}
+		rows := [][2]string{
+			{"NETWORK", name},
+			{"CIDR", cfg.Network.String()},
+			{"SUBNET LEN", fmt.Sprintf("/%d", cfg.SubnetLen)},
+			{"VNI", fmt.Sprintf("%d (device %s)", cfg.VNI, datapath.DeviceName(cfg.VNI))},
+			{"PORT", fmt.Sprintf("%d/udp", cfg.Port)},
+			{"MTU", mtu},
+			{"EDGE CIDR", edge},
+			{"IP MASQ", onIfTrue(cfg.IPMasq)},
+			{"DIRECT ROUTING", onIfTrue(cfg.DirectRouting)},
+		}
+		for _, r := range rows {
+			fmt.Fprintf(w, "%s\t%s\n", r[0], r[1])
+		}
+		return nil
+	})
+}
+
+// onIfTrue is a switch's table cell.
+func onIfTrue(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }

@@ -22,6 +22,7 @@ type globals struct {
 	timeout   time.Duration
 	network   string
 	runDir    string
+	output    outputFormat
 
 	cancel context.CancelFunc // ends the command's etcd deadline
 }
@@ -29,7 +30,7 @@ type globals struct {
 // newRootCmd returns the command tree and the function to call once it has
 // run.
 func newRootCmd() (*cobra.Command, func()) {
-	g := &globals{}
+	g := &globals{output: outputTable}
 	root := &cobra.Command{
 		Use:           "overlayctl",
 		Short:         "Operate an overlay network: config, leases, host status",
@@ -54,7 +55,8 @@ func newRootCmd() (*cobra.Command, func()) {
 	f.DurationVar(&g.timeout, "etcd-timeout", 5*time.Second, "timeout for the etcd requests of one command")
 	f.StringVar(&g.network, "network", "default", "network name")
 	f.StringVar(&g.runDir, "run-dir", hostfile.DefaultRunDir, "overlayd's run dir (where the host file is)")
-	root.AddCommand(newNetworkCmd(g), newLeasesCmd(g), newStatusCmd(g), newWhyCmd(g), newTeardownCmd(g))
+	f.VarP(&g.output, "output", "o", "output format: table (for people) or json (one document, for scripts)")
+	root.AddCommand(newNetworkCmd(g), newLeasesCmd(g), newLeaseCmd(g), newStatusCmd(g), newWhyCmd(g), newTeardownCmd(g))
 	return root, func() {
 		if g.cancel != nil {
 			g.cancel()

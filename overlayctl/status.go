@@ -1,12 +1,10 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/overlaynet/overlay/pkg/agent"
 	"github.com/overlaynet/overlay/pkg/datapath"
-	"github.com/overlaynet/overlay/pkg/firewall"
 	"github.com/overlaynet/overlay/pkg/hostfile"
 	"github.com/overlaynet/overlay/pkg/ingress"
 	"github.com/overlaynet/overlay/pkg/netconf"
@@ -409,74 +406,4 @@ func (g *globals) leases(cmd *cobra.Command) ([]subnet.Lease, netconf.Config, er
 	// Leases outside their kind's range (left from an earlier config) are
 	// not programmed by overlayd; don't report them as missing.
 	return slices.DeleteFunc(ls, func(l subnet.Lease) bool { return !l.Kind.Pool(cfg).Contains(l.Subnet) }), cfg, nil
-}
-
-func newTeardownCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "teardown",
-		Short: "Remove this host's overlay kernel state for the network (devices, routes, forward and masquerade rules, ingress filter), host file and ready stamp; stop overlayd first",
-		Long: `Removes every device overlayd made for the network, found by its alias
-"overlay:NETWORK" (so devices of an earlier VNI or port go too), the routes
-overlayd installed (protocol 86) inside the network's range, the FORWARD
-and masquerade rules, the VXLAN ingress filter (nftables table
-overlay-NETWORK), the host file and the ready stamp. Devices named in the host file are
-removed too, for devices made by releases that set no alias.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			path := hostfile.Path(g.runDir, g.network)
-			var also []datapath.OwnedLink
-			var cidr netip.Prefix
-			if hf, err := hostfile.Read(path); err == nil {
-				also = []datapath.OwnedLink{{Name: datapath.DeviceName(hf.VNI), Type: "vxlan"}}
-				if hf.Bridge != "" { // an edge host has none
-					also = append(also, datapath.OwnedLink{Name: hf.Bridge, Type: "bridge"})
-				}
-				cidr = hf.Network
-			}
-			removed, err := datapath.TeardownNetwork(g.network, cidr, also...)
-			if err != nil {
-				return err
-			}
-			rules, err := removeRules(g.network, cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			removed = append(removed, rules...)
-			for _, f := range []string{path, hostfile.ReadyPath(g.runDir, g.network)} {
-				if err := os.Remove(f); err == nil {
-					removed = append(removed, f)
-				} else if !errors.Is(err, os.ErrNotExist) {
-					return fmt.Errorf("remove %s: %w", f, err)
-				}
-			}
-			if len(removed) == 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "nothing of network %s found on this host\n", g.network)
-				return nil
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", strings.Join(removed, ", "))
-			return nil
-		},
-	}
-}
-
-// removeRules removes the network's FORWARD and masquerade rules and its
-// VXLAN ingress filter; a missing iptables is reported, not fatal (then
-// there are no rules to remove).
-func removeRules(network string, stderr io.Writer) ([]string, error) {
-	var removed []string
-	if tables, err := firewall.NewTables(); err != nil {
-		fmt.Fprintf(stderr, "overlayctl: forward and masquerade rules not checked: %v\n", err)
-	} else {
-		if err := tables.Forward(network).Remove(); err != nil {
-			return removed, err
-		}
-		if err := tables.Masq(network).Remove(); err != nil {
-			return removed, err
-		}
-		removed = append(removed, "forward and masquerade rules")
-	}
-	if err := ingress.New(network).Remove(); err != nil {
-		return removed, err
-	}
-	return append(removed, "vxlan ingress filter"), nil
 }

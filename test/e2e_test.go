@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -249,8 +250,9 @@ func TestLeaseDeletedRemovesPeer(t *testing.T) {
 		t.Fatalf("h2's host file changed after SIGTERM")
 	}
 	a.mustReach(t, b.IP) // both datapaths still in place, lease not yet expired
-	if out, err := c.Ctl("leases", "delete", subnet2, "--network", networkName); err != nil {
-		t.Fatalf("overlayctl leases delete %s: %v\n%s", subnet2, err, out)
+	// Released by hostname: overlayctl finds h2's lease among all.
+	if out, err := c.Ctl("lease", "release", fmt.Sprintf("h%d", h2.N), "--network", networkName); err != nil || !strings.Contains(out, "released "+subnet2) {
+		t.Fatalf("overlayctl lease release h%d: %v\n%s", h2.N, err, out)
 	}
 	waitFor(t, 20*time.Second, "h1 to drop its route to "+subnet2, func() bool { return !hasRoute() })
 	if err := a.Ping(b.IP, 1); err == nil {

@@ -246,7 +246,7 @@ func TestFaultTenHostsAtOnce(t *testing.T) {
 	// Churn after compaction: one host leaves and returns, the rest follow.
 	h := c.Hosts[4]
 	h.Daemon.Stop(10 * time.Second)
-	if _, err := c.Ctl("leases", "delete", h.HostFile().Subnet.String(), "--network", networkName); err != nil {
+	if _, err := c.Ctl("lease", "release", h.HostFile().Subnet.String(), "--network", networkName); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "the others to drop h5", func() bool { return len(c.Hosts[0].vxlanRoutes()) == 8 })

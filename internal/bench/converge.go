@@ -276,7 +276,7 @@ func (j joiner) leave(ctx context.Context, h *ClusterHost) error {
 	}
 	h.Daemon().Stop(5 * time.Second)
 	since := time.Now()
-	if _, err := j.c.Ctl("leases", "delete", hf.Subnet.String(), "--network", j.c.Network); err != nil {
+	if _, err := j.c.Ctl("lease", "release", hf.Subnet.String(), "--network", j.c.Network); err != nil {
 		return err
 	}
 	for _, k := range j.others {

@@ -457,9 +457,9 @@ func (a *Agent) leaseError(err error) error {
 	case errors.As(err, &conflict):
 		return fmt.Errorf("%w. Stop the other overlayd (same --state-dir contents, e.g. a copied %s) before starting this one", err, a.state.HostIDPath())
 	case errors.Is(err, subnet.ErrNetworkFull) && a.local.Kind == subnet.KindEdge:
-		return fmt.Errorf("lease an edge address in network %s: %w; delete leases of edge hosts that are gone (overlayctl leases, overlayctl leases delete ADDRESS/32) or give the network a larger --edge-cidr", a.cfg.Network, err)
+		return fmt.Errorf("lease an edge address in network %s: %w; release the leases of edge hosts that are gone (overlayctl leases, overlayctl lease release HOST|ADDRESS) or give the network a larger --edge-cidr", a.cfg.Network, err)
 	case errors.Is(err, subnet.ErrNetworkFull):
-		return fmt.Errorf("lease a subnet in network %s: %w; delete leases of hosts that are gone (overlayctl leases, overlayctl leases delete SUBNET) or give the network a larger --cidr", a.cfg.Network, err)
+		return fmt.Errorf("lease a subnet in network %s: %w; release the leases of hosts that are gone (overlayctl leases, overlayctl lease release HOST|SUBNET) or give the network a larger --cidr", a.cfg.Network, err)
 	}
 	return fmt.Errorf("lease a subnet in network %s: %w", a.cfg.Network, err)
 }

@@ -123,15 +123,14 @@ type reservation struct {
 // host ID and fenced by etcd lease), else its previous subnet if free and
 // not reserved for another host, else a random free one.
 func (c *Client) Acquire(ctx context.Context, req AcquireRequest) (*HeldLease, error) {
-	value, err := EncodeRecord(req.Record)
-	if err != nil {
+	if _, err := EncodeRecord(req.Record); err != nil {
 		return nil, fmt.Errorf("encode lease record: %w", err)
 	}
 	if req.TTL < time.Second {
 		return nil, fmt.Errorf("lease TTL %s is shorter than etcd's 1s granularity", req.TTL)
 	}
 	for range raceRetries {
-		h, err := c.tryAcquire(ctx, req, value)
+		h, err := c.tryAcquire(ctx, req)
 		if err != nil || h != nil {
 			return h, err
 		}
@@ -141,7 +140,7 @@ func (c *Client) Acquire(ctx context.Context, req AcquireRequest) (*HeldLease, e
 
 // tryAcquire makes one attempt; it returns nil, nil when another host
 // changed the map between our read and our write.
-func (c *Client) tryAcquire(ctx context.Context, req AcquireRequest, value string) (*HeldLease, error) {
+func (c *Client) tryAcquire(ctx context.Context, req AcquireRequest) (*HeldLease, error) {
 	snap, err := c.snapshotMap(ctx, req.Network, req.Record.HostID)
 	if err != nil {
 		return nil, err
@@ -150,13 +149,33 @@ func (c *Client) tryAcquire(ctx context.Context, req AcquireRequest, value strin
 		if err := fence(own, req); err != nil {
 			return nil, err
 		}
+		// The key is still this host's: it took the subnet back then, not
+		// now (an unknown time stays unknown rather than becoming now).
+		value, err := recordSince(req.Record, own.Record.Since)
+		if err != nil {
+			return nil, err
+		}
 		return c.claim(ctx, req, value, own.Subnet, snap, clientv3.LeaseID(own.Lease))
 	}
 	s, err := pickFree(req, snap)
 	if err != nil {
 		return nil, err
 	}
+	value, err := recordSince(req.Record, time.Now().UTC().Truncate(time.Second))
+	if err != nil {
+		return nil, err
+	}
 	return c.claim(ctx, req, value, s, snap, 0)
+}
+
+// recordSince encodes r as taken at since.
+func recordSince(r Record, since time.Time) (string, error) {
+	r.Since = since
+	value, err := EncodeRecord(r)
+	if err != nil {
+		return "", fmt.Errorf("encode lease record: %w", err)
+	}
+	return value, nil
 }
 
 // fence decides whether this process may take over its own key: only when

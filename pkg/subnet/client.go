@@ -626,6 +626,68 @@ func (c *Client) Leases(ctx context.Context, network string) ([]Lease, int64, er
 	return leases, resp.Header.Revision, nil
 }
 
+// LeaseTTL is what etcd says of one etcd lease.
+type LeaseTTL struct {
+	// Left is the time until the lease expires unless it is renewed, in
+	// etcd's whole seconds (0 in its last second and once expired).
+	Left time.Duration
+	// Granted is the TTL the lease was granted with; 0 when it has expired.
+	Granted time.Duration
+}
+
+// Expired reports whether etcd no longer knows the lease.
+func (t LeaseTTL) Expired() bool { return t.Granted == 0 }
+
+// leaseTTLQueries bounds the TimeToLive requests in flight: one per lease,
+// so a network of thousands of hosts is read in a few hundred round trips
+// without flooding etcd.
+const leaseTTLQueries = 32
+
+// LeaseTTLs asks etcd how long each etcd lease (Lease.EtcdLease) has left.
+// A lease that expired since it was listed is in the map as expired, not
+// an error; ID 0 (a key bound to no lease) and repeats are skipped.
+func (c *Client) LeaseTTLs(ctx context.Context, ids []int64) (map[int64]LeaseTTL, error) {
+	var todo []int64
+	out := make(map[int64]LeaseTTL, len(ids))
+	for _, id := range ids {
+		if _, seen := out[id]; id != 0 && !seen {
+			out[id] = LeaseTTL{}
+			todo = append(todo, id)
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		mu    sync.Mutex
+		first error
+		wg    sync.WaitGroup
+		slots = make(chan struct{}, leaseTTLQueries)
+	)
+	for _, id := range todo {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			resp, err := c.cli.TimeToLive(ctx, clientv3.LeaseID(id))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil:
+				if first == nil {
+					first = fmt.Errorf("read TTL of etcd lease %x: %w", id, err)
+					cancel()
+				}
+			case resp.TTL >= 0: // etcd answers -1 for a lease it no longer has
+				out[id] = LeaseTTL{Left: time.Duration(resp.TTL) * time.Second, Granted: time.Duration(resp.GrantedTTL) * time.Second}
+			}
+		})
+	}
+	wg.Wait()
+	if first != nil {
+		return nil, first
+	}
+	return out, nil
+}
+
 func (c *Client) parseLease(network string, key, value []byte) (Lease, error) {
 	s, err := c.keys.ParseSubnetKey(network, string(key))
 	if err != nil {

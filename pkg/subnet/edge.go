@@ -55,10 +55,10 @@ func strandedReservation(cfg netconf.Config, reserved map[netip.Prefix]reservati
 		edge := s.Bits() == 32
 		switch {
 		case !edge && cfg.EdgeCIDR.IsValid() && s.Overlaps(cfg.EdgeCIDR):
-			return fmt.Errorf("edgeCIDR %s overlaps container subnet %s, reserved for host %s, which went away recently and gets it back if it returns within its quarantine: pick another edge range, or evict it with overlayctl leases delete %s",
+			return fmt.Errorf("edgeCIDR %s overlaps container subnet %s, reserved for host %s, which went away recently and gets it back if it returns within its quarantine: pick another edge range, or release it with overlayctl lease release %s",
 				cfg.EdgeCIDR, s, hostID, s)
 		case edge && !cfg.ContainsEdge(s):
-			return fmt.Errorf("edge address %s, reserved for edge host %s, which went away recently, would lie outside the edge range %s: keep a range that holds it, or evict it with overlayctl leases delete %s",
+			return fmt.Errorf("edge address %s, reserved for edge host %s, which went away recently, would lie outside the edge range %s: keep a range that holds it, or release it with overlayctl lease release %s",
 				s.Addr(), hostID, edgeRangeName(cfg), s)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/overlaynet/overlay/pkg/netconf"
 )
@@ -42,6 +43,13 @@ type Record struct {
 	// Advertise lists the LANs an edge host forwards for (a gateway):
 	// every other member routes them to its VTEP.
 	Advertise []netip.Prefix `json:"advertise,omitempty"`
+	// Since is when the holder took this subnet (UTC, whole seconds), for
+	// the lease's age in overlayctl leases. Acquire sets it on a newly
+	// written key; a key the host takes over as its own (a restart that
+	// adopts its live key) and a put-back of a deleted key keep it. Records
+	// from releases before it have none (zero: age unknown). Added without a
+	// version bump: readers ignore fields they don't know.
+	Since time.Time `json:"since,omitzero"`
 }
 
 // Lease is one host's claim on a subnet, as read from etcd.

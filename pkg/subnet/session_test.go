@@ -207,7 +207,7 @@ func TestListAndFollowBacksOffWhenWatchKeepsFailing(t *testing.T) {
 
 func withLease(id clientv3.LeaseID) clientv3.OpOption { return clientv3.WithLease(id) }
 
-// Evicting a lease (overlayctl leases delete) frees the subnet from its
+// Evicting a lease (overlayctl lease release) frees the subnet from its
 // quarantine: the operator says the host is gone for good.
 func TestDeleteLeaseEndsQuarantine(t *testing.T) {
 	srv := etcdtest.New(t)
