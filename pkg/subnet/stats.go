@@ -30,8 +30,16 @@ type stats struct {
 	relists map[string]uint64
 }
 
+// operations are the values of RequestErrors' keys, each present from
+// the start, so a series exists (at 0) before the first failure.
+var operations = []string{"get", "put", "txn", "delete", "lease_grant", "lease_revoke", "lease_ttl", "other"}
+
 func newStats() *stats {
-	return &stats{errors: map[string]uint64{}, relists: map[string]uint64{}}
+	s := &stats{errors: map[string]uint64{}, relists: map[string]uint64{}}
+	for _, op := range operations {
+		s.errors[op] = 0
+	}
+	return s
 }
 
 // Stats returns a copy of the counters.
@@ -51,12 +59,14 @@ func (c *Client) Stats() Stats {
 	return out
 }
 
-func (s *stats) relisted(network string) {
+// relisted counts a re-list of network's leases; n is 0 for the first
+// list, which only makes the network's counter exist.
+func (s *stats) relisted(network string, n uint64) {
 	if s == nil { // a Client made by hand in a test
 		return
 	}
 	s.mu.Lock()
-	s.relists[network]++
+	s.relists[network] += n
 	s.mu.Unlock()
 }
 

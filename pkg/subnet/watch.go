@@ -50,12 +50,10 @@ func (c *Client) WatchLeases(ctx context.Context, network string, onSnapshot fun
 // ends: a list, then a watch from the list's revision; on any watch failure
 // a fresh list replaces the set.
 func (c *Client) FollowLeases(ctx context.Context, network string, feed *LeaseFeed) {
-	first := true
+	var relist uint64 // 0 for the first list
 	listAndFollow(ctx, func() error {
-		if !first {
-			c.stats.relisted(network)
-		}
-		first = false
+		c.stats.relisted(network, relist)
+		relist = 1
 		leases, rev, err := c.Leases(ctx, network)
 		if err != nil {
 			c.log.Warn("list leases failed; retrying", "network", network, "err", err)
