@@ -14,17 +14,18 @@ import (
 	"github.com/overlaynet/overlay/pkg/firewall"
 	"github.com/overlaynet/overlay/pkg/hostfile"
 	"github.com/overlaynet/overlay/pkg/ingress"
+	"github.com/overlaynet/overlay/pkg/statusfile"
 )
 
 func newTeardownCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "teardown",
-		Short: "Remove this host's overlay kernel state for the network (devices, routes, forward and masquerade rules, ingress filter), host file and ready stamp; stop overlayd first",
+		Short: "Remove this host's overlay kernel state for the network (devices, routes, forward and masquerade rules, ingress filter), host file, ready stamp and status file; stop overlayd first",
 		Long: `Removes every device overlayd made for the network, found by its alias
 "overlay:NETWORK" (so devices of an earlier VNI or port go too), the routes
 overlayd installed (protocol 86) inside the network's range, the FORWARD
 and masquerade rules, the VXLAN ingress filter (nftables table
-overlay-NETWORK), the host file and the ready stamp. Devices named in the host file are
+overlay-NETWORK), the host file, the ready stamp and the status file. Devices named in the host file are
 removed too, for devices made by releases that set no alias.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -47,7 +48,7 @@ removed too, for devices made by releases that set no alias.`,
 				return err
 			}
 			removed = append(removed, rules...)
-			for _, f := range []string{path, hostfile.ReadyPath(g.runDir, g.network)} {
+			for _, f := range []string{path, hostfile.ReadyPath(g.runDir, g.network), statusfile.Path(g.runDir, g.network)} {
 				if err := os.Remove(f); err == nil {
 					removed = append(removed, f)
 				} else if !errors.Is(err, os.ErrNotExist) {
