@@ -38,6 +38,14 @@ func (a *Agent) publishSelf(w Wanted) {
 // when something in it changed, and at least once per resync interval.
 const statusCheckInterval = time.Second
 
+// writeSpacing is the least time between two writes of a status with n
+// peers: a second, plus a millisecond per peer, so that at 10 000 peers,
+// whose probe states change every second while they are first probed,
+// the 3 MB file is not encoded and written every second.
+func writeSpacing(n int) time.Duration {
+	return statusCheckInterval + time.Duration(n)*time.Millisecond
+}
+
 // reportStatus keeps the status file until ctx ends; it is the file's only
 // writer.
 func (a *Agent) reportStatus(ctx context.Context) {
@@ -48,7 +56,8 @@ func (a *Agent) reportStatus(ctx context.Context) {
 	var lastWrite time.Time
 	for {
 		s, key := a.status()
-		if key != lastKey || time.Since(lastWrite) >= a.cfg.ResyncInterval {
+		since := time.Since(lastWrite)
+		if (key != lastKey && since >= writeSpacing(len(s.Peers))) || since >= a.cfg.ResyncInterval {
 			if err := statusfile.Write(path, s); err != nil {
 				a.log.Warn("cannot write the status file; overlayctl status shows less", "path", path, "err", err)
 			} else {
