@@ -3,7 +3,7 @@ package probe
 import (
 	"cmp"
 	"container/heap"
-		"math"
+	"math"
 	"net/netip"
 	"slices"
 	"strconv"
