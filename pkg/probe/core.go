@@ -356,6 +356,11 @@ func (c *core) logChange(t *target, prev State) {
 		log.Info("peer answers over the overlay again", append(attrs,
 			"overlay_rtt", t.paths[overlay].stats.RTT)...)
 	case StateOverlayBroken:
+		if err := t.paths[overlay].stats.LastError; err != "" {
+			log.Warn("peer answers on the underlay but echoes over the overlay cannot be sent: "+
+				"this host has no usable route to the peer's VTEP address", append(attrs, "error", err)...)
+			return
+		}
 		log.Warn("peer answers on the underlay but not over the overlay: "+
 			"the VXLAN port (UDP "+portString(c.cfg.Port)+") is blocked on the path, "+
 			"or checksum offload corrupts encapsulated packets", append(attrs,

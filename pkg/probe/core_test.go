@@ -459,3 +459,27 @@ func TestParseTakesOnlyOurReplies(t *testing.T) {
 		t.Error("a reply with another ID taken")
 	}
 }
+
+func TestOverlaySendFailureNamed(t *testing.T) {
+	t.Parallel()
+	tg := nthTarget(11)
+	s := newStateRun(t, tg)
+	for range 3 {
+		echoes, _ := s.c.poll(s.now)
+		for _, e := range echoes {
+			if e.addr == tg.Overlay {
+				s.c.sendFailed(e.seq, fmt.Errorf("sendto: network is unreachable"), s.now)
+			} else {
+				s.c.reply(e.seq, e.addr, s.now.Add(time.Millisecond))
+			}
+		}
+		s.now = s.now.Add(time.Second)
+	}
+	r := s.c.results()[0]
+	if r.State != StateOverlayBroken || r.OverlayPath.LastError != "sendto: network is unreachable" {
+		t.Fatalf("overlay echoes failing to send: %s, last error %q", r.State, r.OverlayPath.LastError)
+	}
+	if log := s.log.String(); !strings.Contains(log, "echoes over the overlay cannot be sent") || strings.Contains(log, "VXLAN port") {
+		t.Errorf("log should name the send failure, not the port:\n%s", log)
+	}
+}

@@ -6,9 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestProbeOverlayBlocked follows one peer through healthy, VXLAN port
@@ -202,4 +206,46 @@ func TestUDPChecksumErrors(t *testing.T) {
 	if v := read(a); v != 0 {
 		t.Errorf("sender's Udp InCsumErrors %d, want 0 (the counter is per namespace)", v)
 	}
+}
+
+// TestRunWithoutCapNetRaw drops CAP_NET_RAW on one thread (capabilities
+// are per thread) and runs a Prober there: Run must fail at once.
+func TestRunWithoutCapNetRaw(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (to hold CAP_NET_RAW and drop it): run make test as root")
+	}
+	errc := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread exits with the goroutine, so the
+		// dropped capability never reaches other goroutines.
+		runtime.LockOSThread()
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &data[0]); err != nil {
+			errc <- fmt.Errorf("capget: %w", err)
+			return
+		}
+		data[0].Effective &^= 1 << unix.CAP_NET_RAW
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			errc <- fmt.Errorf("capset: %w", err)
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err := New(Config{}).Run(ctx)
+		if ctx.Err() != nil {
+			err = fmt.Errorf("Run returned only when its context ended (%v), not at once", err)
+		} else if err == nil {
+			err = errors.New("Run returned nil")
+		} else {
+			err = fmt.Errorf("ok: %w", err)
+		}
+		errc <- err
+	}()
+	err := <-errc
+	if err == nil || !strings.HasPrefix(err.Error(), "ok: ") || !strings.Contains(err.Error(), "CAP_NET_RAW") {
+		t.Fatalf("Run without CAP_NET_RAW: %v; want an error at once that names CAP_NET_RAW", err)
+	}
+	t.Log(err)
 }

@@ -25,7 +25,7 @@ type conn struct {
 func listen(id identity, dontFragment bool) (*conn, error) {
 	c, err := net.ListenIP("ip4:icmp", &net.IPAddr{IP: net.IPv4zero})
 	if err != nil {
-		return nil, fmt.Errorf("open raw ICMP socket (needs root or CAP_NET_RAW): %w", err)
+		return nil, fmt.Errorf("open raw ICMP socket: %w (ICMP probes need CAP_NET_RAW: run as root or grant the capability)", err)
 	}
 	var f ipv4.ICMPFilter
 	f.SetAll(true)
