@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 # or the plugins call are listed: ip and tc (iproute2; the e2e tests read
 # the bandwidth plugin's qdiscs with tc), iptables (the chained portmap and
 # firewall plugins; ip6tables comes with it), ping (ping matrix), iperf3 (throughput),
-# ethtool (make bench's offload variants),
+# ethtool (make bench's offload variants), nft (pkg/probe's tests drop one
+# prober's echoes by ICMP ID),
 # jq (parsing cnitool/overlayctl JSON), curl (e2e writes a bad config through
 # etcd's JSON gateway), pgrep/ps (procps), and the runtimes the e2e tests
 # drive: podman 4.3 (CNI backend; conmon comes with it), containerd 1.6 (ctr,
@@ -25,6 +26,7 @@ declare -A PKG_FOR=(
 	[ping]=iputils-ping
 	[iperf3]=iperf3
 	[ethtool]=ethtool
+	[nft]=nftables
 	[jq]=jq
 	[curl]=curl
 	[pgrep]=procps

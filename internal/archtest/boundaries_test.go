@@ -15,6 +15,7 @@ import (
 // code may import it.
 var owners = map[string]string{
 	"github.com/vishvananda/netlink": "pkg/datapath",
+	"github.com/safchain/ethtool":    "pkg/datapath",
 	"go.etcd.io/etcd/client/v3":      "pkg/subnet",
 	"github.com/coreos/go-iptables":  "pkg/firewall",
 	"github.com/google/nftables":     "pkg/ingress",

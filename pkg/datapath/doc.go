@@ -1,4 +1,5 @@
-// Package datapath is the only package of overlay that talks netlink. It owns
+// Package datapath is the only package of overlay that talks netlink (and
+// ethtool: the VXLAN device's tx checksum offload, offload_linux.go). It owns
 // the kernel objects of one overlay network on one host:
 //
 //   - the VXLAN device overlay.VNI (learning off, stable MAC, the host
