@@ -120,8 +120,9 @@ func newAgents(cfg Config, found tablesFound, base agent.Deps) ([]*agent.Agent, 
 			return nil, fmt.Errorf("--ingress-filter=false: remove the filter an earlier run left: %w", err)
 		}
 		if cfg.ProbeInterval > 0 {
-			deps.Prober = probe.New(probe.Config{Interval: cfg.ProbeInterval, Rate: cfg.ProbeRate,
-				Log: base.Log.With("network", n.Name, "component", "probe")})
+			// No logger: the agent logs the peers' state changes, with
+			// the network's VXLAN port and what to do.
+			deps.Prober = probe.New(probe.Config{Interval: cfg.ProbeInterval, Rate: cfg.ProbeRate})
 		}
 		acfg := cfg.agentConfig(n)
 		for _, other := range cfg.Networks {

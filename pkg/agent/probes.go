@@ -83,6 +83,11 @@ func (a *Agent) noteProbe(r probe.Result, was probe.State) {
 			a.log.Info("peer answers through the overlay again", attrs...)
 		}
 	case probe.StateOverlayBroken:
+		if err := r.OverlayPath.LastError; err != "" {
+			a.log.Warn("peer answers on the underlay but probes through the overlay cannot be sent: this host has no usable route to the peer's VTEP address",
+				append(attrs, "error", err)...)
+			return
+		}
 		fix := "if it is checksum offload, turn it off on this host's VXLAN device: overlayd --fix-checksum-offload, or ethtool -K " +
 			datapath.DeviceName(a.local.Config.VNI) + " tx off"
 		a.log.Warn("peer answers on the underlay but not through the overlay: the VXLAN port (UDP "+
