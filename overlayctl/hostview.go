@@ -120,6 +120,12 @@ func (v *hostView) overlaydNote(now time.Time) (running bool, note string) {
 	return true, fmt.Sprintf("overlayd pid %d, status written %s ago", v.status.PID, now.Sub(v.status.Written).Round(time.Second))
 }
 
+// overlaydRunning says whether overlayd runs now (overlaydNote).
+func (v *hostView) overlaydRunning() bool {
+	running, _ := v.overlaydNote(time.Now())
+	return running
+}
+
 // probeOf is overlayd's probe result for peer (nil without one).
 func (v *hostView) probeOf(peer netip.Prefix) *statusfile.PeerProbe {
 	if v.status == nil {

@@ -152,8 +152,10 @@ func (v *hostView) whySteps(ctx context.Context, ip netip.Addr) []whyStep {
 		return append(steps, v.rejectedStep(l))
 	}
 	steps = append(steps, v.ownLeaseStep())
-	steps = append(steps, v.kernelSteps(peer, ip)...)
-	return append(steps, v.liveSteps(ctx, peer, l, ip)...)
+	kernel := v.kernelSteps(peer, ip)
+	steps = append(steps, kernel...)
+	whole := !slices.ContainsFunc(kernel, func(s whyStep) bool { return !s.OK })
+	return append(steps, v.liveSteps(ctx, peer, l, ip, whole)...)
 }
 
 // peerFor is the wanted peer of lease l (false: this host rejects it).
@@ -264,7 +266,9 @@ func installedFDB(in datapath.Installed, p datapath.Peer) string {
 
 // liveSteps probe the peer now: through the overlay and on the underlay,
 // with a full-size packet, and the address itself.
-func (v *hostView) liveSteps(ctx context.Context, peer datapath.Peer, l subnet.Lease, ip netip.Addr) []whyStep {
+// kernelWhole says whether the kernel steps passed: if not, the overlay
+// cannot answer, and the probe says so rather than blame the path.
+func (v *hostView) liveSteps(ctx context.Context, peer datapath.Peer, l subnet.Lease, ip netip.Addr, kernelWhole bool) []whyStep {
 	var over, under probe.PathStats
 	var overErr, underErr error
 	var wg sync.WaitGroup
@@ -276,11 +280,15 @@ func (v *hostView) liveSteps(ctx context.Context, peer datapath.Peer, l subnet.L
 	}
 	pr := whyStep{Step: "probe", OK: over.Received > 0,
 		Detail: fmt.Sprintf("through the overlay (%s): %s; on the underlay (%s): %s", peer.VTEPIP, echoText(over), peer.PublicIP, echoText(under))}
-	if known := v.probeOf(peer.Subnet); known != nil {
+	if known := v.probeOf(peer.Subnet); known != nil && v.overlaydRunning() {
 		pr.Detail += fmt.Sprintf("; overlayd's probes say %s", known.State)
 	}
 	switch {
 	case pr.OK:
+	case !kernelWhole:
+		pr.code = whyRoute // not reached: a kernel step failed first
+		pr.Detail = "no answer through the overlay, as expected while the kernel lacks the entries above. " + pr.Detail
+		pr.Fix = "fix the kernel entries first"
 	case under.Received > 0:
 		pr.code = whyBlocked
 		pr.Detail = fmt.Sprintf("%s (%s) answers on the underlay but not through the overlay: UDP port %d (VXLAN) is blocked on the path, or checksum offload corrupts encapsulated packets. %s",
