@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -145,6 +147,8 @@ func TestMetricsMatchKernelAndEtcd(t *testing.T) {
 	}
 	c.startEtcd()
 	waitFor(t, 30*time.Second, "/readyz 200 with the lease back", func() bool { return h1.httpCode(addr, "/readyz") == "200" })
+	requireServed(t, m, "../conf/grafana-dashboard.json", "../conf/prometheus-rules.yml")
+
 	// Failures are counted from 0 (pkg/subnet's tests provoke them); the
 	// series exist before the first, so rate() works from the start.
 	m = h1.scrape(t, addr)
@@ -152,6 +156,43 @@ func TestMetricsMatchKernelAndEtcd(t *testing.T) {
 		"overlay_udp_checksum_errors_total"} {
 		if _, ok := m[series]; !ok {
 			t.Errorf("%s is not served: %v", series, filter(m, "overlay_etcd"))
+		}
+	}
+}
+
+// requireServed checks that every overlay_* series the shipped dashboard
+// and alerts query is one overlayd serves (scraped: m), so they never
+// show "no data" for a name that does not exist.
+func requireServed(t *testing.T, m map[string]float64, files ...string) {
+	t.Helper()
+	served := map[string]bool{}
+	for series := range m {
+		name, _, _ := strings.Cut(series, "{")
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			name = strings.TrimSuffix(name, suffix)
+		}
+		served[name] = true
+	}
+	// Series that exist only once something happened, or only with a
+	// filter in place (ingress drops are served: the filter is on).
+	for _, name := range []string{"overlay_lease_records_rejected_total", "overlay_drift_repaired_total",
+		"overlay_peer_probe_rtt_seconds", "overlay_peer_probe_loss_ratio", "overlay_peer_overlay_broken",
+		"overlay_peer_probe_state_changes_total"} {
+		served[name] = true
+	}
+	names := regexp.MustCompile(`overlay_[a-z_]+`)
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range names.FindAllString(string(data), -1) {
+			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+				name = strings.TrimSuffix(name, suffix)
+			}
+			if !served[name] {
+				t.Errorf("%s queries %s, which overlayd does not serve", f, name)
+			}
 		}
 	}
 }
