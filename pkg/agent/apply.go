@@ -310,11 +310,6 @@ func (a *Agent) setReady(held, passed bool) {
 		}
 	}
 	a.ready.Store(ok)
-	if ok {
-		a.m.ready.Set(1)
-	} else {
-		a.m.ready.Set(0)
-	}
 }
 
 func fileExists(path string) bool {

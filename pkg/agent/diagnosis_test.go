@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"os"
 	"slices"
@@ -183,7 +184,7 @@ func TestAgentNotReadyWithoutHostFile(t *testing.T) {
 	if err := os.Remove(hostfile.Path(h.cfg.RunDir, "default")); err != nil {
 		t.Fatal(err)
 	}
-	if a.Ready() {
+	if a.Ready() || testutil.ToFloat64(a.readiness()) != 0 {
 		t.Fatal("ready with the host file gone")
 	}
 	eventually(t, 3*time.Second, "ready again", a.Ready)
@@ -209,5 +210,20 @@ overlay_peers_programmed{network="default"} 2
 	n, err := testutil.GatherAndCount(h.reg, "overlay_datapath_entries", "overlay_lease_info", "overlay_lease_expiry_seconds")
 	if err != nil || n != 6 {
 		t.Fatalf("%d series (%v), want 4 entry kinds, the lease info and its expiry", n, err)
+	}
+}
+
+// A kernel that cannot be read leaves its series out of the scrape; the
+// rest is still served (an invalid metric would fail the whole scrape).
+func TestAgentScrapeSurvivesKernelReadError(t *testing.T) {
+	h := newHarness(t, etcdtest.New(t))
+	setConfig(t, h.etcd, testNet)
+	h.start()
+	h.dp.mu.Lock()
+	h.dp.failCensus = errors.New("look up device overlay.1: not found")
+	h.dp.mu.Unlock()
+	n, err := testutil.GatherAndCount(h.reg, "overlay_datapath_entries", "overlay_ready")
+	if err != nil || n != 1 {
+		t.Fatalf("scrape with the kernel unreadable: %d series of entries and readiness, err %v; want readiness alone", n, err)
 	}
 }

@@ -24,8 +24,11 @@ type fakeDatapath struct {
 	failVX   error
 	underlay datapath.Underlay
 	changed  func(string)
-	// txOn is each device's tx checksum offload; a device starts with it on.
+	// txOff is each device's tx checksum offload turned off; a device
+	// starts with it on.
 	txOff map[string]bool
+	// failCensus, when set, is what Census returns.
+	failCensus error
 }
 
 func newFakeDatapath() *fakeDatapath {
@@ -99,6 +102,9 @@ func (f *fakeDatapath) SyncPeers(t datapath.PeerTarget, peers []datapath.Peer) (
 func (f *fakeDatapath) Census(t datapath.PeerTarget, wanted []datapath.Peer) (datapath.Census, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.failCensus != nil {
+		return datapath.Census{}, f.failCensus
+	}
 	have := f.peers[t.Device]
 	n := datapath.Census{Routes: len(have), Neighs: len(have), FDB: len(have)}
 	for _, p := range wanted {

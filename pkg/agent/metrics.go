@@ -21,7 +21,6 @@ type metrics struct {
 	peers            prometheus.Gauge
 	leaseHeld        prometheus.Gauge
 	leaseInfo        *prometheus.GaugeVec
-	ready            prometheus.Gauge
 	leaseAcquired    prometheus.Counter
 	leaseLost        prometheus.Counter
 	subnetChanges    prometheus.Counter
@@ -51,7 +50,6 @@ func newMetrics(network string, reg prometheus.Registerer) *metrics {
 		leaseInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "overlay_lease_info",
 			Help: "1, labelled with this host's lease: subnet, VTEP address and MAC, public IP, kind (host or edge).", ConstLabels: labels},
 			[]string{"subnet", "vtep_ip", "vtep_mac", "public_ip", "kind"}),
-		ready:         gauge("overlay_ready", "1 while the lease is held, the last pass succeeded and the host file is written (/readyz)."),
 		leaseAcquired: counter("overlay_lease_acquisitions_total", "Subnet leases acquired (1 at start, more after a lost lease)."),
 		leaseLost:     counter("overlay_lease_losses_total", "Times this host's lease was lost (expired, or its key taken)."),
 		subnetChanges: counter("overlay_subnet_changes_total", "Times this host had to take a subnet other than the one it held."),
@@ -65,7 +63,7 @@ func newMetrics(network string, reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.reconciles, m.reconcileErrors, m.reconcileSeconds, m.lastReconcile, m.lastRepair, m.peers,
-			m.leaseHeld, m.leaseInfo, m.ready, m.leaseAcquired, m.leaseLost, m.subnetChanges, m.rejected, m.repaired,
+			m.leaseHeld, m.leaseInfo, m.leaseAcquired, m.leaseLost, m.subnetChanges, m.rejected, m.repaired,
 			m.probeChanges, m.txChecksumOff)
 	}
 	return m
@@ -131,8 +129,9 @@ func (c *kernelCollector) Collect(ch chan<- prometheus.Metric) {
 	n, err := c.a.deps.Datapath.Census(w.target(), w.Peers)
 	c.mu.Unlock()
 	if err != nil {
-		c.a.log.Warn("cannot read the kernel's entries for the metrics", "err", err)
-		ch <- prometheus.NewInvalidMetric(c.entries, err)
+		// Left out rather than an invalid metric, which would fail the
+		// whole scrape while the device is being recreated.
+		c.a.log.Warn("cannot read the kernel's entries for the metrics; overlay_datapath_entries and overlay_peers_programmed left out of this scrape", "err", err)
 		return
 	}
 	for kind, v := range map[string]int{"route": n.Routes, "direct_route": n.Direct, "neigh": n.Neighs, "fdb": n.FDB} {
@@ -219,9 +218,16 @@ func (m *metrics) passDone(end time.Time, repaired bool) {
 	}
 }
 
+// readiness exports Ready, as /readyz answers it.
+func (a *Agent) readiness() prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "overlay_ready",
+		Help:        "1 while the lease is held, the last pass succeeded and the host file is on disk (what /readyz answers).",
+		ConstLabels: prometheus.Labels{"network": a.cfg.Network}}, func() float64 { return boolFloat(a.Ready()) })
+}
+
 // registerCollectors adds what is read at scrape time.
 func (a *Agent) registerCollectors(reg prometheus.Registerer) {
-	reg.MustRegister(a.leaseExpiry(), newKernelCollector(a))
+	reg.MustRegister(a.leaseExpiry(), a.readiness(), newKernelCollector(a))
 	if a.deps.Prober != nil {
 		reg.MustRegister(newProbeCollector(a.cfg.Network, a.deps.Prober))
 	}
