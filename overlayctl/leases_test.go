@@ -128,6 +128,9 @@ func TestLeasesTableAndJSON(t *testing.T) {
 	host := n.acquire(record(1, subnet.KindHost), 30*time.Second)
 	gw := n.acquire(record(2, subnet.KindEdge, "192.168.10.0/24"), 30*time.Second)
 	legacy := netip.MustParsePrefix("10.244.77.0/24")
+	if host.Subnet == legacy { // the host's random pick: don't overwrite it
+		legacy = netip.MustParsePrefix("10.244.78.0/24")
+	}
 	n.putRaw(legacy, record(3, subnet.KindHost))
 
 	views := n.leasesJSON()
