@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -58,19 +57,7 @@ func setConfig(t *testing.T, c *subnet.Client, cfg netconf.Config) {
 // start starts the agent and runs it until the test ends.
 func (h *harness) start() *Agent {
 	h.t.Helper()
-	a, err := New(h.cfg, Deps{Etcd: h.etcd, Datapath: h.dp, Registry: h.reg})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	if err := a.Start(h.t.Context()); err != nil {
-		h.t.Fatalf("start: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { a.Run(ctx); close(done) }()
-	h.t.Cleanup(func() { cancel(); <-done })
-	h.a = a
-	return a
+	return h.startWithProber(nil)
 }
 
 // peer leases a subnet for another host directly in etcd.

@@ -72,6 +72,7 @@ func (f *fakeProber) targetList() []probe.Target {
 	return slices.Clone(f.targets)
 }
 
+// startWithProber is start with a prober (nil: none).
 func (h *harness) startWithProber(p Prober) *Agent {
 	h.t.Helper()
 	a, err := New(h.cfg, Deps{Etcd: h.etcd, Datapath: h.dp, Registry: h.reg, Prober: p})
