@@ -26,7 +26,6 @@ import (
 	"github.com/overlaynet/overlay/pkg/datapath"
 	"github.com/overlaynet/overlay/pkg/hostfile"
 	"github.com/overlaynet/overlay/pkg/netconf"
-	"github.com/overlaynet/overlay/pkg/probe"
 	"github.com/overlaynet/overlay/pkg/reconcile"
 	"github.com/overlaynet/overlay/pkg/state"
 	"github.com/overlaynet/overlay/pkg/statusfile"
@@ -110,7 +109,6 @@ type Agent struct {
 	local    local
 	rejected map[Rejection]bool
 	mtu      int // the overlay MTU last published
-	probed   map[netip.Prefix]probe.State
 	selfGen  uint64
 
 	feed    *subnet.LeaseFeed
@@ -145,6 +143,9 @@ type Agent struct {
 	self       atomic.Pointer[selfView]
 	sessionRef atomic.Pointer[subnet.Session]
 	probeErr   atomic.Pointer[error]
+	// probeMoves counts the peers' probe state changes seen, so the
+	// status file is rewritten when one happened.
+	probeMoves atomic.Uint64
 }
 
 func (c Config) checkKind() error {
@@ -188,7 +189,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	}
 	a := &Agent{
 		cfg: cfg, deps: deps, log: log, m: newMetrics(cfg.Network, deps.Registry),
-		state: state.Dir{Path: cfg.StateDir}, rejected: map[Rejection]bool{}, probed: map[netip.Prefix]probe.State{},
+		state: state.Dir{Path: cfg.StateDir}, rejected: map[Rejection]bool{},
 		feed: subnet.NewLeaseFeed(), configs: make(chan netconf.Config),
 	}
 	if deps.Registry != nil {

@@ -55,9 +55,7 @@ func (a *Agent) control(ctx context.Context) {
 func (a *Agent) publish() Wanted {
 	// A fresh snapshot each time rather than one kept here: with 10 000
 	// leases a copy is 2 MB the daemon would carry for nothing.
-	leases := a.feed.Snapshot()
-	w, rejected := buildWanted(a.local, leases)
-	a.setProbeTargets(w.Peers, leases)
+	w, rejected := buildWanted(a.local, a.feed.Snapshot())
 	a.publishSelf(w)
 	a.noteRejections(rejected)
 	a.noteMTU(w)

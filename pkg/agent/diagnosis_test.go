@@ -25,6 +25,7 @@ type fakeProber struct {
 	mu      sync.Mutex
 	targets []probe.Target
 	results map[netip.Prefix]probe.State
+	moved   []probe.Transition
 	changes chan struct{}
 }
 
@@ -56,9 +57,22 @@ func (f *fakeProber) Results() []probe.Result {
 func (f *fakeProber) Changes() <-chan struct{}      { return f.changes }
 func (f *fakeProber) PeerInterval() time.Duration   { return 5 * time.Second }
 func (f *fakeProber) Run(ctx context.Context) error { <-ctx.Done(); return nil }
+func (f *fakeProber) Transitions() []probe.Transition {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := f.moved
+	f.moved = nil
+	return out
+}
+
 func (f *fakeProber) set(p netip.Prefix, st probe.State) {
 	f.mu.Lock()
+	was, ok := f.results[p]
+	if !ok {
+		was = probe.StateUnknown
+	}
 	f.results[p] = st
+	f.moved = append(f.moved, probe.Transition{Result: probe.Result{Peer: p, State: st}, Was: was})
 	f.mu.Unlock()
 	select {
 	case f.changes <- struct{}{}:
@@ -91,14 +105,14 @@ func (h *harness) startWithProber(p Prober) *Agent {
 }
 
 // Every peer is a probe target: its VTEP address through the overlay, its
-// public IP on the underlay, named by its lease.
+// public IP on the underlay.
 func TestAgentProbesEveryPeer(t *testing.T) {
 	h := newHarness(t, etcdtest.New(t))
 	setConfig(t, h.etcd, testNet)
 	p1 := h.peer(1, "198.18.0.12", "02:00:00:00:00:02")
 	fp := newFakeProber()
 	h.startWithProber(fp)
-	want := []probe.Target{{Peer: p1.Subnet, Name: "p1", Overlay: p1.Subnet.Addr(), Underlay: netip.MustParseAddr("198.18.0.12")}}
+	want := []probe.Target{{Peer: p1.Subnet, Overlay: p1.Subnet.Addr(), Underlay: netip.MustParseAddr("198.18.0.12")}}
 	eventually(t, 2*time.Second, "one target", func() bool { return slices.Equal(fp.targetList(), want) })
 	p2 := h.peer(2, "198.18.0.13", "02:00:00:00:00:03")
 	eventually(t, 2*time.Second, "two targets", func() bool {
@@ -163,7 +177,8 @@ func TestAgentWritesStatusFile(t *testing.T) {
 		return err == nil && len(s.Peers) == 1 && s.LastPass.At.After(time.Time{})
 	})
 	if !s.Lease.Held || s.Lease.Subnet != h.subnet() || s.VTEP.Device != "overlay.1" || s.MTU != 1450 || s.PeersWanted != 1 ||
-		s.HostID == "" || s.PID != os.Getpid() || s.LastRepair.Repaired["route_added"] == 0 || !s.Probe.Enabled {
+		s.HostID == "" || s.PID != os.Getpid() || s.LastRepair.Repaired["route_added"] == 0 || !s.Probe.Enabled ||
+		s.Peers[0].Name != "p1" {
 		t.Fatalf("status %+v", s)
 	}
 	fp.set(p1.Subnet, probe.StateOverlayBroken)

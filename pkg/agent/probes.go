@@ -2,24 +2,63 @@ package agent
 
 import (
 	"context"
-	"net/netip"
+	"sync"
+	"time"
 
 	"github.com/overlaynet/overlay/pkg/datapath"
 	"github.com/overlaynet/overlay/pkg/probe"
-	"github.com/overlaynet/overlay/pkg/subnet"
 )
 
-// runProber runs the prober until ctx ends. A prober that cannot start
-// (no CAP_NET_RAW) costs the diagnosis, not the network: it is logged and
-// the status file says so.
+// probeTargetsInterval is how often the probe targets follow the peers
+// applied: a burst of hosts joining costs one new target set a second,
+// not one per pass.
+const probeTargetsInterval = time.Second
+
+// runProber runs the prober until ctx ends, and keeps its targets equal
+// to the peers last applied. A prober that cannot start (no CAP_NET_RAW)
+// costs the diagnosis, not the network: it is logged and the status file
+// says so.
 func (a *Agent) runProber(ctx context.Context) {
 	if a.deps.Prober == nil {
 		return
 	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { a.followPeers(ctx) })
 	if err := a.deps.Prober.Run(ctx); err != nil && ctx.Err() == nil {
 		a.probeErr.Store(&err)
 		a.log.Error("peer probes are off: cannot probe (overlayd needs CAP_NET_RAW for ICMP)", "err", err)
 	}
+}
+
+// followPeers sets the probe targets from the wanted state last applied,
+// once a second at most, until ctx ends.
+func (a *Agent) followPeers(ctx context.Context) {
+	t := time.NewTicker(probeTargetsInterval)
+	defer t.Stop()
+	var last *Wanted
+	for {
+		if w := a.applied.Load(); w != nil && w != last {
+			a.deps.Prober.SetTargets(probeTargets(w.Peers))
+			last = w
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// probeTargets probes every peer: its VTEP address through the overlay,
+// its public IP on the underlay. Names are looked up when a state change
+// is logged, not kept for every peer.
+func probeTargets(peers []datapath.Peer) []probe.Target {
+	ts := make([]probe.Target, 0, len(peers))
+	for _, p := range peers {
+		ts = append(ts, probe.Target{Peer: p.Subnet, Overlay: p.VTEPIP, Underlay: p.PublicIP})
+	}
+	return ts
 }
 
 // probeChanges is the prober's signal (nil, never ready, without one).
@@ -30,40 +69,19 @@ func (a *Agent) probeChanges() <-chan struct{} {
 	return a.deps.Prober.Changes()
 }
 
-// setProbeTargets probes every peer: its VTEP address through the
-// overlay, its public IP on the underlay. Names come from the leases.
-func (a *Agent) setProbeTargets(peers []datapath.Peer, leases []subnet.Lease) {
-	if a.deps.Prober == nil {
-		return
-	}
-	names := make(map[netip.Prefix]string, len(leases))
-	for _, l := range leases {
-		names[l.Subnet] = l.Hostname
-	}
-	ts := make([]probe.Target, 0, len(peers))
-	for _, p := range peers {
-		ts = append(ts, probe.Target{Peer: p.Subnet, Name: names[p.Subnet], Overlay: p.VTEPIP, Underlay: p.PublicIP})
-	}
-	a.deps.Prober.SetTargets(ts)
-}
-
 // onProbes logs and counts the peers whose probe state changed, and turns
 // tx checksum offload off once the overlay is broken to a peer that
 // answers on the underlay, if the operator asked for that. It reports
-// whether the wanted state changed.
+// whether the wanted state changed. It costs the peers that changed, not
+// every peer: at 10 000 peers, states change many times a second while
+// they are first probed.
 func (a *Agent) onProbes() bool {
-	results := a.deps.Prober.Results()
-	now := make(map[netip.Prefix]probe.State, len(results))
 	broken := false
-	for _, r := range results {
-		now[r.Peer] = r.State
-		broken = broken || r.State == probe.StateOverlayBroken
-		if a.probed[r.Peer] == r.State {
-			continue
-		}
-		a.noteProbe(r, a.probed[r.Peer])
+	for _, tr := range a.deps.Prober.Transitions() {
+		a.probeMoves.Add(1)
+		broken = broken || tr.State == probe.StateOverlayBroken
+		a.noteProbe(tr.Result, tr.Was)
 	}
-	a.probed = now
 	if !broken || !a.cfg.FixChecksumOffload || a.local.TxChecksumOff {
 		return false
 	}
@@ -76,7 +94,7 @@ func (a *Agent) noteProbe(r probe.Result, was probe.State) {
 	if r.State != probe.StateUnknown {
 		a.m.probeChanges.WithLabelValues(string(r.State)).Inc()
 	}
-	attrs := []any{"peer", r.Peer, "host", r.Name, "vtep", r.Overlay, "public_ip", r.Underlay}
+	attrs := []any{"peer", r.Peer, "host", a.feed.Hostname(r.Peer), "vtep", r.Overlay, "public_ip", r.Underlay}
 	switch r.State {
 	case probe.StateOK:
 		if was == probe.StateOverlayBroken || was == probe.StateUnreachable {

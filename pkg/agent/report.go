@@ -55,10 +55,10 @@ func (a *Agent) reportStatus(ctx context.Context) {
 	var lastKey uint64
 	var lastWrite time.Time
 	for {
-		s, key := a.status()
+		key := a.statusKey()
 		since := time.Since(lastWrite)
-		if (key != lastKey && since >= writeSpacing(len(s.Peers))) || since >= a.cfg.ResyncInterval {
-			if err := statusfile.Write(path, s); err != nil {
+		if (key != lastKey && since >= writeSpacing(a.peersWanted())) || since >= a.cfg.ResyncInterval {
+			if err := statusfile.Write(path, a.status()); err != nil {
 				a.log.Warn("cannot write the status file; overlayctl status shows less", "path", path, "err", err)
 			} else {
 				lastKey, lastWrite = key, time.Now()
@@ -72,15 +72,40 @@ func (a *Agent) reportStatus(ctx context.Context) {
 	}
 }
 
-// status gathers the status and a digest of what in it is worth a write
-// at once: not the times and round trips, which change every second, but
-// who this host is, the last repair, a pass's error and the peers' states.
-func (a *Agent) status() (statusfile.Status, uint64) {
-	var s statusfile.Status
+// statusKey is a digest of what in the status is worth a write at once:
+// not the times and round trips, which change every second, but who this
+// host is, the last repair, a pass's error, the probes' error and whether
+// any peer's probe state changed. It copies nothing per peer.
+func (a *Agent) statusKey() uint64 {
 	h := fnv.New64a()
 	if v := a.self.Load(); v != nil {
-		s = v.status
 		h.Write([]byte(strconv.FormatUint(v.gen, 16)))
+	}
+	if p := a.lastPass.Load(); p != nil {
+		h.Write([]byte(p.Error))
+	}
+	if p := a.lastRepair.Load(); p != nil {
+		h.Write([]byte(p.At.String()))
+	}
+	if err := a.probeErr.Load(); err != nil {
+		h.Write([]byte((*err).Error()))
+	}
+	h.Write([]byte(strconv.FormatUint(a.probeMoves.Load(), 16)))
+	return h.Sum64()
+}
+
+func (a *Agent) peersWanted() int {
+	if v := a.self.Load(); v != nil {
+		return v.status.PeersWanted
+	}
+	return 0
+}
+
+// status gathers the whole status.
+func (a *Agent) status() statusfile.Status {
+	var s statusfile.Status
+	if v := a.self.Load(); v != nil {
+		s = v.status
 	}
 	s.Written = time.Now()
 	if sess := a.sessionRef.Load(); sess != nil {
@@ -89,24 +114,24 @@ func (a *Agent) status() (statusfile.Status, uint64) {
 	}
 	if p := a.lastPass.Load(); p != nil {
 		s.LastPass = *p
-		h.Write([]byte(p.Error))
 	}
 	if p := a.lastRepair.Load(); p != nil {
 		s.LastRepair = *p
-		h.Write([]byte(p.At.String()))
 	}
 	if a.deps.Prober != nil {
 		s.Probe.PeerInterval = a.deps.Prober.PeerInterval()
 		if err := a.probeErr.Load(); err != nil {
 			s.Probe.Error = (*err).Error()
-			h.Write([]byte(s.Probe.Error))
 		}
-		for _, r := range a.deps.Prober.Results() {
-			s.Peers = append(s.Peers, peerProbe(r))
-			h.Write([]byte(r.Peer.String() + string(r.State)))
+		results := a.deps.Prober.Results()
+		s.Peers = make([]statusfile.PeerProbe, 0, len(results))
+		for _, r := range results {
+			pp := peerProbe(r)
+			pp.Name = a.feed.Hostname(r.Peer)
+			s.Peers = append(s.Peers, pp)
 		}
 	}
-	return s, h.Sum64()
+	return s
 }
 
 func peerProbe(r probe.Result) statusfile.PeerProbe {

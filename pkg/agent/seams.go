@@ -49,8 +49,10 @@ type Datapath interface {
 type Prober interface {
 	SetTargets([]probe.Target)
 	Results() []probe.Result
-	// Changes signals that some peer's state changed.
+	// Changes signals that some peer's state changed; Transitions says
+	// which (each change once).
 	Changes() <-chan struct{}
+	Transitions() []probe.Transition
 	PeerInterval() time.Duration
 	Run(ctx context.Context) error
 }

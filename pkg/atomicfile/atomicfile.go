@@ -4,7 +4,9 @@
 package atomicfile
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -12,7 +14,7 @@ import (
 // WriteFile writes data to a temp file beside path, fsyncs it, renames
 // it over path and fsyncs the directory so the rename survives a crash.
 func WriteFile(path string, data []byte, perm os.FileMode) error {
-	return write(path, data, perm, true)
+	return write(path, bytesOf(data), perm, true)
 }
 
 // Replace is WriteFile without the fsyncs: a writer killed at any point
@@ -22,10 +24,30 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 // state that such a crash makes worthless anyway, where two fsyncs per
 // write would cost more than all the rest of the work.
 func Replace(path string, data []byte, perm os.FileMode) error {
-	return write(path, data, perm, false)
+	return write(path, bytesOf(data), perm, false)
 }
 
-func write(path string, data []byte, perm os.FileMode, durable bool) error {
+// ReplaceWith is Replace with the content written by fill, so a large
+// file is streamed to disk instead of built in memory first. An error of
+// fill leaves the old file.
+func ReplaceWith(path string, perm os.FileMode, fill func(w io.Writer) error) error {
+	return write(path, func(w io.Writer) error {
+		b := bufio.NewWriter(w)
+		if err := fill(b); err != nil {
+			return err
+		}
+		return b.Flush()
+	}, perm, false)
+}
+
+func bytesOf(data []byte) func(io.Writer) error {
+	return func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	}
+}
+
+func write(path string, fill func(io.Writer) error, perm os.FileMode, durable bool) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create directory %s: %w", dir, err)
@@ -35,7 +57,7 @@ func write(path string, data []byte, perm os.FileMode, durable bool) error {
 		return fmt.Errorf("create temp file in %s: %w", dir, err)
 	}
 	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if _, err := tmp.Write(data); err != nil {
+	if err := fill(tmp); err != nil {
 		tmp.Close()
 		return fmt.Errorf("write %s: %w", tmp.Name(), err)
 	}

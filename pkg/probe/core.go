@@ -142,6 +142,10 @@ type core struct {
 	expiry  []expiry // in send order; all echoes share one Timeout
 	// changed is set when a peer's State changes; Prober reads and clears it.
 	changed bool
+	// moved holds, per peer whose State changed since the last
+	// transitions(), the State it had then: bounded by the targets, so a
+	// reader that falls behind costs memory only once per peer.
+	moved map[netip.Prefix]State
 }
 
 func newCore(cfg Config) *core {
@@ -152,6 +156,7 @@ func newCore(cfg Config) *core {
 		spacing: time.Duration(math.Ceil(float64(time.Second) / cfg.Rate)),
 		targets: map[netip.Prefix]*target{},
 		pending: map[uint16]inflight{},
+		moved:   map[netip.Prefix]State{},
 	}
 }
 
@@ -169,6 +174,7 @@ func (c *core) setTargets(ts []Target, now time.Time) {
 		}
 		heap.Remove(&c.due, old.index)
 		delete(c.targets, key)
+		delete(c.moved, key)
 	}
 	for _, t := range ts {
 		if _, ok := c.targets[t.Peer]; ok {
@@ -340,6 +346,9 @@ func (c *core) evaluate(t *target, now time.Time) {
 	prev := t.state
 	t.state, t.since = next, now
 	c.changed = true
+	if _, seen := c.moved[t.Peer]; !seen {
+		c.moved[t.Peer] = prev
+	}
 	c.logChange(t, prev)
 }
 
@@ -384,18 +393,40 @@ func portString(p uint16) string {
 func (c *core) results() []Result {
 	out := make([]Result, 0, len(c.targets))
 	for _, t := range c.targets {
-		r := Result{Peer: t.Peer, Name: t.Name, Overlay: t.Overlay, Underlay: t.Underlay,
-			OverlayPath: t.paths[overlay].stats, UnderlayPath: t.paths[underlay].stats,
-			State: t.state, Since: t.since}
-		r.OverlayPath.Loss = t.paths[overlay].loss()
-		r.UnderlayPath.Loss = t.paths[underlay].loss()
-		out = append(out, r)
+		out = append(out, t.result())
 	}
-	slices.SortFunc(out, func(a, b Result) int {
+	sortResults(out)
+	return out
+}
+
+func (t *target) result() Result {
+	r := Result{Peer: t.Peer, Name: t.Name, Overlay: t.Overlay, Underlay: t.Underlay,
+		OverlayPath: t.paths[overlay].stats, UnderlayPath: t.paths[underlay].stats,
+		State: t.state, Since: t.since}
+	r.OverlayPath.Loss = t.paths[overlay].loss()
+	r.UnderlayPath.Loss = t.paths[underlay].loss()
+	return r
+}
+
+func sortResults(rs []Result) {
+	slices.SortFunc(rs, func(a, b Result) int {
 		if c := a.Peer.Addr().Compare(b.Peer.Addr()); c != 0 {
 			return c
 		}
 		return cmp.Compare(a.Peer.Bits(), b.Peer.Bits())
 	})
+}
+
+// transitions returns the targets whose State differs from what it was
+// at the last call, and forgets them.
+func (c *core) transitions() []Transition {
+	out := make([]Transition, 0, len(c.moved))
+	for peer, was := range c.moved {
+		if t, ok := c.targets[peer]; ok && t.state != was {
+			out = append(out, Transition{Result: t.result(), Was: was})
+		}
+	}
+	clear(c.moved)
+	slices.SortFunc(out, func(a, b Transition) int { return a.Peer.Addr().Compare(b.Peer.Addr()) })
 	return out
 }

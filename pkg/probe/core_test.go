@@ -483,3 +483,35 @@ func TestOverlaySendFailureNamed(t *testing.T) {
 		t.Errorf("log should name the send failure, not the port:\n%s", log)
 	}
 }
+
+// Transitions reports each peer whose state changed once, with the state
+// it had at the last call, and nothing when it changed back.
+func TestTransitions(t *testing.T) {
+	t.Parallel()
+	tg := nthTarget(3)
+	s := newStateRun(t, tg)
+	if tr := s.c.transitions(); len(tr) != 0 {
+		t.Fatalf("transitions before any probe: %+v", tr)
+	}
+	s.probe(true, true) // unknown -> ok
+	tr := s.c.transitions()
+	if len(tr) != 1 || tr[0].Peer != tg.Peer || tr[0].Was != StateUnknown || tr[0].State != StateOK {
+		t.Fatalf("after the first reply: %+v, want unknown -> ok", tr)
+	}
+	if tr := s.c.transitions(); len(tr) != 0 {
+		t.Fatalf("reported twice: %+v", tr)
+	}
+	for range 3 {
+		s.probe(false, true) // ok -> overlay_broken
+	}
+	s.probe(true, true) // and back to ok before anyone looked
+	if tr := s.c.transitions(); len(tr) != 0 {
+		t.Fatalf("a change undone before the call is reported: %+v", tr)
+	}
+	for range 3 {
+		s.probe(false, true)
+	}
+	if tr := s.c.transitions(); len(tr) != 1 || tr[0].Was != StateOK || tr[0].State != StateOverlayBroken {
+		t.Fatalf("ok -> overlay_broken: %+v", tr)
+	}
+}

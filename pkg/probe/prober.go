@@ -52,8 +52,19 @@ func (p *Prober) PeerInterval() time.Duration {
 }
 
 // Changes is signalled (1-buffered, never blocking the Prober) when any
-// peer's State changes; read Results for the new states.
+// peer's State changes; read Transitions for what changed.
 func (p *Prober) Changes() <-chan struct{} { return p.changes }
+
+// Transitions returns the peers whose State changed since the last call,
+// with the State each had then, and forgets them: a reader learns of each
+// change once, at the cost of the peers that changed, not of every peer.
+// A peer that changed and changed back is not reported. Safe from any
+// goroutine.
+func (p *Prober) Transitions() []Transition {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.core.transitions()
+}
 
 // Run opens the raw ICMP socket in the calling thread's network namespace
 // and probes until ctx ends, then closes it and returns nil. It returns an

@@ -87,3 +87,10 @@ type Result struct {
 	State             State
 	Since             time.Time // when State last changed
 }
+
+// Transition is a peer whose State changed: its results now, and the
+// State it had before.
+type Transition struct {
+	Result
+	Was State
+}

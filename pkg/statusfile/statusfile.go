@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -121,13 +122,15 @@ func Path(runDir, network string) string {
 	return filepath.Join(runDir, network+".status.json")
 }
 
-// Write stores s at path atomically.
+// Write stores s at path atomically. It is encoded straight to the file:
+// with 10 000 peers it is 3 MB, which need not be built in memory first.
 func Write(path string, s Status) error {
-	data, err := json.Marshal(s)
-	if err != nil {
-		return fmt.Errorf("encode status %s: %w", path, err)
-	}
-	return atomicfile.Replace(path, append(data, '\n'), 0o644)
+	return atomicfile.ReplaceWith(path, 0o644, func(w io.Writer) error {
+		if err := json.NewEncoder(w).Encode(s); err != nil {
+			return fmt.Errorf("encode status %s: %w", path, err)
+		}
+		return nil
+	})
 }
 
 // Read loads the status at path; a missing file wraps ErrNotExist.

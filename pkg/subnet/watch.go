@@ -92,6 +92,13 @@ func (f *LeaseFeed) Snapshot() []Lease {
 	return snapshot(f.set)
 }
 
+// Hostname is the hostname in the lease of s ("" without one).
+func (f *LeaseFeed) Hostname(s netip.Prefix) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.set[s].Hostname
+}
+
 func (f *LeaseFeed) notify() {
 	select {
 	case f.changed <- struct{}{}:
