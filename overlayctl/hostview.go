@@ -43,13 +43,26 @@ type hostView struct {
 
 	installed datapath.Installed
 	kernelErr error
+
+	g   *globals
+	cmd *cobra.Command
+}
+
+// leaseTTLs asks etcd how long the given etcd leases have left.
+func (v *hostView) leaseTTLs(ids []int64) (map[int64]subnet.LeaseTTL, error) {
+	c, err := v.g.connect(v.cmd.Context())
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.LeaseTTLs(v.cmd.Context(), ids)
 }
 
 // loadHost reads everything about this host in g.network. Only a missing
 // host file is an error: without etcd or the kernel's state, it shows what
 // it has and says what is missing.
 func (g *globals) loadHost(cmd *cobra.Command) (*hostView, error) {
-	v := &hostView{network: g.network, hfPath: hostfile.Path(g.runDir, g.network)}
+	v := &hostView{network: g.network, hfPath: hostfile.Path(g.runDir, g.network), g: g, cmd: cmd}
 	hf, err := hostfile.Read(v.hfPath)
 	if errors.Is(err, hostfile.ErrNotExist) {
 		return nil, fmt.Errorf("no host file at %s: overlayd has not joined network %s on this host; is it running with --run-dir %s?", v.hfPath, g.network, g.runDir)
@@ -146,10 +159,15 @@ func (v *hostView) leaseOf(ip netip.Addr) (subnet.Lease, bool) {
 			return l, true
 		}
 	}
+	// Of several gateways advertising it, the oldest lease's wins, as in
+	// overlayd (the others' copies are rejected).
+	var found subnet.Lease
+	ok := false
 	for _, l := range v.leases {
-		if slices.ContainsFunc(l.Advertise, func(p netip.Prefix) bool { return p.Contains(ip) }) {
-			return l, true
+		if slices.ContainsFunc(l.Advertise, func(p netip.Prefix) bool { return p.Contains(ip) }) &&
+			(!ok || l.CreateRevision < found.CreateRevision) {
+			found, ok = l, true
 		}
 	}
-	return subnet.Lease{}, false
+	return found, ok
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/overlaynet/overlay/pkg/datapath"
 	"github.com/overlaynet/overlay/pkg/hostfile"
@@ -34,7 +35,12 @@ const (
 	whyUnreachable  = 11 // neither path answers: peer down or underlay broken
 	whyMTU          = 12 // full-size packets do not cross the path
 	whyEndpoint     = 13 // nothing answers at the address itself
+	whyDevice       = 14 // this host's VXLAN device is missing
 )
+
+// liveTimeout bounds the probes of one why: they are sent after the etcd
+// reads, whose --etcd-timeout must not cut them short.
+const liveTimeout = 20 * time.Second
 
 // whyStep is one check on the path to an address.
 type whyStep struct {
@@ -98,10 +104,12 @@ run; otherwise the first broken step:
 			if v.etcdErr != nil {
 				return fmt.Errorf("cannot read the leases: %w", v.etcdErr)
 			}
-			if v.kernelErr != nil {
-				return v.kernelErr
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(cmd.Context()), liveTimeout)
+			defer cancel()
+			wv, err := v.why(ctx, ip)
+			if err != nil {
+				return err
 			}
-			wv := v.why(cmd.Context(), ip)
 			if err := g.print(cmd, wv, func(w io.Writer) error { return printWhy(w, wv) }); err != nil {
 				return err
 			}
@@ -114,12 +122,18 @@ run; otherwise the first broken step:
 }
 
 // why walks the path to ip; the first failed step decides the verdict.
-func (v *hostView) why(ctx context.Context, ip netip.Addr) whyView {
+// An error means a probe could not be sent at all (no CAP_NET_RAW, a
+// local firewall): that is no diagnosis of the path.
+func (v *hostView) why(ctx context.Context, ip netip.Addr) (whyView, error) {
 	wv := whyView{IP: ip.String(), Network: v.network}
 	if running, note := v.overlaydNote(time.Now()); !running {
 		wv.Notes = append(wv.Notes, note)
 	}
-	wv.Steps = v.whySteps(ctx, ip)
+	live := &pinger{ctx: ctx}
+	wv.Steps = v.whySteps(live, ip)
+	if live.err != nil {
+		return wv, fmt.Errorf("cannot probe: %w; run overlayctl why as root (it sends ICMP), with no OUTPUT rule dropping ICMP", live.err)
+	}
 	wv.Verdict = "path complete: " + ip.String() + " answers"
 	for _, s := range wv.Steps {
 		if !s.OK {
@@ -127,10 +141,46 @@ func (v *hostView) why(ctx context.Context, ip netip.Addr) whyView {
 			break
 		}
 	}
-	return wv
+	return wv, nil
 }
 
-func (v *hostView) whySteps(ctx context.Context, ip netip.Addr) []whyStep {
+// pinger sends why's probes and keeps the first error that is not about
+// the path (a route error is: the echo counts as lost).
+type pinger struct {
+	ctx context.Context
+	mu  sync.Mutex
+	err error
+}
+
+func (p *pinger) ping(e probe.Echo) probe.PathStats {
+	st, err := probe.Ping(p.ctx, e)
+	switch {
+	case err == nil, errors.Is(err, unix.ENETUNREACH), errors.Is(err, unix.EHOSTUNREACH):
+		if st.Sent == 0 {
+			st.Sent = uint64(max(e.Count, 1))
+		}
+		return st
+	case errors.Is(err, probe.ErrTooBig):
+		return st
+	}
+	p.mu.Lock()
+	if p.err == nil {
+		p.err = err
+	}
+	p.mu.Unlock()
+	return st
+}
+
+func (v *hostView) whySteps(live *pinger, ip netip.Addr) []whyStep {
+	if v.kernelErr != nil {
+		return []whyStep{{Step: "device", code: whyDevice, Detail: v.kernelErr.Error(),
+			Fix: "start (or restart) overlayd on this host: it creates the VXLAN device and programs every peer"}}
+	}
+	if v.hf.Kind != hostfile.KindEdge && v.hf.Subnet.Contains(ip) {
+		if own := v.ownLeaseStep(); !own.OK {
+			return []whyStep{own}
+		}
+	}
 	l, found := v.leaseOf(ip)
 	switch {
 	case !found && !v.hf.Network.Contains(ip):
@@ -145,17 +195,34 @@ func (v *hostView) whySteps(ctx context.Context, ip netip.Addr) []whyStep {
 	owner := fmt.Sprintf("lease %s of %s (%s, public IP %s)", l.Subnet, l.Hostname, l.Kind, l.PublicIP)
 	steps := []whyStep{{Step: "lease", OK: true, Detail: owner}}
 	if l.Subnet == v.own {
-		return append(steps, v.whyLocal(ctx, ip)...)
+		return append(steps, v.whyLocal(live, ip)...)
 	}
 	peer, ok := v.peerFor(l)
 	if !ok {
-		return append(steps, v.rejectedStep(l))
+		return append(steps, v.rejectedStep(l, netip.Prefix{}))
+	}
+	if lan, viaLAN := advertisedLAN(l, ip); viaLAN && !slices.Contains(peer.Routes, lan) {
+		return append(steps, v.rejectedStep(l, lan))
 	}
 	steps = append(steps, v.ownLeaseStep())
 	kernel := v.kernelSteps(peer, ip)
 	steps = append(steps, kernel...)
 	whole := !slices.ContainsFunc(kernel, func(s whyStep) bool { return !s.OK })
-	return append(steps, v.liveSteps(ctx, peer, l, ip, whole)...)
+	return append(steps, v.liveSteps(live, peer, l, ip, whole)...)
+}
+
+// advertisedLAN is the LAN of l's that holds ip, when ip is not in l's
+// own subnet.
+func advertisedLAN(l subnet.Lease, ip netip.Addr) (netip.Prefix, bool) {
+	if l.Subnet.Contains(ip) {
+		return netip.Prefix{}, false
+	}
+	for _, lan := range l.Advertise {
+		if lan.Contains(ip) {
+			return lan, true
+		}
+	}
+	return netip.Prefix{}, false
 }
 
 // peerFor is the wanted peer of lease l (false: this host rejects it).
@@ -167,12 +234,17 @@ func (v *hostView) peerFor(l subnet.Lease) (datapath.Peer, bool) {
 	return v.wanted[i], true
 }
 
-func (v *hostView) rejectedStep(l subnet.Lease) whyStep {
+// rejectedStep says why this host does not program lease l, or (lan
+// valid) the LAN l advertises.
+func (v *hostView) rejectedStep(l subnet.Lease, lan netip.Prefix) whyStep {
 	s := whyStep{Step: "lease", code: whyRejected,
 		Detail: fmt.Sprintf("this host does not program lease %s: it is not a member of the network's current ranges", l.Subnet),
 		Fix:    "overlayctl leases shows the record; a lease left from an earlier config expires with its host"}
+	if lan.IsValid() {
+		s.Detail = fmt.Sprintf("this host does not route %s, which %s advertises", lan, l.Hostname)
+	}
 	for _, r := range v.rejected {
-		if r.Subnet == l.Subnet {
+		if r.Subnet == l.Subnet && (!lan.IsValid() || strings.Contains(r.Detail, lan.String())) {
 			s.Detail = fmt.Sprintf("this host rejects lease %s (%s): %s", l.Subnet, r.Kind, r.Detail)
 			s.Fix = "fix the member's address or advertised LANs (the overlayd log on either host names it)"
 		}
@@ -268,15 +340,14 @@ func installedFDB(in datapath.Installed, p datapath.Peer) string {
 // with a full-size packet, and the address itself.
 // kernelWhole says whether the kernel steps passed: if not, the overlay
 // cannot answer, and the probe says so rather than blame the path.
-func (v *hostView) liveSteps(ctx context.Context, peer datapath.Peer, l subnet.Lease, ip netip.Addr, kernelWhole bool) []whyStep {
+func (v *hostView) liveSteps(live *pinger, peer datapath.Peer, l subnet.Lease, ip netip.Addr, kernelWhole bool) []whyStep {
 	var over, under probe.PathStats
-	var overErr, underErr error
 	var wg sync.WaitGroup
-	wg.Go(func() { over, overErr = probe.Ping(ctx, probe.Echo{Addr: peer.VTEPIP}) })
-	wg.Go(func() { under, underErr = probe.Ping(ctx, probe.Echo{Addr: peer.PublicIP}) })
+	wg.Go(func() { over = live.ping(probe.Echo{Addr: peer.VTEPIP}) })
+	wg.Go(func() { under = live.ping(probe.Echo{Addr: peer.PublicIP}) })
 	wg.Wait()
-	if err := errors.Join(overErr, underErr); err != nil {
-		return []whyStep{{Step: "probe", code: whyUnreachable, Detail: fmt.Sprintf("cannot send probes: %v", err), Fix: "run overlayctl why as root (it sends ICMP)"}}
+	if live.err != nil {
+		return nil
 	}
 	pr := whyStep{Step: "probe", OK: over.Received > 0,
 		Detail: fmt.Sprintf("through the overlay (%s): %s; on the underlay (%s): %s", peer.VTEPIP, echoText(over), peer.PublicIP, echoText(under))}
@@ -289,10 +360,15 @@ func (v *hostView) liveSteps(ctx context.Context, peer datapath.Peer, l subnet.L
 		pr.code = whyRoute // not reached: a kernel step failed first
 		pr.Detail = "no answer through the overlay, as expected while the kernel lacks the entries above. " + pr.Detail
 		pr.Fix = "fix the kernel entries first"
+	case under.Received > 0 && peer.Mode == datapath.ModeDirect:
+		pr.code = whyBlocked
+		pr.Detail = fmt.Sprintf("%s (%s) answers on its public IP but not at its VTEP address over the direct route (no VXLAN involved): its firewall, rp_filter or routing drops traffic from this host's overlay address. %s",
+			l.Hostname, l.PublicIP, pr.Detail) + v.peerRenewal(l)
+		pr.Fix = fmt.Sprintf("on %s: allow traffic from %s (FORWARD and INPUT), and check that it routes %s back directly (overlayctl status there)", l.Hostname, v.hf.Network, v.own)
 	case under.Received > 0:
 		pr.code = whyBlocked
-		pr.Detail = fmt.Sprintf("%s (%s) answers on the underlay but not through the overlay: UDP port %d (VXLAN) is blocked on the path, or checksum offload corrupts encapsulated packets. %s",
-			l.Hostname, l.PublicIP, v.cfg.Port, pr.Detail) + csumHint()
+		pr.Detail = fmt.Sprintf("%s (%s) answers on the underlay but not through the overlay: UDP port %d (VXLAN) is blocked on the path, checksum offload corrupts encapsulated packets, or %s has not programmed this host. %s",
+			l.Hostname, l.PublicIP, v.cfg.Port, l.Hostname, pr.Detail) + v.peerRenewal(l) + csumHint()
 		pr.Fix = fmt.Sprintf("allow UDP %d between %s and %s in every firewall, security group and hypervisor filter on the way; if it is open, turn tx checksum offload off: overlayd --fix-checksum-offload (or ethtool -K %s tx off on both hosts)",
 			v.cfg.Port, v.underlay.IP, l.PublicIP, v.target.Device)
 	default:
@@ -303,7 +379,20 @@ func (v *hostView) liveSteps(ctx context.Context, peer datapath.Peer, l subnet.L
 	if !pr.OK {
 		return []whyStep{pr}
 	}
-	return []whyStep{pr, v.mtuStep(ctx, peer, l), endpointStep(ctx, peer, ip)}
+	return []whyStep{pr, v.mtuStep(live, peer, l), endpointStep(live, peer, ip)}
+}
+
+// peerRenewal says when the peer's overlayd does not renew its lease (it
+// is stopped or hangs): then it has not learned of changes since, such
+// as this host's lease, and does not route back.
+func (v *hostView) peerRenewal(l subnet.Lease) string {
+	ttls, err := v.leaseTTLs([]int64{l.EtcdLease})
+	t, ok := ttls[l.EtcdLease]
+	if err != nil || !ok || t.Expired() || t.Left > t.Granted/2 {
+		return ""
+	}
+	return fmt.Sprintf(" %s's lease has %s of %s left: its overlayd is not renewing it (stopped, or cut off from etcd), so it has not learned of changes since; start it (overlayctl status there).",
+		l.Hostname, t.Left.Round(time.Second), t.Granted)
 }
 
 func echoText(s probe.PathStats) string {
@@ -325,7 +414,7 @@ func csumHint() string {
 
 // mtuStep checks that the overlay MTU fits both underlays and sends a
 // full-size packet, which must cross unfragmented.
-func (v *hostView) mtuStep(ctx context.Context, peer datapath.Peer, l subnet.Lease) whyStep {
+func (v *hostView) mtuStep(live *pinger, peer datapath.Peer, l subnet.Lease) whyStep {
 	mtu := v.hf.MTU
 	s := whyStep{Step: "mtu", code: whyMTU,
 		Fix: "lower the network's MTU to what every path carries minus 50 (overlayctl network set NAME --mtu N, then restart containers), or raise the underlay MTU on the way"}
@@ -339,12 +428,13 @@ func (v *hostView) mtuStep(ctx context.Context, peer datapath.Peer, l subnet.Lea
 		return s
 	}
 	// 20 bytes of IP and 8 of ICMP header: the packet is exactly mtu.
-	full, err := probe.Ping(ctx, probe.Echo{Addr: peer.VTEPIP, Size: mtu - 28, DontFragment: true, Count: 2})
+	full, err := probe.Ping(live.ctx, probe.Echo{Addr: peer.VTEPIP, Size: mtu - 28, DontFragment: true, Count: 2})
 	switch {
 	case errors.Is(err, probe.ErrTooBig):
 		s.Detail = fmt.Sprintf("this host cannot send a %d-byte packet to %s unfragmented: %v", mtu, peer.VTEPIP, err)
 	case err != nil:
-		s.Detail = fmt.Sprintf("cannot send a full-size probe: %v", err)
+		live.ping(probe.Echo{Addr: peer.VTEPIP, Size: mtu - 28, DontFragment: true, Count: 1}) // records the error
+		return s
 	case full.Received == 0:
 		s.Detail = fmt.Sprintf("%d-byte packets to %s are lost while small ones cross: the path between %s and %s carries less than %d bytes",
 			mtu, peer.VTEPIP, v.underlay.IP, l.PublicIP, need)
@@ -355,13 +445,17 @@ func (v *hostView) mtuStep(ctx context.Context, peer datapath.Peer, l subnet.Lea
 }
 
 // endpointStep pings the address itself (beyond the peer's VTEP).
-func endpointStep(ctx context.Context, peer datapath.Peer, ip netip.Addr) whyStep {
+func endpointStep(live *pinger, peer datapath.Peer, ip netip.Addr) whyStep {
 	if ip == peer.VTEPIP {
 		return whyStep{Step: "endpoint", OK: true, Detail: fmt.Sprintf("%s is the peer's VTEP address, which answered", ip)}
 	}
-	got, err := probe.Ping(ctx, probe.Echo{Addr: ip})
-	if err == nil && got.Received > 0 {
+	if got := live.ping(probe.Echo{Addr: ip}); got.Received > 0 {
 		return whyStep{Step: "endpoint", OK: true, Detail: fmt.Sprintf("%s answers (%s)", ip, echoText(got))}
+	}
+	if lan := lanOf(peer, ip); lan.IsValid() {
+		return whyStep{Step: "endpoint", code: whyEndpoint,
+			Detail: fmt.Sprintf("the gateway answers, but nothing answers at %s on its LAN %s: the machine is down, drops ICMP, or has no route back to the overlay", ip, lan),
+			Fix:    fmt.Sprintf("on the machine: a route to the overlay via the gateway; on the gateway: overlayctl why %s", ip)}
 	}
 	return whyStep{Step: "endpoint", code: whyEndpoint,
 		Detail: fmt.Sprintf("the peer host answers, but nothing answers at %s: the container is gone, stopped, or drops ICMP", ip),
@@ -369,11 +463,14 @@ func endpointStep(ctx context.Context, peer datapath.Peer, ip netip.Addr) whySte
 }
 
 // whyLocal finds what holds ip behind this host's bridge.
-func (v *hostView) whyLocal(ctx context.Context, ip netip.Addr) []whyStep {
+func (v *hostView) whyLocal(live *pinger, ip netip.Addr) []whyStep {
+	if lan, ok := lanHolding(v.self.Advertise, ip); ok {
+		return []whyStep{v.ownLANStep(live, lan, ip)}
+	}
 	if v.hf.Kind == hostfile.KindEdge || ip == v.own.Addr() || ip == v.hf.Gateway {
 		return []whyStep{{Step: "local", OK: true, Detail: fmt.Sprintf("%s is this host's own address", ip)}}
 	}
-	got, _ := probe.Ping(ctx, probe.Echo{Addr: ip, Count: 2})
+	got := live.ping(probe.Echo{Addr: ip, Count: 2})
 	ep, err := datapath.FindOnBridge(v.hf.Bridge, ip)
 	s := whyStep{Step: "local", code: whyEndpoint}
 	switch {
@@ -392,6 +489,31 @@ func (v *hostView) whyLocal(ctx context.Context, ip netip.Addr) []whyStep {
 		s.OK, s.Detail = true, fmt.Sprintf("a container on this host holds %s: MAC %s behind veth %s on bridge %s, %s", ip, ep.MAC, ep.Port, v.hf.Bridge, echoText(got))
 	}
 	return []whyStep{s}
+}
+
+func lanHolding(lans []netip.Prefix, ip netip.Addr) (netip.Prefix, bool) {
+	for _, lan := range lans {
+		if lan.Contains(ip) {
+			return lan, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// ownLANStep checks an address of a LAN this gateway advertises: that
+// this host still routes the LAN, and that the address answers.
+func (v *hostView) ownLANStep(live *pinger, lan netip.Prefix, ip netip.Addr) whyStep {
+	if !slices.ContainsFunc(v.self.Routes, func(r netip.Prefix) bool { return r.Overlaps(lan) }) {
+		return whyStep{Step: "local", code: whyEndpoint,
+			Detail: fmt.Sprintf("this gateway advertises %s but has no route to it any more (its LAN interface down?): members send its traffic here for nothing", lan),
+			Fix:    "bring the LAN interface back up, or stop advertising the LAN (overlayd --advertise)"}
+	}
+	if got := live.ping(probe.Echo{Addr: ip, Count: 2}); got.Received > 0 {
+		return whyStep{Step: "local", OK: true, Detail: fmt.Sprintf("%s on this gateway's LAN %s answers (%s)", ip, lan, echoText(got))}
+	}
+	return whyStep{Step: "local", code: whyEndpoint,
+		Detail: fmt.Sprintf("%s on this gateway's LAN %s does not answer: the machine is down or drops ICMP", ip, lan),
+		Fix:    "check the machine; it needs a route to the overlay via this gateway"}
 }
 
 func printWhy(w io.Writer, wv whyView) error {
