@@ -125,7 +125,7 @@ func (v *hostView) overlaydNote(now time.Time) (running bool, note string) {
 	switch st := v.status; {
 	case st == nil:
 		return false, "no status file: overlayd is not running, or older than this overlayctl"
-	case errors.Is(unix.Kill(st.PID, 0), unix.ESRCH):
+	case st.PIDNamespace == statusfile.PIDNamespace() && errors.Is(unix.Kill(st.PID, 0), unix.ESRCH):
 		return false, fmt.Sprintf("overlayd (pid %d) is not running: nothing repairs drift until it runs", st.PID)
 	case st.Stale(now):
 		return false, fmt.Sprintf("overlayd (pid %d) last wrote its status %s ago: it is not running or hangs; nothing repairs drift until it runs", st.PID, now.Sub(st.Written).Round(time.Second))

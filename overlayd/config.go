@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/netip"
 	"os"
 	"strings"
@@ -113,7 +114,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.BoolVar(&c.ForwardRules, "forward-rules", true, "keep iptables FORWARD rules for the network: accept its traffic (needed where the FORWARD policy is DROP, e.g. Docker hosts) and drop traffic between networks")
 	fs.BoolVar(&c.IngressFilter, "ingress-filter", true, "admit VXLAN packets only from the network's members (an nftables table overlay-NETWORK); false admits anyone who can reach the port")
 	fs.DurationVar(&c.ProbeInterval, "probe-interval", 5*time.Second, "how often each peer is probed through the overlay and on the underlay (ICMP echo; 0 disables probes)")
-	fs.Float64Var(&c.ProbeRate, "probe-rate", 50, "most probes per second across all peers: with more peers than interval × rate, each is probed less often")
+	fs.Float64Var(&c.ProbeRate, "probe-rate", 50, "most probes per second across all peers of one network (each network probes on its own): with more peers than interval × rate, each is probed less often")
 	fs.BoolVar(&c.FixChecksumOffload, "fix-checksum-offload", false, "turn tx checksum offload off on the VXLAN device once a peer answers on the underlay but not through the overlay")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "address for /metrics, /healthz and /readyz (e.g. 127.0.0.1:9472; empty disables)")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -156,8 +157,8 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	if c.ProbeInterval < 0 || (c.ProbeInterval > 0 && c.ProbeInterval < 100*time.Millisecond) {
 		return Config{}, fmt.Errorf("--probe-interval %s: use 0 (no probes) or at least 100ms", c.ProbeInterval)
 	}
-	if c.ProbeRate <= 0 {
-		return Config{}, fmt.Errorf("--probe-rate %g must be positive (probes per second across all peers)", c.ProbeRate)
+	if !(c.ProbeRate > 0) || math.IsInf(c.ProbeRate, 0) {
+		return Config{}, fmt.Errorf("--probe-rate %g must be a positive number (probes per second across a network's peers)", c.ProbeRate)
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return Config{}, fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)

@@ -26,17 +26,21 @@ func TestParseFlags(t *testing.T) {
 
 func TestParseFlagsRejects(t *testing.T) {
 	cases := map[string][]string{
-		"--network":        {"--network", "a/b"},
-		"--public-ip":      {"--public-ip", "nope"},
-		"--lease-ttl":      {"--lease-ttl", "1s"},
-		"--log-level":      {"--log-level", "loud"},
-		"--etcd-endpoints": {"--etcd-endpoints", " , "},
-		"--bridge":         {"--bridge", "a-very-long-bridge-name"},
-		"given twice":      {"--network", "a", "--network", "a"},
-		"already network":  {"--network", "a=br0,b=br0"},
-		"--forward-rules":  {"--network", "a,b", "--forward-rules=false"},
-		"--network b-with": {"--network", "a", "--network", "b-with-a-long-name"},
-		"argument":         {"extra"},
+		"--network":         {"--network", "a/b"},
+		"--public-ip":       {"--public-ip", "nope"},
+		"--lease-ttl":       {"--lease-ttl", "1s"},
+		"--log-level":       {"--log-level", "loud"},
+		"--etcd-endpoints":  {"--etcd-endpoints", " , "},
+		"--bridge":          {"--bridge", "a-very-long-bridge-name"},
+		"given twice":       {"--network", "a", "--network", "a"},
+		"already network":   {"--network", "a=br0,b=br0"},
+		"--forward-rules":   {"--network", "a,b", "--forward-rules=false"},
+		"--network b-with":  {"--network", "a", "--network", "b-with-a-long-name"},
+		"argument":          {"extra"},
+		"--probe-rate":      {"--probe-rate", "NaN"},
+		"--probe-rate +Inf": {"--probe-rate", "+Inf"},
+		"--probe-rate 0":    {"--probe-rate", "0"},
+		"--probe-interval":  {"--probe-interval", "10ms"},
 	}
 	for want, args := range cases {
 		_, err := parseFlags(args, io.Discard)

@@ -110,6 +110,7 @@ type Agent struct {
 	rejected map[Rejection]bool
 	mtu      int // the overlay MTU last published
 	selfGen  uint64
+	pidNS    string
 
 	feed    *subnet.LeaseFeed
 	configs chan netconf.Config
@@ -190,7 +191,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, deps: deps, log: log, m: newMetrics(cfg.Network, deps.Registry),
 		state: state.Dir{Path: cfg.StateDir}, rejected: map[Rejection]bool{},
-		feed: subnet.NewLeaseFeed(), configs: make(chan netconf.Config),
+		feed: subnet.NewLeaseFeed(), configs: make(chan netconf.Config), pidNS: statusfile.PIDNamespace(),
 	}
 	if deps.Registry != nil {
 		a.registerCollectors(deps.Registry)

@@ -114,10 +114,13 @@ func (a *Agent) ensureDevices(w Wanted) error {
 		a.log.Info("vxlan device created", "device", w.VXLAN.Name)
 	}
 	if w.TxChecksumOff {
+		// An opt-in fix that fails must not stop the pass: it is logged
+		// on every pass until it works.
 		if err := a.ensureTxChecksumOff(w.VXLAN.Name); err != nil {
-			return err
+			a.log.Error("cannot turn tx checksum offload off (--fix-checksum-offload); the rest of the pass goes on", "err", err)
+		} else {
+			a.m.txChecksumOff.Set(1)
 		}
-		a.m.txChecksumOff.Set(1)
 	}
 	if w.Bridge.Name == "" {
 		return nil // an edge host has none

@@ -56,7 +56,7 @@ func (a *Agent) followPeers(ctx context.Context) {
 func probeTargets(peers []datapath.Peer) []probe.Target {
 	ts := make([]probe.Target, 0, len(peers))
 	for _, p := range peers {
-		ts = append(ts, probe.Target{Peer: p.Subnet, Overlay: p.VTEPIP, Underlay: p.PublicIP})
+		ts = append(ts, probe.Target{Peer: p.Subnet, Overlay: p.VTEPIP, Underlay: p.PublicIP, Direct: p.Mode == datapath.ModeDirect})
 	}
 	return ts
 }
@@ -79,7 +79,9 @@ func (a *Agent) onProbes() bool {
 	broken := false
 	for _, tr := range a.deps.Prober.Transitions() {
 		a.probeMoves.Add(1)
-		broken = broken || tr.State == probe.StateOverlayBroken
+		// A direct peer's overlay path has no VXLAN in it: offload is
+		// not what breaks it.
+		broken = broken || (tr.State == probe.StateOverlayBroken && !tr.Direct)
 		a.noteProbe(tr.Result, tr.Was)
 	}
 	if !broken || !a.cfg.FixChecksumOffload || a.local.TxChecksumOff {
@@ -101,6 +103,10 @@ func (a *Agent) noteProbe(r probe.Result, was probe.State) {
 			a.log.Info("peer answers through the overlay again", attrs...)
 		}
 	case probe.StateOverlayBroken:
+		if r.Direct {
+			a.log.Warn("peer answers on its public IP but not at its VTEP address over the direct route (no VXLAN involved): its firewall, rp_filter or routing drops traffic from this host's overlay address", attrs...)
+			return
+		}
 		if err := r.OverlayPath.LastError; err != "" {
 			a.log.Warn("peer answers on the underlay but probes through the overlay cannot be sent: this host has no usable route to the peer's VTEP address",
 				append(attrs, "error", err)...)

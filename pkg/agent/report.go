@@ -22,7 +22,7 @@ type selfView struct {
 func (a *Agent) publishSelf(w Wanted) {
 	l := a.local
 	s := statusfile.Status{
-		Version: statusfile.Version, Network: a.cfg.Network, PID: os.Getpid(), Every: a.cfg.ResyncInterval,
+		Version: statusfile.Version, Network: a.cfg.Network, PID: os.Getpid(), PIDNamespace: a.pidNS, Every: a.cfg.ResyncInterval,
 		Kind: string(l.Kind), HostID: l.HostID, Hostname: a.cfg.Hostname, PublicIP: l.PublicIP,
 		Underlay: l.Underlay.Name, UnderMTU: l.Underlay.MTU, Advertise: l.Advertise, Routes: l.Routes,
 		Lease: statusfile.Lease{Held: l.Held, Subnet: l.Subnet},

@@ -169,7 +169,7 @@ func (c *core) setTargets(ts []Target, now time.Time) {
 	}
 	for key, old := range c.targets {
 		if t, ok := next[key]; ok && t.Overlay == old.Overlay && t.Underlay == old.Underlay {
-			old.Name = t.Name
+			old.Name, old.Direct = t.Name, t.Direct
 			continue
 		}
 		heap.Remove(&c.due, old.index)
@@ -400,7 +400,7 @@ func (c *core) results() []Result {
 }
 
 func (t *target) result() Result {
-	r := Result{Peer: t.Peer, Name: t.Name, Overlay: t.Overlay, Underlay: t.Underlay,
+	r := Result{Peer: t.Peer, Name: t.Name, Overlay: t.Overlay, Underlay: t.Underlay, Direct: t.Direct,
 		OverlayPath: t.paths[overlay].stats, UnderlayPath: t.paths[underlay].stats,
 		State: t.state, Since: t.since}
 	r.OverlayPath.Loss = t.paths[overlay].loss()

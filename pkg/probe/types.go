@@ -13,6 +13,9 @@ type Target struct {
 	Name     string       // the peer's hostname, for logs
 	Overlay  netip.Addr   // the peer's VTEP address, reached through the overlay
 	Underlay netip.Addr   // the peer's public (underlay) IP
+	// Direct: the peer is routed directly on the underlay (direct
+	// routing), so its "overlay" path involves no VXLAN.
+	Direct bool
 }
 
 // Config sets a Prober's pace and thresholds. Zero fields take the defaults.
@@ -82,6 +85,7 @@ type Result struct {
 	Peer              netip.Prefix
 	Name              string
 	Overlay, Underlay netip.Addr
+	Direct            bool
 	OverlayPath       PathStats
 	UnderlayPath      PathStats
 	State             State

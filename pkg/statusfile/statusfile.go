@@ -1,7 +1,7 @@
 // Package statusfile is what overlayd tells overlayctl about one network
 // on this host beyond what etcd and the kernel show: who this host is, its
 // last reconcile passes, and what its probes found per peer. overlayd
-// writes RUNDIR/NETWORK.status.json (one writer, an atomic rename) when
+// writes RUNDIR/NETWORK.status (one writer, an atomic rename) when
 // any of it changes and at least once per resync interval, so its age
 // also says whether overlayd is still running; overlayctl only reads it.
 package statusfile
@@ -25,10 +25,13 @@ const Version = 1
 
 // Status is one network's status on this host.
 type Status struct {
-	Version int       `json:"version"`
-	Network string    `json:"network"`
-	PID     int       `json:"pid"`
-	Written time.Time `json:"written"`
+	Version int    `json:"version"`
+	Network string `json:"network"`
+	PID     int    `json:"pid"`
+	// PIDNamespace is overlayd's PID namespace (/proc/self/ns/pid): PID
+	// means something to a reader in the same one only.
+	PIDNamespace string    `json:"pidNamespace,omitempty"`
+	Written      time.Time `json:"written"`
 	// Every is how often the file is rewritten at the least: older than a
 	// few of these, overlayd has stopped.
 	Every time.Duration `json:"every"`
@@ -114,12 +117,21 @@ type PeerProbe struct {
 	Sent         uint64        `json:"sent"`
 }
 
+// PIDNamespace names the calling process's PID namespace ("" when it
+// cannot be read).
+func PIDNamespace() string {
+	ns, _ := os.Readlink("/proc/self/ns/pid")
+	return ns
+}
+
 // ErrNotExist means overlayd has written no status for the network.
 var ErrNotExist = errors.New("no status file")
 
-// Path is where the status of network is written.
+// Path is where the status of network is written: NETWORK.status, a name
+// no network's host file (NAME.json) or ready stamp (NAME.ready) can have,
+// as network names may hold dots.
 func Path(runDir, network string) string {
-	return filepath.Join(runDir, network+".status.json")
+	return filepath.Join(runDir, network+".status")
 }
 
 // Write stores s at path atomically. It is encoded straight to the file:

@@ -30,7 +30,7 @@ func TestWriteRead(t *testing.T) {
 	if !reflect.DeepEqual(got, s) {
 		t.Fatalf("read %+v\nwant %+v", got, s)
 	}
-	if filepath.Base(p) != "default.status.json" {
+	if filepath.Base(p) != "default.status" {
 		t.Fatalf("path %s", p)
 	}
 	if s.Stale(now.Add(2*time.Second)) || !s.Stale(now.Add(4*time.Second)) {

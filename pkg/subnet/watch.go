@@ -50,15 +50,16 @@ func (c *Client) WatchLeases(ctx context.Context, network string, onSnapshot fun
 // ends: a list, then a watch from the list's revision; on any watch failure
 // a fresh list replaces the set.
 func (c *Client) FollowLeases(ctx context.Context, network string, feed *LeaseFeed) {
-	var relist uint64 // 0 for the first list
+	var relist uint64 // 0 until a watch ran: retries of a failed list are no re-lists
 	listAndFollow(ctx, func() error {
 		c.stats.relisted(network, relist)
-		relist = 1
 		leases, rev, err := c.Leases(ctx, network)
 		if err != nil {
 			c.log.Warn("list leases failed; retrying", "network", network, "err", err)
+			relist = 0
 			return err
 		}
+		relist = 1
 		feed.Replace(leases)
 		c.follow(ctx, network, rev+1, feed)
 		return nil
