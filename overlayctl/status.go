@@ -277,10 +277,14 @@ func printPasses(w io.Writer, sv statusView) {
 		if p.Error != "" {
 			res = "FAILED: " + p.Error
 		}
-		fmt.Fprintf(w, "  last reconcile: %s ago, took %s, %s\n", time.Since(p.At).Round(time.Second), p.Duration.Round(time.Microsecond), res)
+		fmt.Fprintf(w, "  last reconcile: %s ago, took %s, %s", time.Since(p.At).Round(time.Second), p.Duration.Round(time.Microsecond), res)
+		if len(p.Programmed) > 0 {
+			fmt.Fprintf(w, " (for peers that changed: %s)", repairedText(p.Programmed))
+		}
+		fmt.Fprintln(w)
 	}
 	if p := sv.LastRepair; p != nil {
-		fmt.Fprintf(w, "  last repair: %s ago: %s\n", time.Since(p.At).Round(time.Second), repairedText(p.Repaired))
+		fmt.Fprintf(w, "  last repair of drift: %s ago: %s\n", time.Since(p.At).Round(time.Second), repairedText(p.Repaired))
 	}
 	if pr := sv.Probe; pr != nil {
 		switch {

@@ -119,6 +119,10 @@ func TestMetricsMatchKernelAndEtcd(t *testing.T) {
 
 	// Drift: an FDB entry deleted by hand is put back and counted.
 	before := m[`overlay_drift_repaired_total{kind="fdb_added",network="default"}`]
+	if before != 0 || m[`overlay_peer_entries_programmed_total{kind="fdb_added",network="default"}`] != 2 {
+		t.Errorf("peers joining counted as drift (%v fdb entries), or not as programmed (%v)", before,
+			m[`overlay_peer_entries_programmed_total{kind="fdb_added",network="default"}`])
+	}
 	peerMAC := c.Hosts[1].vtepMAC(t)
 	inNS(t, h1.NS, "bridge", "fdb", "del", peerMAC, "dev", "overlay.1", "dst", c.Hosts[1].IP)
 	waitFor(t, 5*time.Second, "the fdb repair counted", func() bool {

@@ -123,7 +123,8 @@ type Agent struct {
 	masqCheck    throttle
 	ingressCheck throttle
 	memory       memoryReturner
-	repairs      map[string]int // what the current pass added or removed, by kind
+	repairs      map[string]int // drift the current pass repaired, by kind
+	changes      map[string]int // entries it wrote or removed for peers that changed
 
 	// Shared between goroutines.
 	watched  atomic.Pointer[[]string]

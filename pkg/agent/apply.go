@@ -25,7 +25,7 @@ const stampLife = 3
 func (a *Agent) apply(_ context.Context, w Wanted) error {
 	start := time.Now()
 	a.m.reconciles.Inc()
-	a.repairs = map[string]int{}
+	a.repairs, a.changes = map[string]int{}, map[string]int{}
 	err := a.applyAll(w)
 	a.applied.Store(&w)
 	a.setReady(w.Held, err == nil)
@@ -50,7 +50,7 @@ func (a *Agent) repaired(kind string, n int) {
 // notePass publishes what the pass did, for the metrics and the status
 // file.
 func (a *Agent) notePass(start, end time.Time, err error) {
-	p := &statusfile.Pass{At: end, Duration: end.Sub(start), Repaired: a.repairs}
+	p := &statusfile.Pass{At: end, Duration: end.Sub(start), Repaired: a.repairs, Programmed: a.changes}
 	if err != nil {
 		p.Error = err.Error()
 	}
@@ -71,7 +71,7 @@ func (a *Agent) applyAll(w Wanted) error {
 	// every peer, and the kernel would refuse the same routes on ours.
 	errs = append(errs, wrap("remove orphans", a.removeOrphans(w)))
 	plan, err := a.deps.Datapath.SyncPeers(w.target(), w.Peers)
-	a.notePlan(plan)
+	a.notePlan(plan, w.Peers)
 	a.memory.wrote(planSize(plan))
 	errs = append(errs, wrap("sync peers on "+w.VXLAN.Name, err))
 	if w.Forward {
@@ -136,16 +136,19 @@ func planSize(p datapath.Plan) int {
 		len(p.AddNeighs) + len(p.DelNeighs) + len(p.AddFDB) + len(p.DelFDB)
 }
 
-func (a *Agent) notePlan(p datapath.Plan) {
+// notePlan counts what a sync of peers did: drift it repaired, and
+// entries it wrote or removed for peers that changed in etcd.
+func (a *Agent) notePlan(p datapath.Plan, peers []datapath.Peer) {
 	if p.Empty() {
 		return
 	}
-	for kind, n := range map[string]int{
-		"route_added": len(p.AddRoutes) + len(p.AddDirect), "route_removed": len(p.DelRoutes) + len(p.DelDirect),
-		"neigh_added": len(p.AddNeighs), "neigh_removed": len(p.DelNeighs),
-		"fdb_added": len(p.AddFDB), "fdb_removed": len(p.DelFDB),
-	} {
+	drift, churn := splitDrift(a.applied.Load(), peers, p)
+	for kind, n := range drift {
 		a.repaired(kind, n)
+	}
+	for kind, n := range churn {
+		a.m.programmed.WithLabelValues(kind).Add(float64(n))
+		a.changes[kind] += n
 	}
 	a.log.Info("peers reconciled",
 		"routes_added", len(p.AddRoutes), "routes_deleted", len(p.DelRoutes),

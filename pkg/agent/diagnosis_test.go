@@ -3,6 +3,9 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -13,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/overlaynet/overlay/pkg/datapath"
 	"github.com/overlaynet/overlay/pkg/etcdtest"
 	"github.com/overlaynet/overlay/pkg/hostfile"
 	"github.com/overlaynet/overlay/pkg/probe"
@@ -177,7 +181,7 @@ func TestAgentWritesStatusFile(t *testing.T) {
 		return err == nil && len(s.Peers) == 1 && s.LastPass.At.After(time.Time{})
 	})
 	if !s.Lease.Held || s.Lease.Subnet != h.subnet() || s.VTEP.Device != "overlay.1" || s.MTU != 1450 || s.PeersWanted != 1 ||
-		s.HostID == "" || s.PID != os.Getpid() || s.LastRepair.Repaired["route_added"] == 0 || !s.Probe.Enabled ||
+		s.HostID == "" || s.PID != os.Getpid() || s.LastRepair.Repaired["device"] != 1 || !s.Probe.Enabled ||
 		s.Peers[0].Name != "p1" {
 		t.Fatalf("status %+v", s)
 	}
@@ -241,5 +245,33 @@ func TestAgentScrapeSurvivesKernelReadError(t *testing.T) {
 	n, err := testutil.GatherAndCount(h.reg, "overlay_datapath_entries", "overlay_ready")
 	if err != nil || n != 1 {
 		t.Fatalf("scrape with the kernel unreadable: %d series of entries and readiness, err %v; want readiness alone", n, err)
+	}
+}
+
+// Drift is what the kernel lost or changed while the wanted state stayed;
+// entries for peers that came or went are programming, not drift.
+func TestSplitDrift(t *testing.T) {
+	mk := func(n int) datapath.Peer {
+		return datapath.Peer{Subnet: netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", n)), VTEPIP: netip.MustParseAddr(fmt.Sprintf("10.244.%d.0", n)),
+			VTEPMAC: net.HardwareAddr{2, 0, 0, 0, 0, byte(n)}, PublicIP: netip.MustParseAddr(fmt.Sprintf("198.18.0.%d", n))}
+	}
+	p1, p2, p3 := mk(1), mk(2), mk(3)
+	prev := &Wanted{Peers: []datapath.Peer{p1, p2}}
+	now := []datapath.Peer{p1, p3} // p2 left, p3 came
+	plan := datapath.Plan{
+		AddFDB:    []datapath.FDBEntry{{MAC: p1.VTEPMAC, Dst: p1.PublicIP}, {MAC: p3.VTEPMAC, Dst: p3.PublicIP}},
+		AddNeighs: []datapath.Neigh{{IP: p3.VTEPIP, MAC: p3.VTEPMAC}},
+		AddRoutes: []datapath.Route{{Dst: p3.Subnet, Via: p3.VTEPIP}},
+		DelRoutes: []datapath.Route{{Dst: p2.Subnet, Via: p2.VTEPIP}, {Dst: netip.MustParsePrefix("10.244.9.0/24")}},
+		DelFDB:    []datapath.FDBEntry{{MAC: p2.VTEPMAC, Dst: p2.PublicIP}},
+	}
+	drift, churn := splitDrift(prev, now, plan)
+	wantDrift := map[string]int{fdbAdded: 1, routeRemoved: 1}
+	wantChurn := map[string]int{fdbAdded: 1, neighAdded: 1, routeAdded: 1, routeRemoved: 1, fdbRemoved: 1}
+	if !maps.Equal(drift, wantDrift) || !maps.Equal(churn, wantChurn) {
+		t.Fatalf("drift %v churn %v\nwant %v and %v", drift, churn, wantDrift, wantChurn)
+	}
+	if drift, _ := splitDrift(nil, now, plan); len(drift) != 0 {
+		t.Fatalf("a first pass counts drift: %v", drift)
 	}
 }

@@ -26,6 +26,7 @@ type metrics struct {
 	subnetChanges    prometheus.Counter
 	rejected         *prometheus.CounterVec
 	repaired         *prometheus.CounterVec
+	programmed       *prometheus.CounterVec
 	probeChanges     *prometheus.CounterVec
 	txChecksumOff    prometheus.Gauge
 }
@@ -56,14 +57,16 @@ func newMetrics(network string, reg prometheus.Registerer) *metrics {
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "overlay_lease_records_rejected_total",
 			Help: "Lease records not programmed, by reason (counted when first seen).", ConstLabels: labels}, []string{"reason"}),
 		repaired: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "overlay_drift_repaired_total",
-			Help: "Entries the reconcile added or removed, by kind.", ConstLabels: labels}, []string{"kind"}),
+			Help: "Drift the reconcile repaired, by kind: entries the kernel lost or changed behind overlayd's back, devices recreated, orphans removed.", ConstLabels: labels}, []string{"kind"}),
+		programmed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "overlay_peer_entries_programmed_total",
+			Help: "Entries the reconcile wrote or removed because peers came, went or changed in etcd, by kind.", ConstLabels: labels}, []string{"kind"}),
 		probeChanges: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "overlay_peer_probe_state_changes_total",
 			Help: "Times a peer's probe state changed, by the state entered (ok, overlay_broken, unreachable).", ConstLabels: labels}, []string{"state"}),
 		txChecksumOff: gauge("overlay_vxlan_tx_checksum_offload_disabled", "1 once overlayd turned tx checksum offload off on the VXLAN device (--fix-checksum-offload)."),
 	}
 	if reg != nil {
 		reg.MustRegister(m.reconciles, m.reconcileErrors, m.reconcileSeconds, m.lastReconcile, m.lastRepair, m.peers,
-			m.leaseHeld, m.leaseInfo, m.leaseAcquired, m.leaseLost, m.subnetChanges, m.rejected, m.repaired,
+			m.leaseHeld, m.leaseInfo, m.leaseAcquired, m.leaseLost, m.subnetChanges, m.rejected, m.repaired, m.programmed,
 			m.probeChanges, m.txChecksumOff)
 	}
 	return m

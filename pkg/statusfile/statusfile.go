@@ -85,9 +85,11 @@ type Pass struct {
 	At       time.Time     `json:"at"`
 	Duration time.Duration `json:"duration"`
 	Error    string        `json:"error,omitempty"`
-	// Repaired counts what the pass added or removed, by kind (the label
-	// of overlay_drift_repaired_total).
-	Repaired map[string]int `json:"repaired,omitempty"`
+	// Repaired counts the drift the pass repaired, by kind (the label of
+	// overlay_drift_repaired_total); Programmed what it wrote or removed
+	// for peers that changed in etcd (overlay_peer_entries_programmed_total).
+	Repaired   map[string]int `json:"repaired,omitempty"`
+	Programmed map[string]int `json:"programmed,omitempty"`
 }
 
 // Probe says how peers are probed.
