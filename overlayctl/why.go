@@ -90,7 +90,7 @@ run; otherwise the first broken step:
   10 the peer answers on the underlay but not through the overlay
      (VXLAN port blocked, or checksum offload)
   11 the peer answers on neither path   12 full-size packets do not cross
-  13 nothing answers at IP itself`,
+  13 nothing answers at IP itself        14 this host's VXLAN device is missing`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ip, err := netip.ParseAddr(args[0])

@@ -88,6 +88,15 @@ func TestWhy(t *testing.T) {
 	h2sub := h2.HostFile().Subnet
 	vtep, mac := h2sub.Addr(), h2.vtepMAC(t)
 
+	// The local container's veth taken off the bridge: nothing answers.
+	ports := h1.bridgePorts("overlay0")
+	if len(ports) != 1 {
+		t.Fatalf("h1's bridge ports %v, want a's veth", ports)
+	}
+	inNS(t, h1.NS, "ip", "link", "set", ports[0], "nomaster")
+	h1.wantWhy(t, a.IP, "local", 13, a.IP.String(), "bridge overlay0")
+	inNS(t, h1.NS, "ip", "link", "set", ports[0], "master", "overlay0")
+
 	// Kernel entries deleted by hand, with h1's overlayd stopped so nothing
 	// repairs them, then put back by hand.
 	h1.Daemon.Stop(5 * time.Second)
@@ -108,6 +117,11 @@ func TestWhy(t *testing.T) {
 	h1.wantWhy(t, b.IP, "mtu", 12, "1450-byte packets", "less than 1500")
 	inNS(t, c.Fabric, "ip", "link", "set", "vh2", "mtu", "1500")
 
+	// The peer's underlay gone: it answers on neither path.
+	inNS(t, c.Fabric, "ip", "link", "set", "vh2", "down")
+	h1.wantWhy(t, b.IP, "probe", 11, "answers neither")
+	inNS(t, c.Fabric, "ip", "link", "set", "vh2", "up")
+
 	// The peer's overlayd stopped and the VXLAN port dropped on its way in.
 	h2.Daemon.Stop(5 * time.Second)
 	inNS(t, h2.NS, "iptables", "-I", "INPUT", "-p", "udp", "--dport", "8472", "-j", "DROP")
@@ -122,6 +136,42 @@ func TestWhy(t *testing.T) {
 
 	// Not an address of the network at all.
 	h1.wantWhy(t, netip.MustParseAddr("10.9.0.1"), "network", 3, "outside network")
+
+	// This host's own lease gone (its overlayd stopped, then released).
+	h1.Daemon.Stop(5 * time.Second)
+	if out, err := c.Ctl("lease", "release", "h1"); err != nil {
+		t.Fatalf("lease release h1: %v\n%s", err, out)
+	}
+	h1.wantWhy(t, a.IP, "own lease", 6, "no lease for this host's")
+}
+
+// TestWhyPeerNotRunning: a host joins while a peer's overlayd is stopped;
+// the peer never programs it, so the overlay to it is lost while its
+// underlay answers, and why names the peer's lease that nobody renews.
+func TestWhyPeerNotRunning(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 3)
+	c.SetNetwork()
+	h1, h2, h3 := c.Hosts[0], c.Hosts[1], c.Hosts[2]
+	h1.Start()
+	h2.Start("--lease-ttl", "10s")
+	h1.WaitReady()
+	h2.WaitReady()
+	b := h2.Attach("b")
+	h2.Daemon.Stop(5 * time.Second)
+	stopped := time.Now()
+	h3.Start()
+	h3.WaitReady()
+	// Half the TTL unrenewed, before the lease expires.
+	var r whyResult
+	var code int
+	waitFor(t, 9*time.Second-time.Since(stopped), "why to name h2's unrenewed lease", func() bool {
+		r, code = h3.why(t, b.IP)
+		return code == 10 && strings.Contains(r.Verdict, "not renewing")
+	})
+	if !strings.Contains(r.Verdict, "has not programmed this host") {
+		t.Fatalf("verdict %q does not say h2 has not programmed h3", r.Verdict)
+	}
 }
 
 // statusResult is the part of `overlayctl status -o json` the tests read.
