@@ -213,7 +213,7 @@ func (v *hostView) peerStatuses() ([]peerStatus, []datapath.Route) {
 		if pr := v.probeOf(p.Subnet); pr != nil {
 			ps.Probe, ps.OverlayRTT, ps.UnderlayRTT = pr.State, pr.OverlayRTT.Seconds(), pr.UnderlayRTT.Seconds()
 			ps.OverlayLoss, ps.UnderlayLoss = pr.OverlayLoss, pr.UnderlayLoss
-			ps.Note = probeNote(pr.State, v.cfg.Port, v.target.Device)
+			ps.Note = probeNote(pr.State, p.Mode == datapath.ModeDirect, v.cfg.Port, v.target.Device)
 		}
 		out = append(out, ps)
 	}
@@ -226,11 +226,13 @@ func (v *hostView) peerStatuses() ([]peerStatus, []datapath.Route) {
 }
 
 // probeNote says what a probe state means and what to do.
-func probeNote(state string, port uint16, device string) string {
-	switch state {
-	case "overlay_broken":
+func probeNote(state string, direct bool, port uint16, device string) string {
+	switch {
+	case state == "overlay_broken" && direct:
+		return "answers on its public IP but not at its VTEP address over the direct route (no VXLAN involved): its firewall, rp_filter or routing drops traffic from this host's overlay address"
+	case state == "overlay_broken":
 		return fmt.Sprintf("answers on the underlay but not through the overlay: UDP port %d (VXLAN) is blocked on the path, or checksum offload corrupts encapsulated packets; open the port between the hosts, or try overlayd --fix-checksum-offload (ethtool -K %s tx off)", port, device)
-	case "unreachable":
+	case state == "unreachable":
 		return "answers neither through the overlay nor on the underlay: the host is down, its underlay address unreachable, or ICMP filtered"
 	}
 	return ""
