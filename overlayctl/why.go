@@ -36,6 +36,7 @@ const (
 	whyMTU          = 12 // full-size packets do not cross the path
 	whyEndpoint     = 13 // nothing answers at the address itself
 	whyDevice       = 14 // this host's VXLAN device is missing
+	whyChecksum     = 15 // ICMP crosses the overlay, UDP does not: checksum offload
 )
 
 // liveTimeout bounds the probes of one why: they are sent after the etcd
@@ -90,7 +91,8 @@ run; otherwise the first broken step:
   10 the peer answers on the underlay but not through the overlay
      (VXLAN port blocked, or checksum offload)
   11 the peer answers on neither path   12 full-size packets do not cross
-  13 nothing answers at IP itself        14 this host's VXLAN device is missing`,
+  13 nothing answers at IP itself        14 this host's VXLAN device is missing
+  15 ICMP crosses the overlay but UDP does not (checksum offload)`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ip, err := netip.ParseAddr(args[0])
@@ -163,12 +165,17 @@ func (p *pinger) ping(e probe.Echo) probe.PathStats {
 	case errors.Is(err, probe.ErrTooBig):
 		return st
 	}
+	p.record(err)
+	return st
+}
+
+// record keeps err as the first error that stops why.
+func (p *pinger) record(err error) {
 	p.mu.Lock()
 	if p.err == nil {
 		p.err = err
 	}
 	p.mu.Unlock()
-	return st
 }
 
 func (v *hostView) whySteps(live *pinger, ip netip.Addr) []whyStep {
@@ -379,7 +386,34 @@ func (v *hostView) liveSteps(live *pinger, peer datapath.Peer, l subnet.Lease, i
 	if !pr.OK {
 		return []whyStep{pr}
 	}
-	return []whyStep{pr, v.mtuStep(live, peer, l), endpointStep(live, peer, ip)}
+	return []whyStep{pr, v.udpStep(live, peer, l), v.mtuStep(live, peer, l), endpointStep(live, peer, ip)}
+}
+
+// udpStep sends UDP through the overlay, which unlike ICMP leaves its
+// checksum to the device: lost while the echoes crossed, checksum offload
+// corrupts what containers send (ping works, TCP stalls).
+func (v *hostView) udpStep(live *pinger, peer datapath.Peer, l subnet.Lease) whyStep {
+	st, err := probe.UDPEcho(live.ctx, peer.VTEPIP, 3, time.Second)
+	if err != nil {
+		live.record(err)
+		return whyStep{Step: "udp"}
+	}
+	s := whyStep{Step: "udp", OK: st.Received > 0, code: whyChecksum,
+		Detail: fmt.Sprintf("UDP through the overlay to %s port %d: %s", peer.VTEPIP, probe.UDPPort, echoText(st))}
+	if s.OK {
+		return s
+	}
+	if peer.Mode == datapath.ModeDirect {
+		s.Detail = fmt.Sprintf("ICMP reaches %s's VTEP address over the direct route but UDP does not (no answer to %d datagrams to port %d): its firewall drops UDP from this host's overlay address",
+			l.Hostname, st.Sent, probe.UDPPort)
+		s.Fix = fmt.Sprintf("on %s: let UDP from %s in (or REJECT it rather than DROP)", l.Hostname, v.hf.Network)
+		return s
+	}
+	s.Detail = fmt.Sprintf("ICMP echoes cross the overlay to %s but UDP does not (no answer to %d datagrams to port %d): checksum offload corrupts the TCP and UDP inside VXLAN packets (ping works, connections stall), or %s drops UDP to its VTEP address",
+		l.Hostname, st.Sent, probe.UDPPort, l.Hostname)
+	s.Fix = fmt.Sprintf("turn tx checksum offload off on the sending hosts' VXLAN device (ethtool -K %s tx off, on this host and on %s); if that does not help, check %s's firewall for UDP to %s",
+		v.target.Device, l.Hostname, l.Hostname, peer.VTEPIP)
+	return s
 }
 
 // peerRenewal says when the peer's overlayd does not renew its lease (it

@@ -122,6 +122,13 @@ func TestWhy(t *testing.T) {
 	h1.wantWhy(t, b.IP, "probe", 11, "answers neither")
 	inNS(t, c.Fabric, "ip", "link", "set", "vh2", "up")
 
+	// UDP to the peer's VTEP lost while ICMP crosses, as when checksum
+	// offload corrupts what is inside the VXLAN packets (the peer drops
+	// them for their checksum; here its firewall drops them).
+	inNS(t, h2.NS, "iptables", "-I", "INPUT", "-p", "udp", "--dport", "33434", "-j", "DROP")
+	h1.wantWhy(t, b.IP, "udp", 15, "ICMP echoes cross the overlay", "checksum offload")
+	inNS(t, h2.NS, "iptables", "-D", "INPUT", "-p", "udp", "--dport", "33434", "-j", "DROP")
+
 	// The peer's overlayd stopped and the VXLAN port dropped on its way in.
 	h2.Daemon.Stop(5 * time.Second)
 	inNS(t, h2.NS, "iptables", "-I", "INPUT", "-p", "udp", "--dport", "8472", "-j", "DROP")

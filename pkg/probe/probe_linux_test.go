@@ -249,3 +249,36 @@ func TestRunWithoutCapNetRaw(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+// UDPEcho counts the peer's port-unreachable answers through the overlay;
+// when the peer drops that UDP (as it drops datagrams whose checksum
+// offload corrupted), ICMP echoes still cross and UDPEcho sees none.
+func TestUDPEchoThroughOverlay(t *testing.T) {
+	t.Parallel()
+	a, b := overlayPair(t)
+	udp := func() PathStats {
+		var st PathStats
+		a.do(t, func() error {
+			var err error
+			st, err = UDPEcho(context.Background(), b.vtep(), 3, 300*time.Millisecond)
+			return err
+		})
+		return st
+	}
+	if st := udp(); st.Sent != 3 || st.Received != 3 {
+		t.Fatalf("udp through the overlay: %+v, want 3 of 3 answered", st)
+	}
+	b.exec(t, "iptables", "-I", "INPUT", "-p", "udp", "--dport", "33434", "-j", "DROP")
+	if st := udp(); st.Sent != 3 || st.Received != 0 || st.Loss != 1 {
+		t.Fatalf("udp dropped by the peer: %+v, want 3 sent, none answered", st)
+	}
+	var echo PathStats
+	a.do(t, func() error {
+		var err error
+		echo, err = Ping(context.Background(), Echo{Addr: b.vtep(), Timeout: 300 * time.Millisecond})
+		return err
+	})
+	if echo.Received != 3 {
+		t.Fatalf("icmp through the overlay while udp is dropped: %+v, want 3 of 3", echo)
+	}
+}
