@@ -338,7 +338,7 @@ func printPeerTable(w io.Writer, sv statusView) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Subnet, p.Host, p.Mode, p.Via, p.VTEPMAC, p.PublicIP, p.Kernel, probe, rtt)
 		for _, lan := range p.LANs {
-			fmt.Fprintf(tw, "%s\t(LAN)\tvxlan\t%s\t\t\t\t\t\n", lan, p.Via)
+			fmt.Fprintf(tw, "%s\t(LAN)\tvxlan\t%s\n", lan, p.Via)
 		}
 	}
 	for _, r := range sv.Stale {
