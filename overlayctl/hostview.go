@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -49,13 +50,17 @@ type hostView struct {
 }
 
 // leaseTTLs asks etcd how long the given etcd leases have left.
+// It has --etcd-timeout of its own: the command's may be spent on the
+// probes sent before.
 func (v *hostView) leaseTTLs(ids []int64) (map[int64]subnet.LeaseTTL, error) {
-	c, err := v.g.connect(v.cmd.Context())
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(v.cmd.Context()), v.g.timeout)
+	defer cancel()
+	c, err := v.g.connect(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
-	return c.LeaseTTLs(v.cmd.Context(), ids)
+	return c.LeaseTTLs(ctx, ids)
 }
 
 // loadHost reads everything about this host in g.network. Only a missing
@@ -109,8 +114,14 @@ func (v *hostView) selfFromSources() agent.Self {
 		self.VTEPMAC, _ = net.ParseMAC(l.VTEPMAC)
 	}
 	if st := v.status; st != nil && st.Lease.Subnet == v.own {
-		self.HostID, self.PublicIP, self.Advertise, self.Routes = st.HostID, st.PublicIP, st.Advertise, st.Routes
+		self.HostID, self.PublicIP, self.Advertise = st.HostID, st.PublicIP, st.Advertise
 		self.VTEPMAC, _ = net.ParseMAC(st.VTEP.MAC)
+	}
+	// This host's own routes as the kernel has them now (overlayd reads
+	// the same): a gateway's LANs must not shadow them.
+	if routes, err := datapath.OtherRoutes(v.target.Device); err == nil {
+		slices.SortFunc(routes, netip.Prefix.Compare)
+		self.Routes = slices.Compact(routes)
 	}
 	if !self.PublicIP.IsValid() {
 		self.PublicIP = v.underlay.IP
@@ -159,10 +170,23 @@ func (v *hostView) leaseOf(ip netip.Addr) (subnet.Lease, bool) {
 			return l, true
 		}
 	}
-	// Of several gateways advertising it, the oldest lease's wins, as in
-	// overlayd (the others' copies are rejected).
+	// The gateway whose LAN holding ip this host routes (the longest, if
+	// LANs nest); else, to explain why not, the oldest that advertises it.
+	var routed netip.Prefix
 	var found subnet.Lease
 	ok := false
+	for _, p := range v.wanted {
+		for _, lan := range p.Routes {
+			if lan.Contains(ip) && lan.Bits() > routed.Bits() {
+				if l, has := v.leaseBySubnet(p.Subnet); has {
+					routed, found, ok = lan, l, true
+				}
+			}
+		}
+	}
+	if ok {
+		return found, true
+	}
 	for _, l := range v.leases {
 		if slices.ContainsFunc(l.Advertise, func(p netip.Prefix) bool { return p.Contains(ip) }) &&
 			(!ok || l.CreateRevision < found.CreateRevision) {
@@ -170,4 +194,12 @@ func (v *hostView) leaseOf(ip netip.Addr) (subnet.Lease, bool) {
 		}
 	}
 	return found, ok
+}
+
+func (v *hostView) leaseBySubnet(s netip.Prefix) (subnet.Lease, bool) {
+	i := slices.IndexFunc(v.leases, func(l subnet.Lease) bool { return l.Subnet == s })
+	if i < 0 {
+		return subnet.Lease{}, false
+	}
+	return v.leases[i], true
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -180,8 +181,17 @@ func (p *pinger) record(err error) {
 
 func (v *hostView) whySteps(live *pinger, ip netip.Addr) []whyStep {
 	if v.kernelErr != nil {
-		return []whyStep{{Step: "device", code: whyDevice, Detail: v.kernelErr.Error(),
+		if _, err := net.InterfaceByName(v.target.Device); err == nil {
+			live.record(v.kernelErr) // the device is there: reading it failed
+			return nil
+		}
+		return []whyStep{{Step: "device", code: whyDevice, Detail: fmt.Sprintf("this host has no VXLAN device %s: %v", v.target.Device, v.kernelErr),
 			Fix: "start (or restart) overlayd on this host: it creates the VXLAN device and programs every peer"}}
+	}
+	if lan, ok := lanHolding(v.self.Advertise, ip); ok {
+		// This gateway's own LAN: overlayd routes it here before any
+		// other gateway's.
+		return []whyStep{v.ownLANStep(live, lan, ip)}
 	}
 	if v.hf.Kind != hostfile.KindEdge && v.hf.Subnet.Contains(ip) {
 		if own := v.ownLeaseStep(); !own.OK {
@@ -393,24 +403,36 @@ func (v *hostView) liveSteps(live *pinger, peer datapath.Peer, l subnet.Lease, i
 // checksum to the device: lost while the echoes crossed, checksum offload
 // corrupts what containers send (ping works, TCP stalls).
 func (v *hostView) udpStep(live *pinger, peer datapath.Peer, l subnet.Lease) whyStep {
-	st, err := probe.UDPEcho(live.ctx, peer.VTEPIP, 3, time.Second)
-	if err != nil {
+	var over, under probe.PathStats
+	var overErr, underErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { over, overErr = probe.UDPEcho(live.ctx, peer.VTEPIP, 3, time.Second) })
+	wg.Go(func() { under, underErr = probe.UDPEcho(live.ctx, peer.PublicIP, 3, time.Second) })
+	wg.Wait()
+	if err := errors.Join(overErr, underErr); err != nil {
 		live.record(err)
-		return whyStep{Step: "udp"}
+		return whyStep{Step: "udp", Detail: err.Error()}
 	}
-	s := whyStep{Step: "udp", OK: st.Received > 0, code: whyChecksum,
-		Detail: fmt.Sprintf("UDP through the overlay to %s port %d: %s", peer.VTEPIP, probe.UDPPort, echoText(st))}
+	s := whyStep{Step: "udp", OK: over.Received > 0, code: whyChecksum,
+		Detail: fmt.Sprintf("UDP through the overlay to %s port %d: %s", peer.VTEPIP, probe.UDPPort, echoText(over))}
 	if s.OK {
+		return s
+	}
+	if under.Received == 0 {
+		// The control: UDP to the peer's public IP gets no answer either,
+		// so its firewall drops UDP to that port, whatever the overlay.
+		s.OK = true
+		s.Detail = fmt.Sprintf("not tested: %s answers no UDP to port %d on the underlay either (its firewall drops it), so offload cannot be told from here", l.Hostname, probe.UDPPort)
 		return s
 	}
 	if peer.Mode == datapath.ModeDirect {
 		s.Detail = fmt.Sprintf("ICMP reaches %s's VTEP address over the direct route but UDP does not (no answer to %d datagrams to port %d): its firewall drops UDP from this host's overlay address",
-			l.Hostname, st.Sent, probe.UDPPort)
+			l.Hostname, over.Sent, probe.UDPPort)
 		s.Fix = fmt.Sprintf("on %s: let UDP from %s in (or REJECT it rather than DROP)", l.Hostname, v.hf.Network)
 		return s
 	}
-	s.Detail = fmt.Sprintf("ICMP echoes cross the overlay to %s but UDP does not (no answer to %d datagrams to port %d): checksum offload corrupts the TCP and UDP inside VXLAN packets (ping works, connections stall), or %s drops UDP to its VTEP address",
-		l.Hostname, st.Sent, probe.UDPPort, l.Hostname)
+	s.Detail = fmt.Sprintf("ICMP echoes cross the overlay to %s and UDP crosses the underlay, but UDP through the overlay does not (no answer to %d datagrams to port %d): checksum offload corrupts the TCP and UDP inside VXLAN packets (ping works, connections stall), or %s drops UDP to its VTEP address only",
+		l.Hostname, over.Sent, probe.UDPPort, l.Hostname)
 	s.Fix = fmt.Sprintf("turn tx checksum offload off on the sending hosts' VXLAN device (ethtool -K %s tx off, on this host and on %s); if that does not help, check %s's firewall for UDP to %s",
 		v.target.Device, l.Hostname, l.Hostname, peer.VTEPIP)
 	return s
@@ -466,8 +488,11 @@ func (v *hostView) mtuStep(live *pinger, peer datapath.Peer, l subnet.Lease) why
 	switch {
 	case errors.Is(err, probe.ErrTooBig):
 		s.Detail = fmt.Sprintf("this host cannot send a %d-byte packet to %s unfragmented: %v", mtu, peer.VTEPIP, err)
+	case errors.Is(err, unix.ENETUNREACH) || errors.Is(err, unix.EHOSTUNREACH):
+		s.Detail = fmt.Sprintf("a %d-byte packet to %s cannot be routed: %v", mtu, peer.VTEPIP, err)
 	case err != nil:
-		live.ping(probe.Echo{Addr: peer.VTEPIP, Size: mtu - 28, DontFragment: true, Count: 1}) // records the error
+		live.record(err)
+		s.Detail = err.Error()
 		return s
 	case full.Received == 0:
 		s.Detail = fmt.Sprintf("%d-byte packets to %s are lost while small ones cross: the path between %s and %s carries less than %d bytes",

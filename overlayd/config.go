@@ -157,8 +157,8 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	if c.ProbeInterval < 0 || (c.ProbeInterval > 0 && c.ProbeInterval < 100*time.Millisecond) {
 		return Config{}, fmt.Errorf("--probe-interval %s: use 0 (no probes) or at least 100ms", c.ProbeInterval)
 	}
-	if !(c.ProbeRate > 0) || math.IsInf(c.ProbeRate, 0) {
-		return Config{}, fmt.Errorf("--probe-rate %g must be a positive number (probes per second across a network's peers)", c.ProbeRate)
+	if !(c.ProbeRate >= 0.01) || math.IsInf(c.ProbeRate, 0) {
+		return Config{}, fmt.Errorf("--probe-rate %g must be a number of at least 0.01 (probes per second across a network's peers)", c.ProbeRate)
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return Config{}, fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)

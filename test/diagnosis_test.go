@@ -125,9 +125,17 @@ func TestWhy(t *testing.T) {
 	// UDP to the peer's VTEP lost while ICMP crosses, as when checksum
 	// offload corrupts what is inside the VXLAN packets (the peer drops
 	// them for their checksum; here its firewall drops them).
-	inNS(t, h2.NS, "iptables", "-I", "INPUT", "-p", "udp", "--dport", "33434", "-j", "DROP")
+	dropUDP := []string{"INPUT", "-d", vtep.String(), "-p", "udp", "--dport", "33434", "-j", "DROP"}
+	inNS(t, h2.NS, append([]string{"iptables", "-I"}, dropUDP...)...)
 	h1.wantWhy(t, b.IP, "udp", 15, "ICMP echoes cross the overlay", "checksum offload")
-	inNS(t, h2.NS, "iptables", "-D", "INPUT", "-p", "udp", "--dport", "33434", "-j", "DROP")
+	inNS(t, h2.NS, append([]string{"iptables", "-D"}, dropUDP...)...)
+	// A peer that drops that UDP on every address: not testable, not blamed.
+	dropAll := []string{"INPUT", "-p", "udp", "--dport", "33434", "-j", "DROP"}
+	inNS(t, h2.NS, append([]string{"iptables", "-I"}, dropAll...)...)
+	if r, code := h1.why(t, b.IP); code != 0 || !strings.Contains(r.Steps[len(r.Steps)-3].Detail, "not tested") {
+		t.Fatalf("UDP dropped on every address of the peer: exit %d, %+v", code, r.Steps)
+	}
+	inNS(t, h2.NS, append([]string{"iptables", "-D"}, dropAll...)...)
 
 	// The peer's overlayd stopped and the VXLAN port dropped on its way in.
 	h2.Daemon.Stop(5 * time.Second)

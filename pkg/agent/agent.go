@@ -125,6 +125,7 @@ type Agent struct {
 	memory       memoryReturner
 	repairs      map[string]int // drift the current pass repaired, by kind
 	changes      map[string]int // entries it wrote or removed for peers that changed
+	settled      *Wanted        // the last state a sync of peers wrote whole (nil: not known)
 
 	// Shared between goroutines.
 	watched  atomic.Pointer[[]string]

@@ -71,7 +71,12 @@ func (a *Agent) applyAll(w Wanted) error {
 	// every peer, and the kernel would refuse the same routes on ours.
 	errs = append(errs, wrap("remove orphans", a.removeOrphans(w)))
 	plan, err := a.deps.Datapath.SyncPeers(w.target(), w.Peers)
-	a.notePlan(plan, w.Peers)
+	a.notePlan(plan, &w)
+	if err == nil {
+		a.settled = &w
+	} else {
+		a.settled = nil // what the kernel holds is not known: no drift until a pass succeeds
+	}
 	a.memory.wrote(planSize(plan))
 	errs = append(errs, wrap("sync peers on "+w.VXLAN.Name, err))
 	if w.Forward {
@@ -138,11 +143,11 @@ func planSize(p datapath.Plan) int {
 
 // notePlan counts what a sync of peers did: drift it repaired, and
 // entries it wrote or removed for peers that changed in etcd.
-func (a *Agent) notePlan(p datapath.Plan, peers []datapath.Peer) {
+func (a *Agent) notePlan(p datapath.Plan, w *Wanted) {
 	if p.Empty() {
 		return
 	}
-	drift, churn := splitDrift(a.applied.Load(), peers, p)
+	drift, churn := splitDrift(a.settled, w, p)
 	for kind, n := range drift {
 		a.repaired(kind, n)
 	}

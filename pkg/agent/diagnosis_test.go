@@ -257,7 +257,7 @@ func TestSplitDrift(t *testing.T) {
 	}
 	p1, p2, p3 := mk(1), mk(2), mk(3)
 	prev := &Wanted{Peers: []datapath.Peer{p1, p2}}
-	now := []datapath.Peer{p1, p3} // p2 left, p3 came
+	now := &Wanted{Peers: []datapath.Peer{p1, p3}} // p2 left, p3 came
 	plan := datapath.Plan{
 		AddFDB:    []datapath.FDBEntry{{MAC: p1.VTEPMAC, Dst: p1.PublicIP}, {MAC: p3.VTEPMAC, Dst: p3.PublicIP}},
 		AddNeighs: []datapath.Neigh{{IP: p3.VTEPIP, MAC: p3.VTEPMAC}},
@@ -273,5 +273,18 @@ func TestSplitDrift(t *testing.T) {
 	}
 	if drift, _ := splitDrift(nil, now, plan); len(drift) != 0 {
 		t.Fatalf("a first pass counts drift: %v", drift)
+	}
+	// Another device: everything is written again, and none of it is drift.
+	moved := &Wanted{Peers: now.Peers, VXLAN: datapath.VXLANSpec{Name: "overlay.2"}}
+	if drift, _ := splitDrift(prev, moved, plan); len(drift) != 0 {
+		t.Fatalf("a new device counts drift: %v", drift)
+	}
+	// A peer switching to direct routing: its old route's removal is the
+	// switch, not drift.
+	d1 := p1
+	d1.Mode = datapath.ModeDirect
+	sw := datapath.Plan{AddDirect: []datapath.Route{{Dst: p1.Subnet, Via: p1.PublicIP}}, DelRoutes: []datapath.Route{{Dst: p1.Subnet, Via: p1.VTEPIP}}}
+	if drift, churn := splitDrift(&Wanted{Peers: []datapath.Peer{p1}}, &Wanted{Peers: []datapath.Peer{d1}}, sw); len(drift) != 0 || churn[routeRemoved] != 1 || churn[routeAdded] != 1 {
+		t.Fatalf("a mode switch: drift %v churn %v, want all churn", drift, churn)
 	}
 }

@@ -42,12 +42,15 @@ func entriesOf(peers []datapath.Peer) peerEntries {
 	return e
 }
 
-// splitDrift sorts what plan p added and removed into drift, entries the
-// previous wanted state (prev) already had as they are now written or
-// still wants as they are now removed: the kernel lost or changed them
+// splitDrift sorts what plan p (for the wanted state now) added and
+// removed into drift, entries the last state the kernel was known to
+// hold (prev) already had as they are now written, or still wants
+// unchanged as they are now removed: the kernel lost or changed them
 // behind overlayd's back; and churn, entries for peers that came, went or
-// changed in etcd. A first pass (prev nil) is all churn: it programs.
-func splitDrift(prev *Wanted, now []datapath.Peer, p datapath.Plan) (drift, churn map[string]int) {
+// changed in etcd. With no such state (a first pass, or one after
+// failures), or another target (a new device, source or underlay),
+// everything is churn: the pass programs.
+func splitDrift(prev *Wanted, now *Wanted, p datapath.Plan) (drift, churn map[string]int) {
 	drift, churn = map[string]int{}, map[string]int{}
 	count := func(isDrift bool, kind string) {
 		if isDrift {
@@ -56,7 +59,7 @@ func splitDrift(prev *Wanted, now []datapath.Peer, p datapath.Plan) (drift, chur
 			churn[kind]++
 		}
 	}
-	if prev == nil {
+	if prev == nil || prev.target() != now.target() {
 		for kind, n := range map[string]int{
 			routeAdded: len(p.AddRoutes) + len(p.AddDirect), routeRemoved: len(p.DelRoutes) + len(p.DelDirect),
 			neighAdded: len(p.AddNeighs), neighRemoved: len(p.DelNeighs), fdbAdded: len(p.AddFDB), fdbRemoved: len(p.DelFDB),
@@ -67,33 +70,33 @@ func splitDrift(prev *Wanted, now []datapath.Peer, p datapath.Plan) (drift, chur
 		}
 		return drift, churn
 	}
-	before, after := entriesOf(prev.Peers), entriesOf(now)
+	before, after := entriesOf(prev.Peers), entriesOf(now.Peers)
 	for _, r := range slices.Concat(p.AddRoutes, p.AddDirect) {
 		via, had := before.routes[r.Dst]
 		count(had && via == r.Via, routeAdded)
 	}
 	for _, r := range slices.Concat(p.DelRoutes, p.DelDirect) {
-		_, had := before.routes[r.Dst]
-		_, wanted := after.routes[r.Dst]
-		count(wanted || !had, routeRemoved)
+		was, had := before.routes[r.Dst]
+		is, wanted := after.routes[r.Dst]
+		count(!had || (wanted && was == is), routeRemoved)
 	}
 	for _, n := range p.AddNeighs {
 		mac, had := before.neighs[n.IP]
 		count(had && mac == n.MAC.String(), neighAdded)
 	}
 	for _, n := range p.DelNeighs {
-		_, had := before.neighs[n.IP]
-		_, wanted := after.neighs[n.IP]
-		count(wanted || !had, neighRemoved)
+		was, had := before.neighs[n.IP]
+		is, wanted := after.neighs[n.IP]
+		count(!had || (wanted && was == is), neighRemoved)
 	}
 	for _, f := range p.AddFDB {
 		dst, had := before.fdb[f.MAC.String()]
 		count(had && dst == f.Dst, fdbAdded)
 	}
 	for _, f := range p.DelFDB {
-		_, had := before.fdb[f.MAC.String()]
-		_, wanted := after.fdb[f.MAC.String()]
-		count(wanted || !had, fdbRemoved)
+		was, had := before.fdb[f.MAC.String()]
+		is, wanted := after.fdb[f.MAC.String()]
+		count(!had || (wanted && was == is), fdbRemoved)
 	}
 	return drift, churn
 }

@@ -36,15 +36,22 @@ func UDPEcho(ctx context.Context, addr netip.Addr, count int, timeout time.Durat
 			return st, ctx.Err()
 		}
 		sent := time.Now()
-		if _, err := c.Write([]byte("overlay udp probe")); err != nil && !refused(err) {
+		_, err := c.Write([]byte("overlay udp probe"))
+		if answered(err) {
+			// A late answer to the previous datagram, reported on this
+			// send instead: nothing was sent, send again.
+			_, err = c.Write([]byte("overlay udp probe"))
+		}
+		if err != nil && !answered(err) {
 			return st, fmt.Errorf("udp probe to %s: %w", addr, err)
 		}
 		st.Sent++
 		c.SetReadDeadline(sent.Add(timeout))
-		_, err := c.Read(buf)
+		_, err = c.Read(buf)
 		// Port unreachable comes back as ECONNREFUSED on a connected
-		// socket; a datagram back (something listens) is an answer too.
-		if err == nil || refused(err) {
+		// socket, a firewall's reject as EHOSTUNREACH; a datagram back
+		// (something listens) is an answer too.
+		if err == nil || answered(err) {
 			st.Received++
 			st.RTT, st.LastReply = time.Since(sent), time.Now()
 			st.LostInRow = 0
@@ -56,4 +63,8 @@ func UDPEcho(ctx context.Context, addr netip.Addr, count int, timeout time.Durat
 	return st, nil
 }
 
-func refused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
+// answered tells an ICMP error the peer sent back (the datagram arrived
+// intact) from a timeout.
+func answered(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH)
+}
