@@ -146,8 +146,9 @@ type Agent struct {
 	self       atomic.Pointer[selfView]
 	sessionRef atomic.Pointer[subnet.Session]
 	probeErr   atomic.Pointer[error]
-	// probeMoves counts the peers' probe state changes seen, so the
-	// status file is rewritten when one happened.
+	// probeMoves counts the peers' probe state changes seen and the
+	// target sets given, so the status file is rewritten when one
+	// happened.
 	probeMoves atomic.Uint64
 }
 

@@ -175,7 +175,7 @@ func TestAgentWritesStatusFile(t *testing.T) {
 	h.startWithProber(fp)
 	path := statusfile.Path(h.cfg.RunDir, "default")
 	var s statusfile.Status
-	eventually(t, 3*time.Second, "status with the peer", func() bool {
+	eventually(t, 5*time.Second, "status with the peer", func() bool {
 		var err error
 		s, err = statusfile.Read(path)
 		return err == nil && len(s.Peers) == 1 && s.LastPass.At.After(time.Time{})
@@ -186,7 +186,7 @@ func TestAgentWritesStatusFile(t *testing.T) {
 		t.Fatalf("status %+v", s)
 	}
 	fp.set(p1.Subnet, probe.StateOverlayBroken)
-	eventually(t, 3*time.Second, "the broken state in the status", func() bool {
+	eventually(t, 5*time.Second, "the broken state in the status", func() bool {
 		s, err := statusfile.Read(path)
 		return err == nil && len(s.Peers) == 1 && s.Peers[0].State == "overlay_broken"
 	})

@@ -40,6 +40,7 @@ func (a *Agent) followPeers(ctx context.Context) {
 	for {
 		if w := a.applied.Load(); w != nil && w != last {
 			a.deps.Prober.SetTargets(probeTargets(w.Peers))
+			a.probeMoves.Add(1) // the status file lists the new set
 			last = w
 		}
 		select {
