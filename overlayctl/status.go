@@ -184,8 +184,10 @@ func (v *hostView) leaseHeld() *leaseHeld {
 // and lists the routes of ours nobody wants any more.
 func (v *hostView) peerStatuses() ([]peerStatus, []datapath.Route) {
 	gaps := map[netip.Prefix]datapath.Gap{}
+	var plan datapath.Plan
 	if v.kernelErr == nil {
-		for _, g := range datapath.Gaps(v.target, v.wanted, v.installed) {
+		plan = datapath.DiffTarget(v.target, v.wanted, v.installed)
+		for _, g := range datapath.GapsIn(plan, v.wanted) {
 			gaps[g.Peer] = g
 		}
 	}
@@ -217,12 +219,7 @@ func (v *hostView) peerStatuses() ([]peerStatus, []datapath.Route) {
 		}
 		out = append(out, ps)
 	}
-	var stale []datapath.Route
-	if v.kernelErr == nil {
-		plan := datapath.DiffTarget(v.target, v.wanted, v.installed)
-		stale = append(slices.Clone(plan.DelRoutes), plan.DelDirect...)
-	}
-	return out, stale
+	return out, slices.Concat(plan.DelRoutes, plan.DelDirect)
 }
 
 // probeNote says what a probe state means and what to do.

@@ -522,10 +522,8 @@ func endpointStep(live *pinger, peer datapath.Peer, ip netip.Addr) whyStep {
 }
 
 // whyLocal finds what holds ip behind this host's bridge.
+// This gateway's own LANs are checked before (ownLANStep).
 func (v *hostView) whyLocal(live *pinger, ip netip.Addr) []whyStep {
-	if lan, ok := lanHolding(v.self.Advertise, ip); ok {
-		return []whyStep{v.ownLANStep(live, lan, ip)}
-	}
 	if v.hf.Kind == hostfile.KindEdge || ip == v.own.Addr() || ip == v.hf.Gateway {
 		return []whyStep{{Step: "local", OK: true, Detail: fmt.Sprintf("%s is this host's own address", ip)}}
 	}

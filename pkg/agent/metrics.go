@@ -45,7 +45,7 @@ func newMetrics(network string, reg prometheus.Registerer) *metrics {
 		reconcileSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "overlay_reconcile_duration_seconds",
 			Help: "Duration of a reconcile pass.", ConstLabels: labels, Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}),
 		lastReconcile: gauge("overlay_last_reconcile_timestamp_seconds", "Unix time the last reconcile pass ended."),
-		lastRepair:    gauge("overlay_last_repair_timestamp_seconds", "Unix time of the last reconcile pass that added or removed anything (0: none yet)."),
+		lastRepair:    gauge("overlay_last_repair_timestamp_seconds", "Unix time of the last reconcile pass that repaired drift (overlay_drift_repaired_total; 0: none yet)."),
 		peers:         gauge("overlay_peers_wanted", "Remote members the datapath should reach (from etcd's leases)."),
 		leaseHeld:     gauge("overlay_lease_held", "1 while this host holds its subnet lease."),
 		leaseInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "overlay_lease_info",
@@ -105,9 +105,9 @@ func (a *Agent) leaseExpiry() prometheus.Collector {
 // network's devices and how many wanted peers are fully programmed, so the
 // series show drift that no pass has repaired yet.
 type kernelCollector struct {
-	a                          *Agent
-	entries, programmed, probe *prometheus.Desc
-	mu                         sync.Mutex // one dump at a time, however many scrapers
+	a                   *Agent
+	entries, programmed *prometheus.Desc
+	mu                  sync.Mutex // one dump at a time, however many scrapers
 }
 
 func newKernelCollector(a *Agent) *kernelCollector {

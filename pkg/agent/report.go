@@ -24,7 +24,7 @@ func (a *Agent) publishSelf(w Wanted) {
 	s := statusfile.Status{
 		Version: statusfile.Version, Network: a.cfg.Network, PID: os.Getpid(), PIDNamespace: a.pidNS, Every: a.cfg.ResyncInterval,
 		Kind: string(l.Kind), HostID: l.HostID, Hostname: a.cfg.Hostname, PublicIP: l.PublicIP,
-		Underlay: l.Underlay.Name, UnderMTU: l.Underlay.MTU, Advertise: l.Advertise, Routes: l.Routes,
+		Underlay: l.Underlay.Name, UnderMTU: l.Underlay.MTU, Advertise: l.Advertise,
 		Lease: statusfile.Lease{Held: l.Held, Subnet: l.Subnet},
 		VTEP:  statusfile.VTEP{Device: w.VXLAN.Name, IP: w.VXLAN.Address.Addr(), MAC: l.VTEPMAC.String(), TxChecksumOff: w.TxChecksumOff},
 		MTU:   w.HostFile.MTU, PeersWanted: len(w.Peers),

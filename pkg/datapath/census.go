@@ -38,7 +38,11 @@ func (g Gap) Missing() []string {
 // DiffTarget read per peer, so overlayd's metrics, overlayctl status and
 // overlayctl why judge a peer exactly as a reconcile pass would.
 func Gaps(t PeerTarget, wanted []Peer, installed Installed) []Gap {
-	plan := DiffTarget(t, wanted, installed)
+	return GapsIn(DiffTarget(t, wanted, installed), wanted)
+}
+
+// GapsIn is Gaps read from a plan DiffTarget made for wanted.
+func GapsIn(plan Plan, wanted []Peer) []Gap {
 	if len(plan.AddRoutes)+len(plan.AddDirect)+len(plan.AddNeighs)+len(plan.AddFDB) == 0 {
 		return nil
 	}

@@ -43,9 +43,6 @@ type Status struct {
 	Underlay  string         `json:"underlay"`
 	UnderMTU  int            `json:"underlayMTU"`
 	Advertise []netip.Prefix `json:"advertise,omitempty"`
-	// Routes are this host's own routes, which a gateway's LANs must not
-	// shadow (overlayctl builds peers as overlayd does).
-	Routes []netip.Prefix `json:"routes,omitempty"`
 
 	Lease Lease `json:"lease"`
 	VTEP  VTEP  `json:"vtep"`
