@@ -56,7 +56,7 @@ func newRootCmd() (*cobra.Command, func()) {
 	f.StringVar(&g.network, "network", "default", "network name")
 	f.StringVar(&g.runDir, "run-dir", hostfile.DefaultRunDir, "overlayd's run dir (where the host file is)")
 	f.VarP(&g.output, "output", "o", "output format: table (for people) or json (one document, for scripts)")
-	root.AddCommand(newNetworkCmd(g), newLeasesCmd(g), newLeaseCmd(g), newStatusCmd(g), newWhyCmd(g), newTeardownCmd(g))
+	root.AddCommand(newNetworkCmd(g), newLeasesCmd(g), newLeaseCmd(g), newStatusCmd(g), newWhyCmd(g), newTeardownCmd(g), newCNICmd(g))
 	return root, func() {
 		if g.cancel != nil {
 			g.cancel()
