@@ -6,6 +6,8 @@
 #                       edge hosts (a legacy VM and a gateway for a legacy LAN)
 #   make demo KEEP=1    ... and keep the cluster up (prints how to remove it)
 #   make demo-down STATE=/tmp/ovl-cluster.XXXXXX
+#   make image          the container image (FROM scratch; podman build, offline)
+#   make image-archive  ... saved as bin/overlay-VERSION.oci.tar
 #   make bench          measure against the overlays users pick today (a table
 #                       on stdout, JSON under bench/results); make bench-quick
 #                       is a smaller run for development
@@ -19,6 +21,12 @@ export PATH := /usr/local/go/bin:$(PATH)
 export GOFLAGS ?= -buildvcs=false
 
 BIN := $(CURDIR)/bin
+VERSION := $(shell cat $(CURDIR)/VERSION)
+IMAGE ?= ghcr.io/overlaynet/overlay
+IMAGE_DIR := $(BIN)/image
+# Static and stripped: the binaries run in the image (FROM scratch, no libc)
+# and on any distribution's hosts.
+GO_BUILD_FLAGS := -trimpath -ldflags "-s -w"
 RACE ?= -race
 UNIT_TIMEOUT ?= 10m
 E2E_TIMEOUT ?= 10m
@@ -51,7 +59,8 @@ REF_PLUGINS := github.com/containernetworking/plugins/plugins/main/bridge@v1.10.
 BENCH_RESULTS ?= $(CURDIR)/bench/results
 BENCH_ARGS ?=
 
-.PHONY: all deps build test vet unit e2e demo demo-down bench bench-quick bench-tools clean fmt
+.PHONY: all deps build test vet unit e2e demo demo-down bench bench-quick bench-tools clean fmt \
+	image image-rootfs image-archive image-name
 
 all: build
 
@@ -61,11 +70,11 @@ deps:
 build:
 	@mkdir -p $(BIN)
 	@set -e; for b in $(BINARIES); do \
-		echo "go build -o bin/$${b%%:*} $${b#*:}"; \
-		go build -o $(BIN)/$${b%%:*} $${b#*:}; \
+		echo "CGO_ENABLED=0 go build -o bin/$${b%%:*} $${b#*:}"; \
+		CGO_ENABLED=0 go build $(GO_BUILD_FLAGS) -o $(BIN)/$${b%%:*} $${b#*:}; \
 	done
 
-test: deps build
+test: deps build image-rootfs
 	$(MAKE) vet unit e2e
 
 vet:
@@ -77,7 +86,22 @@ unit:
 
 # The end-to-end tests run the binaries built above in network namespaces.
 e2e:
-	OVERLAY_BIN_DIR=$(BIN) go test -count=1 -v -timeout $(E2E_TIMEOUT) ./test/...
+	OVERLAY_BIN_DIR=$(BIN) OVERLAY_IMAGE_CONTEXT=$(IMAGE_DIR) OVERLAY_IMAGE=$(IMAGE):$(VERSION) go test -count=1 -v -timeout $(E2E_TIMEOUT) ./test/...
+
+# The image's root filesystem, staged from bin/ (the e2e tests build the
+# image from it with a private podman store).
+image-rootfs: build
+	hack/image-rootfs.sh $(BIN) $(IMAGE_DIR)/rootfs
+
+image: image-rootfs
+	podman build --pull=never -f Containerfile --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) $(IMAGE_DIR)
+
+image-archive: image
+	podman save --format oci-archive -o $(BIN)/overlay-$(VERSION).oci.tar $(IMAGE):$(VERSION)
+	@echo "load it with: podman load -i $(BIN)/overlay-$(VERSION).oci.tar  (containerd: ctr -n k8s.io images import)"
+
+image-name:
+	@echo $(IMAGE):$(VERSION)
 
 demo: deps build
 	KEEP=$(KEEP) hack/demo.sh

@@ -33,6 +33,7 @@ import (
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"github.com/overlaynet/overlay/pkg/etcdtest"
 	"github.com/overlaynet/overlay/pkg/hostfile"
 )
 
@@ -218,7 +219,11 @@ type Cluster struct {
 	// newClusterEtcd); Etcd is then the first of them.
 	Members []*EtcdMember
 	// Endpoints is what overlayd and overlayctl are given.
-	Endpoints  string
+	Endpoints string
+	// TLS, when set, are the certificates of an etcd that serves only TLS
+	// with client certificates (newClusterTLS); every overlayd and
+	// overlayctl of the harness is given them.
+	TLS        *etcdtest.Certs
 	Hosts      []*Host
 	etcdStarts int
 }
@@ -241,6 +246,9 @@ type Host struct {
 	StateDir string
 	DataDir  string // overlay-ipam's dataDir
 	cacheDir string // libcni's result cache
+	// CNIBin, when set, is where libcni finds the plugins on h (an install
+	// put them there); c.Bin otherwise.
+	CNIBin string
 	Daemon   *Proc
 	starts   int
 }
@@ -256,8 +264,27 @@ func newCluster(t *testing.T, n int) *Cluster {
 // 198.18.0.1, .2, ... of the fabric).
 func newClusterEtcd(t *testing.T, n, members int) *Cluster {
 	t.Helper()
+	return newClusterWith(t, n, members, false)
+}
+
+// newClusterTLS is newCluster with an etcd that serves only TLS and
+// requires client certificates (c.TLS), on https://198.18.0.1:2379.
+func newClusterTLS(t *testing.T, n int) *Cluster {
+	t.Helper()
+	return newClusterWith(t, n, 1, true)
+}
+
+func newClusterWith(t *testing.T, n, members int, withTLS bool) *Cluster {
+	t.Helper()
 	requireRoot(t)
 	c := &Cluster{t: t, Bin: binDir(t), Prefix: fmt.Sprintf("%s%d-%s", nsPrefix, os.Getpid(), randHex(3)), Dir: t.TempDir(), Endpoints: etcdURL}
+	if withTLS {
+		if members > 1 {
+			t.Fatal("newClusterWith: TLS is for a single-member etcd")
+		}
+		c.TLS = etcdtest.NewCerts(t, "198.18.0.1")
+		c.Endpoints = strings.Replace(etcdURL, "http://", "https://", 1)
+	}
 	c.Fabric = c.Prefix + "-fab"
 	addNetns(t, c.Fabric)
 	run(t, "ip", "-n", c.Fabric, "link", "add", "fabric0", "type", "bridge")
@@ -315,9 +342,13 @@ func (c *Cluster) startEtcd() {
 	t := c.t
 	t.Helper()
 	c.etcdStarts++
-	c.Etcd = startProc(t, "devetcd", c.Fabric, filepath.Join(c.Dir, fmt.Sprintf("devetcd-%d.log", c.etcdStarts)),
-		filepath.Join(c.Bin, "devetcd"), "--data-dir", filepath.Join(c.Dir, "etcd"),
-		"--listen-client", etcdURL, "--listen-peer", "http://198.18.0.1:2380")
+	argv := []string{filepath.Join(c.Bin, "devetcd"), "--data-dir", filepath.Join(c.Dir, "etcd"),
+		"--listen-client", c.Endpoints, "--listen-peer", "http://198.18.0.1:2380"}
+	if c.TLS != nil {
+		argv = append(argv, "--cert-file", c.TLS.ServerCertFile, "--key-file", c.TLS.ServerKeyFile,
+			"--trusted-ca-file", c.TLS.CAFile, "--client-cert-auth")
+	}
+	c.Etcd = startProc(t, "devetcd", c.Fabric, filepath.Join(c.Dir, fmt.Sprintf("devetcd-%d.log", c.etcdStarts)), argv...)
 	waitFor(t, 30*time.Second, "devetcd to serve (log "+c.Etcd.Log+")", func() bool {
 		if c.Etcd.Exited() {
 			t.Fatalf("devetcd exited:\n%s", c.Etcd.Output())
@@ -388,7 +419,7 @@ func (c *Cluster) Leader() *EtcdMember {
 
 // Ctl runs overlayctl in the fabric, where etcd is reachable.
 func (c *Cluster) Ctl(args ...string) (string, error) {
-	argv := append([]string{filepath.Join(c.Bin, "overlayctl"), "--etcd-endpoints", c.Endpoints}, args...)
+	argv := append(append([]string{filepath.Join(c.Bin, "overlayctl")}, c.etcdArgs()...), args...)
 	out, err := nsCmd(c.Fabric, argv...).CombinedOutput()
 	return string(out), err
 }
@@ -396,10 +427,19 @@ func (c *Cluster) Ctl(args ...string) (string, error) {
 // Ctl runs overlayctl on host h (its namespace and run dir), as an
 // operator on that machine would.
 func (h *Host) Ctl(args ...string) (string, error) {
-	argv := append([]string{filepath.Join(h.c.Bin, "overlayctl"), "--etcd-endpoints", h.c.Endpoints,
-		"--network", networkName, "--run-dir", h.RunDir}, args...)
+	argv := append(append([]string{filepath.Join(h.c.Bin, "overlayctl")}, h.c.etcdArgs()...),
+		append([]string{"--network", networkName, "--run-dir", h.RunDir}, args...)...)
 	out, err := nsCmd(h.NS, argv...).CombinedOutput()
 	return string(out), err
+}
+
+// etcdArgs are the flags that point overlayd and overlayctl at c's etcd.
+func (c *Cluster) etcdArgs() []string {
+	args := []string{"--etcd-endpoints", c.Endpoints}
+	if c.TLS != nil {
+		args = append(args, "--etcd-cafile", c.TLS.CAFile, "--etcd-certfile", c.TLS.ClientCertFile, "--etcd-keyfile", c.TLS.ClientKeyFile)
+	}
+	return args
 }
 
 // SetNetwork writes the network config with overlayctl, e.g. SetNetwork()
@@ -431,9 +471,9 @@ func (h *Host) Start(extra ...string) *Proc {
 func (h *Host) StartBinary(bin string, extra ...string) *Proc {
 	h.c.t.Helper()
 	h.starts++
-	argv := []string{bin,
-		"--etcd-endpoints", h.c.Endpoints, "--network", networkName, "--iface", "eth0",
-		"--run-dir", h.RunDir, "--state-dir", h.StateDir, "--hostname", fmt.Sprintf("h%d", h.N)}
+	argv := append([]string{bin}, h.c.etcdArgs()...)
+	argv = append(argv, "--network", networkName, "--iface", "eth0",
+		"--run-dir", h.RunDir, "--state-dir", h.StateDir, "--hostname", fmt.Sprintf("h%d", h.N))
 	argv = append(argv, extra...)
 	log := filepath.Join(h.c.Dir, fmt.Sprintf("overlayd-h%d-%d.log", h.N, h.starts))
 	h.Daemon = startProc(h.c.t, fmt.Sprintf("overlayd h%d", h.N), h.NS, log, argv...)
@@ -658,7 +698,11 @@ func (h *Host) cniIn(cacheDir string, fn func(cni *libcni.CNIConfig) error) erro
 		return err
 	}
 	defer hostNS.Close()
-	cni := libcni.NewCNIConfigWithCacheDir([]string{h.c.Bin}, cacheDir, nil)
+	bin := h.c.Bin
+	if h.CNIBin != "" {
+		bin = h.CNIBin
+	}
+	cni := libcni.NewCNIConfigWithCacheDir([]string{bin}, cacheDir, nil)
 	return hostNS.Do(func(ns.NetNS) error { return fn(cni) })
 }
 
