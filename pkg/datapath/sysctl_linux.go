@@ -2,8 +2,10 @@ package datapath
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
+	"syscall"
 
 	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 )
@@ -19,7 +21,13 @@ func EnableIPv4Forwarding() error {
 	if err != nil || on {
 		return err
 	}
-	return setSysctl("net/ipv4/ip_forward", "1")
+	err = setSysctl("net/ipv4/ip_forward", "1")
+	if errors.Is(err, syscall.EROFS) {
+		// A container without privileges (the Kubernetes DaemonSet) sees
+		// /proc/sys read-only: the node must have forwarding on already.
+		return fmt.Errorf("%w: net.ipv4.ip_forward is 0 and this process cannot change it; turn it on on the host (sysctl -w net.ipv4.ip_forward=1, and in /etc/sysctl.d to keep it), as Kubernetes nodes need anyway", err)
+	}
+	return err
 }
 
 // IPv4Forwarding reports whether net.ipv4.ip_forward is on in the calling
