@@ -73,6 +73,10 @@ func (l *Loop[T]) Run(ctx context.Context) {
 	}
 	defer retry.Stop()
 	backoff := retryMin
+	// A failure that persists while kicks keep coming (every lease or
+	// link event runs a pass) is logged once per interval, not per pass.
+	var lastErr string
+	var lastLogged time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -89,11 +93,16 @@ func (l *Loop[T]) Run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			l.log.Warn("reconcile failed; retrying", "err", err, "retry_in", backoff)
+			if msg := err.Error(); msg != lastErr || time.Since(lastLogged) >= l.interval {
+				l.log.Warn("reconcile failed; retrying", "err", err, "retry_in", backoff)
+				lastErr, lastLogged = msg, time.Now()
+			} else {
+				l.log.Debug("reconcile failed again", "err", err, "retry_in", backoff)
+			}
 			retry.Reset(backoff)
 			backoff = min(backoff*2, l.interval)
 			continue
 		}
-		backoff = retryMin
+		backoff, lastErr = retryMin, ""
 	}
 }

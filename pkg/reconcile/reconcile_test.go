@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -122,5 +123,57 @@ func TestTriggerReappliesCurrentState(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Trigger did not cause a pass")
+	}
+}
+
+// countingHandler counts Warn records.
+type countingHandler struct {
+	slog.Handler
+	mu    sync.Mutex
+	warns int
+}
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *countingHandler) Handle(_ context.Context, rec slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if rec.Level == slog.LevelWarn {
+		h.warns++
+	}
+	return nil
+}
+
+// A failure that persists while passes keep being kicked (a DaemonSet
+// whose /proc/sys is read-only, say) is logged once per interval, not
+// once per pass.
+func TestPersistentFailureIsLoggedOncePerInterval(t *testing.T) {
+	var passes, last atomic.Int64
+	apply := func(_ context.Context, v int) error {
+		passes.Add(1)
+		last.Store(int64(v))
+		return errors.New("read-only file system")
+	}
+	h := &countingHandler{}
+	l := New(apply, time.Hour, slog.New(h))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { l.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	for i := 1; i <= 50; i++ {
+		l.Set(i)
+		time.Sleep(2 * time.Millisecond)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for last.Load() != 50 || passes.Load() < 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d passes, last value %d", passes.Load(), last.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.warns != 1 {
+		t.Fatalf("%d failing passes logged %d warnings, want 1", passes.Load(), h.warns)
 	}
 }
