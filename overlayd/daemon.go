@@ -25,13 +25,21 @@ import (
 func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// Bind the metrics address first, so a taken or malformed --metrics-addr
 	// stops the start instead of only being logged once serving.
-	var ln net.Listener
+	// It serves from the start: while overlayd waits for etcd or the
+	// network config, /healthz says it is alive (a liveness probe must not
+	// kill a wait) and /readyz says it is not ready yet.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var web switchHandler
+	web.set(startingHandler())
 	if cfg.MetricsAddr != "" {
-		var err error
-		if ln, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+		ln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
 			return fmt.Errorf("--metrics-addr %s: %w; give a free host:port, or leave it empty to disable metrics", cfg.MetricsAddr, err)
 		}
-		defer ln.Close()
+		wg.Go(func() { serveHTTP(ctx, ln, &web, log) })
 	}
 	// What needs no etcd runs while it is dialed: finding iptables (it
 	// runs `iptables --version`), and a first start's disk writes in the
@@ -74,14 +82,12 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := startAll(ctx, agents); err != nil {
 		return err
 	}
-	var wg sync.WaitGroup
-	if ln != nil {
-		wg.Go(func() { serveMetrics(ctx, ln, reg, agents, log) })
-	}
+	web.set(metricsMux(reg, agents))
+	var running sync.WaitGroup
 	for _, a := range agents {
-		wg.Go(func() { a.Run(ctx) })
+		running.Go(func() { a.Run(ctx) })
 	}
-	wg.Wait()
+	running.Wait()
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,15 +17,42 @@ import (
 	"github.com/overlaynet/overlay/pkg/subnet"
 )
 
-// serveMetrics exposes /metrics, /healthz (every agent's loop is passing)
+// metricsMux serves /metrics, /healthz (every agent's loop is passing)
 // and /readyz (every agent holds its lease, its last pass succeeded and its
-// host file is written) until ctx ends.
-func serveMetrics(ctx context.Context, ln net.Listener, reg *prometheus.Registry, agents []*agent.Agent, log *slog.Logger) {
+// host file is written).
+func metricsMux(reg *prometheus.Registry, agents []*agent.Agent) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", allHandler(agents, (*agent.Agent).Alive))
 	mux.HandleFunc("/readyz", allHandler(agents, (*agent.Agent).Ready))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	return mux
+}
+
+// startingHandler answers until the agents have started: alive, not
+// ready, no metrics yet.
+func startingHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok: starting\n")) })
+	notYet := func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "starting: connecting to etcd, waiting for the network config or taking the lease (see the log)", http.StatusServiceUnavailable)
+	}
+	mux.HandleFunc("/readyz", notYet)
+	mux.HandleFunc("/metrics", notYet)
+	return mux
+}
+
+// switchHandler is an http.Handler that can be replaced while serving.
+type switchHandler struct{ h atomic.Pointer[http.Handler] }
+
+func (s *switchHandler) set(h http.Handler) { s.h.Store(&h) }
+
+func (s *switchHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	(*s.h.Load()).ServeHTTP(w, r)
+}
+
+// serveHTTP serves h on ln until ctx ends.
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
 		shut, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -249,8 +249,8 @@ type Host struct {
 	// CNIBin, when set, is where libcni finds the plugins on h (an install
 	// put them there); c.Bin otherwise.
 	CNIBin string
-	Daemon   *Proc
-	starts   int
+	Daemon *Proc
+	starts int
 }
 
 // newCluster builds the fabric, starts etcd and adds n hosts; overlayd is not

@@ -35,7 +35,7 @@ func (h *Host) scrape(t *testing.T, addr string) map[string]float64 {
 
 // httpCode is the status of GET path on overlayd's metrics address.
 func (h *Host) httpCode(addr, path string) string {
-	out, _ := nsCmd(h.NS, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://"+addr+path).Output()
+	out, _ := nsCmd(h.NS, "curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "http://"+addr+path).Output()
 	return string(out)
 }
 
@@ -261,5 +261,31 @@ func TestStatusIgnoresOwnStaleLease(t *testing.T) {
 	}
 	if !s.Lease.Found || !s.Overlayd.Running || s.LastPass == nil {
 		t.Fatalf("status: %+v", s)
+	}
+}
+
+// TestHealthWhileWaitingForConfig: overlayd serves its health endpoints
+// from the start, so a liveness probe (the Kubernetes DaemonSet's) does not
+// kill it while it waits for the network config: /healthz 200, /readyz and
+// /metrics 503 until it has started, then /readyz 200 and metrics.
+func TestHealthWhileWaitingForConfig(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 1)
+	h := c.Hosts[0]
+	addr := h.IP + ":9472"
+	h.Start("--metrics-addr", addr)
+	waitFor(t, 10*time.Second, "overlayd to log that it waits for the network config", func() bool {
+		return strings.Contains(h.Daemon.Output(), "waiting for the network config")
+	})
+	for path, want := range map[string]string{"/healthz": "200", "/readyz": "503", "/metrics": "503"} {
+		if got := h.httpCode(addr, path); got != want {
+			t.Errorf("%s = %s while waiting for the network config, want %s", path, got, want)
+		}
+	}
+	c.SetNetwork()
+	h.WaitReady()
+	waitFor(t, 10*time.Second, "/readyz 200 once started", func() bool { return h.httpCode(addr, "/readyz") == "200" })
+	if got := h.httpCode(addr, "/metrics"); got != "200" {
+		t.Errorf("/metrics = %s once started", got)
 	}
 }
