@@ -28,15 +28,22 @@ func TestInstall(t *testing.T) {
 		root := foreignHost(t)
 		before := snapshotTree(t, root)
 		in.mustMake(t, "install", "DESTDIR="+root)
-		in.checkInstalled(t, root, "/usr/local", before)
+		in.checkInstalled(t, root, "/usr/local", in.bin, before)
 		first := snapshotTree(t, root)
 
 		// A second run updates in place: nothing changes, the manifest
 		// included.
 		in.mustMake(t, "install", "DESTDIR="+root)
 		sameTree(t, "after the second install", snapshotTree(t, root), first)
+		// A new release updates what changed; the manifest stays exact.
+		newBin := in.newRelease(t)
+		out := in.mustMake(t, "install", "DESTDIR="+root, "BIN="+newBin)
+		in.checkInstalled(t, root, "/usr/local", newBin, before)
+		if !strings.Contains(out, "updated "+filepath.Join(root, "usr/local/bin/overlayd")) {
+			t.Errorf("the new release's install does not say it updated overlayd:\n%s", out)
+		}
 
-		out := in.mustMake(t, "uninstall", "DESTDIR="+root)
+		out = in.mustMake(t, "uninstall", "DESTDIR="+root)
 		sameTree(t, "after uninstall", snapshotTree(t, root), before)
 		if !strings.Contains(out, "removed "+filepath.Join(root, "etc/default/overlayd")) {
 			t.Errorf("uninstall does not say it removed the env file it wrote:\n%s", out)
@@ -56,7 +63,7 @@ func TestInstall(t *testing.T) {
 		root := t.TempDir()
 		before := snapshotTree(t, root)
 		in.mustMake(t, "install", "DESTDIR="+root)
-		in.checkInstalled(t, root, "/usr/local", before)
+		in.checkInstalled(t, root, "/usr/local", in.bin, before)
 		in.mustMake(t, "uninstall", "DESTDIR="+root)
 		sameTree(t, "after uninstall", snapshotTree(t, root), before)
 	})
@@ -116,7 +123,7 @@ func TestInstall(t *testing.T) {
 		root := foreignHost(t)
 		before := snapshotTree(t, root)
 		in.mustMake(t, "install", "DESTDIR="+root, "PREFIX=/opt/overlay")
-		in.checkInstalled(t, root, "/opt/overlay", before)
+		in.checkInstalled(t, root, "/opt/overlay", in.bin, before)
 		if _, err := os.Lstat(filepath.Join(root, "usr/local/bin/overlayd")); err == nil {
 			t.Error("PREFIX=/opt/overlay installed usr/local/bin/overlayd")
 		}
@@ -124,7 +131,7 @@ func TestInstall(t *testing.T) {
 		// looked and leaves the install alone.
 		installed := snapshotTree(t, root)
 		out := in.mustMake(t, "uninstall", "DESTDIR="+root)
-		if !strings.Contains(out, "nothing to uninstall") || !strings.Contains(out, "PREFIX") {
+		if !strings.Contains(out, "nothing to uninstall") || !strings.Contains(out, "make uninstall PREFIX=") {
 			t.Errorf("uninstall with the default PREFIX does not point at PREFIX:\n%s", out)
 		}
 		sameTree(t, "after uninstall with another PREFIX", snapshotTree(t, root), installed)
@@ -291,12 +298,12 @@ func (in *installer) newRelease(t *testing.T) string {
 // checkInstalled checks what make install put under root for prefix,
 // and that the manifest lists exactly the files and directories the host
 // part added (the rest is the CNI ledger's).
-func (in *installer) checkInstalled(t *testing.T, root, prefix string, before map[string]treeEntry) {
+func (in *installer) checkInstalled(t *testing.T, root, prefix, bin string, before map[string]treeEntry) {
 	t.Helper()
 	rel := func(p string) string { return strings.TrimPrefix(p, "/") }
 	for _, b := range []string{"overlayd", "overlayctl"} {
 		path := filepath.Join(root, prefix, "bin", b)
-		in.sameFile(t, path, filepath.Join(in.bin, b))
+		in.sameFile(t, path, filepath.Join(bin, b))
 		if info, err := os.Stat(path); err != nil || info.Mode().Perm() != 0o755 {
 			t.Errorf("%s: %v, want mode 0755", path, info)
 		}
@@ -310,7 +317,7 @@ func (in *installer) checkInstalled(t *testing.T, root, prefix string, before ma
 	in.sameFile(t, filepath.Join(root, "etc/default/overlayd"), filepath.Join(in.repo, "conf/overlayd.env"))
 	in.sameFile(t, filepath.Join(root, "etc/cni/net.d/10-overlay.conflist"), filepath.Join(in.repo, "conf/10-overlay.conflist"))
 	for _, p := range []string{"overlay", "overlay-ipam"} {
-		in.sameFile(t, filepath.Join(root, "opt/cni/bin", p), filepath.Join(in.bin, p))
+		in.sameFile(t, filepath.Join(root, "opt/cni/bin", p), filepath.Join(bin, p))
 	}
 	now := snapshotTree(t, root)
 	if e, ok := before["opt/cni/bin/portmap"]; ok && now["opt/cni/bin/portmap"] != e {
@@ -325,13 +332,19 @@ func (in *installer) checkInstalled(t *testing.T, root, prefix string, before ma
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
+	list := func(p string) {
+		if listed[rel(p)] {
+			t.Errorf("the manifest lists %s twice", p)
+		}
+		listed[rel(p)] = true
+	}
 	for sc.Scan() {
 		fields := strings.Split(sc.Text(), "\t")
 		switch fields[0] {
 		case "dir":
-			listed[rel(fields[1])] = true
+			list(fields[1])
 		case "file", "replaced":
-			listed[rel(fields[2])] = true
+			list(fields[2])
 			if got := now[rel(fields[2])].sha; got != fields[1] {
 				t.Errorf("manifest: %s has sha256 %s, the file %s", fields[2], fields[1], got)
 			}
