@@ -346,10 +346,13 @@ install_file() {
 # cni_install: step 1, with what it may write saved for the undo.
 cni_install() {
 	local args=() p f out rc=0 dir
-	local candidates=("$DESTDIR$CNI_NET_DIR/$CONFLIST" "$DESTDIR$LEDGER")
+	local candidates=("$DESTDIR$LEDGER")
+	# A file already identical to ours is not written (cni install leaves
+	# it unchanged), so it needs no copy.
+	cmp -s "conf/$CONFLIST" "$DESTDIR$CNI_NET_DIR/$CONFLIST" || candidates+=("$DESTDIR$CNI_NET_DIR/$CONFLIST")
 	for p in "${PLUGINS[@]}"; do
 		[[ -f $BIN/$p ]] || die "$BIN/$p is missing; run make build"
-		candidates+=("$DESTDIR$CNI_BIN_DIR/$p")
+		cmp -s "$BIN/$p" "$DESTDIR$CNI_BIN_DIR/$p" || candidates+=("$DESTDIR$CNI_BIN_DIR/$p")
 	done
 	mapfile -t CNI_NEW_DIRS < <(missing_dirs "$STATE_DIR" "$CNI_BIN_DIR" "$CNI_NET_DIR" "$STATE_DIR/cni-backup")
 	for dir in "${CNI_NEW_DIRS[@]}"; do journal dir "$DESTDIR$dir"; done
@@ -372,14 +375,11 @@ cni_install() {
 	out=$("$BIN/overlayctl" "${args[@]}" 2>&1) || rc=$?
 	[[ -z $out ]] || printf '%s\n' "$out" | sed 's/^/  /'
 	if ((rc != 0)); then
-		if [[ $out == *"nothing was installed"* ]]; then
-			# Refusals are found before anything is written.
-			TOUCHED=0
-		fi
-		if [[ $out == *--force* ]]; then
-			die "the CNI step refused (above). Move the files it names away, or run make install FORCE=1 to replace them (each is backed up; make uninstall puts it back) and to install even when another network's config sorts first"
-		fi
-		die "the CNI step failed (above)"
+		[[ $out == *"nothing was installed"* ]] || die "the CNI step failed (above)"
+		# A refusal is found before anything is written.
+		TOUCHED=0
+		[[ $out == *--force* ]] || die "the CNI step refused (above); nothing was installed"
+		die "the CNI step refused (above); nothing was installed. Move the files it names away, or run make install FORCE=1 to replace them (each is backed up; make uninstall puts it back) and to install even when another network's config sorts first"
 	fi
 	for dir in "${CNI_NEW_DIRS[@]}"; do
 		[[ ! -d $DESTDIR$dir ]] || add_dir "$dir"
