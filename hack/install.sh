@@ -61,6 +61,7 @@ for v in PREFIX SYSCONFDIR SYSTEMD_UNIT_DIR CNI_BIN_DIR CNI_NET_DIR STATE_DIR; d
 	[[ $p != *$'\t'* && $p != *$'\n'* ]] || die "$v: a tab or newline in a path is not supported"
 	[[ $p == / ]] || printf -v "$v" '%s' "${p%/}"
 done
+[[ $DESTDIR != *$'\t'* && $DESTDIR != *$'\n'* ]] || die "DESTDIR: a tab or newline in a path is not supported"
 [[ $FORCE == 0 || $FORCE == 1 ]] || die "FORCE=$FORCE: use FORCE=1 or FORCE=0"
 [[ $CONFLIST != */* && -f conf/$CONFLIST && $CONFLIST == *.conflist ]] ||
 	die "CONFLIST=$CONFLIST: name one of conf/*.conflist ($(cd conf && echo *.conflist))"
@@ -389,6 +390,7 @@ cni_install() {
 
 do_install() {
 	local b
+	# The staging root is the packager's, not part of the install.
 	[[ -z $DESTDIR ]] || mkdir -p "$DESTDIR"
 	for b in overlayd overlayctl; do
 		[[ -x $BIN/$b ]] || die "$BIN/$b is missing; run make build"
@@ -488,6 +490,9 @@ then run make uninstall again"
 				kept+=("$DESTDIR$path was changed since make install wrote it; remove it if it is not wanted: rm $DESTDIR$path")
 			fi
 			say "kept $DESTDIR$path (changed since it was installed)"
+		elif [[ $kind == replaced && ! -f $DESTDIR${M_BACKUP[$path]} ]]; then
+			kept+=("$DESTDIR$path replaced a file whose copy ($DESTDIR${M_BACKUP[$path]}) is gone; remove it if it is not wanted: rm $DESTDIR$path")
+			say "kept $DESTDIR$path (the file it replaced is gone)"
 		elif [[ $kind == replaced ]]; then
 			cp -a "$DESTDIR${M_BACKUP[$path]}" "$DESTDIR$path.uninstall-$$"
 			mv -fT "$DESTDIR$path.uninstall-$$" "$DESTDIR$path"
