@@ -234,7 +234,9 @@ func TestInstall(t *testing.T) {
 	t.Run("Dependencies", func(t *testing.T) {
 		t.Parallel()
 		for target, wantBuild := range map[string]bool{"install": true, "uninstall": false} {
-			out, err := exec.Command("make", "-n", "-C", in.repo, target, "DESTDIR="+t.TempDir()).CombinedOutput()
+			cmd := exec.Command("make", "-n", "-C", in.repo, target, "DESTDIR="+t.TempDir())
+			cmd.Env = makeEnv()
+			out, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Fatalf("make -n %s: %v\n%s", target, err, out)
 			}
@@ -261,14 +263,18 @@ func newInstaller(t *testing.T) *installer {
 func (in *installer) make(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.Command("make", append([]string{"-s", "-C", in.repo, "-o", "build", "BIN=" + in.bin}, args...)...)
-	// An outer make (make e2e) passes its flags and jobserver down; this
-	// one is a separate run.
-	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool {
-		return strings.HasPrefix(kv, "MAKEFLAGS=") || strings.HasPrefix(kv, "MFLAGS=") || strings.HasPrefix(kv, "MAKELEVEL=")
-	})
+	cmd.Env = makeEnv()
 	out, err := cmd.CombinedOutput()
 	t.Logf("make %s:\n%s", strings.Join(args, " "), out)
 	return string(out), err
+}
+
+// makeEnv is the environment without an outer make's (make e2e) flags,
+// variables and jobserver: each make here is a separate run.
+func makeEnv() []string {
+	return slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return strings.HasPrefix(kv, "MAKEFLAGS=") || strings.HasPrefix(kv, "MFLAGS=") || strings.HasPrefix(kv, "MAKELEVEL=")
+	})
 }
 
 func (in *installer) mustMake(t *testing.T, args ...string) string {
