@@ -17,8 +17,9 @@
 #   make uninstall      remove exactly what make install wrote (files changed since
 #                       are kept and named); put back what FORCE=1 replaced
 #
-# Everything but install needs root for the namespaces; nothing touches the
-# root namespace. install/uninstall write the host (as root) and take:
+# The tests, demo and bench need root for the namespaces; they touch nothing
+# in the root namespace. install/uninstall write this host (as root; DESTDIR
+# stages instead) and take:
 #   PREFIX=/usr/local          overlayd, overlayctl in PREFIX/bin; the manifest of
 #                              what was installed in PREFIX/share/overlay
 #   DESTDIR=                   staging root prefixed to every path (packaging, tests)
@@ -32,8 +33,9 @@
 #   STATE_DIR=/var/lib/overlay the CNI install's ledger (cni-install.json); also
 #                              OVERLAY_STATE_DIR in a newly written env file
 #   FORCE=0                    1: replace foreign files of our names (backed up; make
-#                              uninstall puts them back) and install even when another
-#                              network's config sorts before ours (overlayctl cni install --force)
+#                              uninstall puts them back) and ours changed since install,
+#                              and install even when another network's config sorts
+#                              before ours (overlayctl cni install --force)
 
 SHELL := /bin/bash
 # A plain root shell may not have Go on PATH.
