@@ -11,8 +11,31 @@
 #   make bench          measure against the overlays users pick today (a table
 #                       on stdout, JSON under bench/results); make bench-quick
 #                       is a smaller run for development
+#   make install        overlayd, overlayctl, the systemd unit, /etc/default/overlayd
+#                       and the CNI plugins and conflist onto this host (a plain
+#                       host; on Kubernetes the DaemonSet installs instead)
+#   make uninstall      remove exactly what make install wrote (files changed since
+#                       are kept and named); put back what FORCE=1 replaced
 #
-# Everything needs root for the namespaces; nothing touches the root namespace.
+# The tests, demo and bench need root for the namespaces; they touch nothing
+# in the root namespace. install/uninstall write this host (as root; DESTDIR
+# stages instead) and take:
+#   PREFIX=/usr/local          overlayd, overlayctl in PREFIX/bin; the manifest of
+#                              what was installed in PREFIX/share/overlay
+#   DESTDIR=                   staging root prefixed to every path (packaging, tests)
+#   SYSCONFDIR=/etc            the env file goes to SYSCONFDIR/default/overlayd, written
+#                              only when missing (an admin's copy is never overwritten)
+#   SYSTEMD_UNIT_DIR=/etc/systemd/system   overlayd.service, its paths set to the above
+#   CNI_BIN_DIR=/opt/cni/bin   overlay, overlay-ipam and the reference plugins; the
+#                              host's own portmap etc. are kept (FORCE=1 replaces them)
+#   CNI_NET_DIR=/etc/cni/net.d the conflist
+#   CONFLIST=10-overlay.conflist   one of conf/*.conflist (see conf/README.md)
+#   STATE_DIR=/var/lib/overlay the CNI install's ledger (cni-install.json); also
+#                              OVERLAY_STATE_DIR in a newly written env file
+#   FORCE=0                    1: replace foreign files of our names (backed up; make
+#                              uninstall puts them back) and ours changed since install,
+#                              and install even when another network's config sorts
+#                              before ours (overlayctl cni install --force)
 
 SHELL := /bin/bash
 # A plain root shell may not have Go on PATH.
@@ -31,6 +54,20 @@ RACE ?= -race
 UNIT_TIMEOUT ?= 10m
 E2E_TIMEOUT ?= 10m
 KEEP ?= 0
+
+# make install / uninstall (documented above).
+PREFIX ?= /usr/local
+DESTDIR ?=
+SYSCONFDIR ?= /etc
+SYSTEMD_UNIT_DIR ?= /etc/systemd/system
+CNI_BIN_DIR ?= /opt/cni/bin
+CNI_NET_DIR ?= /etc/cni/net.d
+CONFLIST ?= 10-overlay.conflist
+STATE_DIR ?= /var/lib/overlay
+FORCE ?= 0
+INSTALL_ENV = BIN='$(BIN)' PREFIX='$(PREFIX)' DESTDIR='$(DESTDIR)' SYSCONFDIR='$(SYSCONFDIR)' \
+	SYSTEMD_UNIT_DIR='$(SYSTEMD_UNIT_DIR)' CNI_BIN_DIR='$(CNI_BIN_DIR)' CNI_NET_DIR='$(CNI_NET_DIR)' \
+	CONFLIST='$(CONFLIST)' STATE_DIR='$(STATE_DIR)' FORCE='$(FORCE)'
 
 # name:package for every binary in bin/.
 BINARIES := \
@@ -60,7 +97,7 @@ BENCH_RESULTS ?= $(CURDIR)/bench/results
 BENCH_ARGS ?=
 
 .PHONY: all deps build test vet unit e2e demo demo-down bench bench-quick bench-tools clean fmt \
-	image image-rootfs image-archive image-name
+	image image-rootfs image-archive image-name install uninstall
 
 all: build
 
@@ -102,6 +139,15 @@ image-archive: image
 
 image-name:
 	@echo $(IMAGE):$(VERSION)
+
+# The host part and the CNI part (overlayctl cni install), with a manifest
+# and a ledger of what was written; a failure part-way undoes the run.
+install: build
+	$(INSTALL_ENV) hack/install.sh install
+
+# No build: uninstall must work where there is no Go toolchain.
+uninstall:
+	$(INSTALL_ENV) hack/install.sh uninstall
 
 demo: deps build
 	KEEP=$(KEEP) hack/demo.sh
