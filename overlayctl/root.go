@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -47,11 +48,14 @@ func newRootCmd() (*cobra.Command, func()) {
 		},
 	}
 	f := root.PersistentFlags()
-	f.StringVar(&g.endpoints, "etcd-endpoints", subnet.DefaultEndpoints, "comma-separated etcd client URLs")
-	f.StringVar(&g.prefix, "etcd-prefix", subnet.DefaultPrefix, "etcd key prefix")
-	f.StringVar(&g.caFile, "etcd-cafile", "", "CA bundle to verify etcd's certificate (enables TLS)")
-	f.StringVar(&g.certFile, "etcd-certfile", "", "client certificate for etcd")
-	f.StringVar(&g.keyFile, "etcd-keyfile", "", "client key for etcd")
+	// The etcd flags default to overlayd's environment (the DaemonSet and
+	// /etc/default/overlayd set it), so `kubectl exec ds/overlayd --
+	// overlayctl status` needs no flags.
+	f.StringVar(&g.endpoints, "etcd-endpoints", envOr("OVERLAY_ETCD_ENDPOINTS", subnet.DefaultEndpoints), "comma-separated etcd client URLs (env OVERLAY_ETCD_ENDPOINTS)")
+	f.StringVar(&g.prefix, "etcd-prefix", envOr("OVERLAY_ETCD_PREFIX", subnet.DefaultPrefix), "etcd key prefix (env OVERLAY_ETCD_PREFIX)")
+	f.StringVar(&g.caFile, "etcd-cafile", os.Getenv("OVERLAY_ETCD_CAFILE"), "CA bundle to verify etcd's certificate (enables TLS; env OVERLAY_ETCD_CAFILE)")
+	f.StringVar(&g.certFile, "etcd-certfile", os.Getenv("OVERLAY_ETCD_CERTFILE"), "client certificate for etcd (env OVERLAY_ETCD_CERTFILE)")
+	f.StringVar(&g.keyFile, "etcd-keyfile", os.Getenv("OVERLAY_ETCD_KEYFILE"), "client key for etcd (env OVERLAY_ETCD_KEYFILE)")
 	f.DurationVar(&g.timeout, "etcd-timeout", 5*time.Second, "timeout for the etcd requests of one command")
 	f.StringVar(&g.network, "network", "default", "network name")
 	f.StringVar(&g.runDir, "run-dir", hostfile.DefaultRunDir, "overlayd's run dir (where the host file is)")
@@ -62,6 +66,14 @@ func newRootCmd() (*cobra.Command, func()) {
 			g.cancel()
 		}
 	}
+}
+
+// envOr is the environment variable name, or def when it is unset or empty.
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }
 
 // connect opens the subnet map with the shared flags.
