@@ -107,6 +107,11 @@ func TestImage(t *testing.T) {
 	b := h2.Attach("b")
 	a.mustReach(t, b.IP)
 	b.mustReach(t, a.IP)
+	// What `kubectl exec ds/overlayd -- overlayctl status` runs: no flags,
+	// the etcd endpoints and TLS files come from the container's env.
+	if out, err := p.cmd("exec", "overlayd", "overlayctl", "status"); err != nil || !strings.Contains(out, hf.Subnet.String()) {
+		t.Errorf("overlayctl status in the overlayd container: %v\n%s", err, out)
+	}
 	if err := a.Del(); err != nil {
 		t.Fatalf("CNI DEL with the installed plugins: %v", err)
 	}
