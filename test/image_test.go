@@ -84,7 +84,7 @@ func TestImage(t *testing.T) {
 			t.Fatalf("the init container did not install /%s: %v", f, err)
 		}
 	}
-	if !strings.Contains(out, "kept") || !strings.Contains(out, "/host/opt/cni/bin/portmap") {
+	if !strings.Contains(out, "kept") || !strings.Contains(out, "/opt/cni/bin/portmap") {
 		t.Errorf("the install did not say it kept the host's portmap")
 	}
 

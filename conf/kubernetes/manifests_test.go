@@ -52,6 +52,7 @@ type objects struct {
 	configMaps map[string]*corev1.ConfigMap
 	secrets    map[string]*corev1.Secret
 	namespaces map[string]*corev1.Namespace
+	quotas     map[string]*corev1.ResourceQuota
 }
 
 // decodeFile decodes every document of a YAML file strictly into the type
@@ -81,6 +82,9 @@ func decodeFile(t *testing.T, path string, into *objects) {
 		case "v1 Secret":
 			s := &corev1.Secret{}
 			obj, into.secrets[path] = s, s
+		case "v1 ResourceQuota":
+			q := &corev1.ResourceQuota{}
+			obj, into.quotas[path] = q, q
 		case "v1 Namespace":
 			ns := &corev1.Namespace{}
 			obj, into.namespaces[path] = ns, ns
@@ -115,7 +119,7 @@ func readKustomization(t *testing.T, dir string) kustomization {
 func load(t *testing.T) *objects {
 	t.Helper()
 	objs := &objects{daemonSets: map[string]*appsv1.DaemonSet{}, configMaps: map[string]*corev1.ConfigMap{},
-		secrets: map[string]*corev1.Secret{}, namespaces: map[string]*corev1.Namespace{}}
+		secrets: map[string]*corev1.Secret{}, namespaces: map[string]*corev1.Namespace{}, quotas: map[string]*corev1.ResourceQuota{}}
 	listed := map[string]bool{"etcd-secret.example.yaml": true}
 	for _, dir := range []string{".", "cleanup", "examples/plain-http"} {
 		k := readKustomization(t, dir)

@@ -102,21 +102,25 @@ func Install(o Options) (Report, error) {
 			refusals = append(refusals, fmt.Sprintf("%s uses plugin %q, which is neither among the plugins to install (%s) nor in %s", o.Conflist, t, strings.Join(o.Plugins, ","), o.BinDir))
 		}
 	}
-	warnings, clashes, err := o.checkNetDir(ledger)
+	netDir, err := o.checkNetDir(ledger)
 	if err != nil {
 		return rep, err
 	}
-	rep.Warnings = warnings
-	refusals = append(refusals, clashes...)
+	rep.Warnings = netDir.warnings
+	refusals = append(refusals, netDir.refusals...)
 	plan, notes, err := o.plan(files, ledger)
 	if err != nil {
 		return rep, err
 	}
 	refusals = append(refusals, notes...)
+	refusals = append(refusals, o.checkKeptPlugins(plan, files[len(files)-1].data, types, &rep)...)
 	if len(refusals) > 0 {
 		return rep, fmt.Errorf("nothing was installed:\n  %s", strings.Join(refusals, "\n  "))
 	}
-	return rep, o.apply(plan, ledger, &rep)
+	if err := o.apply(plan, ledger, &rep); err != nil {
+		return rep, err
+	}
+	return rep, removeStale(netDir.stale, ledger, &rep)
 }
 
 func (o Options) validate() error {
@@ -173,16 +177,30 @@ func (o Options) load() ([]file, []string, error) {
 	return files, types, nil
 }
 
+// netDirCheck is what checkNetDir found.
+type netDirCheck struct {
+	warnings, refusals []string
+	// stale are conflists an earlier install of ours wrote under another
+	// name (a different CONFLIST), unchanged: removed, so one overlay
+	// conflist is left.
+	stale []string
+}
+
 // checkNetDir looks at the other CNI configs in the net dir: a foreign one
-// that sorts first is refused (without Force); others are warnings.
-func (o Options) checkNetDir(ledger *Ledger) (warnings, refusals []string, err error) {
+// that sorts first is refused on a first install (without Force); others
+// are warnings. Once our conflist is installed, a foreign one that appears
+// later is only a warning: refusing then would keep overlayd from starting
+// again on a node that has been running it.
+func (o Options) checkNetDir(ledger *Ledger) (netDirCheck, error) {
+	var c netDirCheck
 	ours := filepath.Base(o.Conflist)
+	reinstall := ledger.record(filepath.Join(o.NetDir, ours)) != nil
 	entries, err := os.ReadDir(o.NetDir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil, nil
+		return c, nil
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("read --net-dir: %w", err)
+		return c, fmt.Errorf("read --net-dir: %w", err)
 	}
 	for _, e := range entries {
 		name := e.Name()
@@ -192,25 +210,22 @@ func (o Options) checkNetDir(ledger *Ledger) (warnings, refusals []string, err e
 		path := filepath.Join(o.NetDir, name)
 		data, err := os.ReadFile(path)
 		if err != nil {
-			return nil, nil, fmt.Errorf("read %s: %w", path, err)
-		}
-		if ledger.ours(path, digestOf(data)) {
-			continue
-		}
-		if runsOverlay(data) {
-			warnings = append(warnings, fmt.Sprintf("%s also runs the overlay plugin; keep one overlay conflist in %s", path, o.NetDir))
-			continue
+			return c, fmt.Errorf("read %s: %w", path, err)
 		}
 		switch {
-		case name < ours && o.Force:
-			warnings = append(warnings, fmt.Sprintf("%s sorts before %s: runtimes that take the first config (containerd, CRI-O) keep using it; installed anyway (--force)", path, ours))
+		case ledger.ours(path, digestOf(data)):
+			c.stale = append(c.stale, path)
+		case runsOverlay(data):
+			c.warnings = append(c.warnings, fmt.Sprintf("%s also runs the overlay plugin (not installed by this ledger, or changed since); keep one overlay conflist in %s", path, o.NetDir))
+		case name < ours && (o.Force || reinstall):
+			c.warnings = append(c.warnings, fmt.Sprintf("%s (another network) sorts before %s: runtimes that take the first config (containerd, CRI-O) use it for new pods, not overlay; remove it unless a meta plugin such as Multus reads both", path, ours))
 		case name < ours:
-			refusals = append(refusals, fmt.Sprintf("%s (another network) sorts before %s: containerd and CRI-O use the first config in %s, so pods would not get the overlay network. Remove it (pods on it keep running until recreated), or install our conflist under a name that sorts first (e.g. 00-overlay.conflist), or pass --force to install anyway (e.g. for Multus)", path, ours, o.NetDir))
+			c.refusals = append(c.refusals, fmt.Sprintf("%s (another network) sorts before %s: containerd and CRI-O use the first config in %s, so pods would not get the overlay network. Remove it (pods on it keep running until recreated), or install our conflist under a name that sorts first (e.g. 00-overlay.conflist), or pass --force to install anyway (e.g. for Multus)", path, ours, o.NetDir))
 		default:
-			warnings = append(warnings, fmt.Sprintf("%s (another network) sorts after %s: new pods get the overlay network; pods already on it keep theirs until recreated", path, ours))
+			c.warnings = append(c.warnings, fmt.Sprintf("%s (another network) sorts after %s: new pods get the overlay network; pods already on it keep theirs until recreated", path, ours))
 		}
 	}
-	return warnings, refusals, nil
+	return c, nil
 }
 
 // isCNIConfig reports whether libcni would read a file of this name.
@@ -242,6 +257,8 @@ type planned struct {
 	file
 	action string // wrote, updated, replaced, unchanged, kept
 	note   string
+	// backup: keep the file being replaced, for uninstall to put back.
+	backup bool
 }
 
 // plan decides each file's fate from what is on disk and in the ledger.
@@ -264,8 +281,10 @@ func (o Options) plan(files []file, ledger *Ledger) ([]planned, []string, error)
 			p.action, p.note = "kept", "already identical, not installed by this ledger: uninstall leaves it"
 		case ledger.ours(f.dst, cur):
 			p.action = "updated"
+		case o.Force && earlierOverlay(f):
+			p.action, p.note = "replaced", "an earlier overlay install's copy; not backed up, uninstall removes it"
 		case o.Force:
-			p.action, p.note = "replaced", "was not installed by overlay; kept a backup that uninstall restores"
+			p.action, p.note, p.backup = "replaced", "was not installed by overlay; kept a backup that uninstall restores", true
 		case f.own:
 			refusals = append(refusals, fmt.Sprintf("%s exists and was not installed by overlay (or was changed since); remove it, or pass --force to replace it (a backup is kept and uninstall puts it back)", f.dst))
 			continue
@@ -275,6 +294,42 @@ func (o Options) plan(files []file, ledger *Ledger) ([]planned, []string, error)
 		plan = append(plan, p)
 	}
 	return plan, refusals, nil
+}
+
+// earlierOverlay reports whether the conflist at f's destination is an
+// overlay conflist from an earlier install that kept no ledger (copied by
+// hand). Putting it back on uninstall would leave a config that runs
+// overlay without overlayd, failing every pod's ADD; a plugin binary put
+// back does no such harm, so those keep their backups.
+func earlierOverlay(f file) bool {
+	if filepath.Ext(f.dst) != ".conflist" {
+		return false
+	}
+	data, err := os.ReadFile(f.dst)
+	return err == nil && runsOverlay(data)
+}
+
+// removeStale removes conflists an earlier install of ours wrote under
+// another name.
+func removeStale(stale []string, ledger *Ledger, rep *Report) error {
+	for _, path := range stale {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove %s: %w", path, err)
+		}
+		r := ledger.record(path)
+		if r != nil && r.Backup != "" {
+			// It had replaced a foreign file: put that back.
+			if err := restoreBackup(*r); err != nil {
+				return err
+			}
+		}
+		ledger.drop(path)
+		if err := ledger.save(); err != nil {
+			return err
+		}
+		rep.step(path, "removed", "an earlier overlay conflist of this ledger: one overlay conflist at a time")
+	}
+	return nil
 }
 
 // apply carries out plan, saving the ledger after each change.
@@ -296,7 +351,7 @@ func (o Options) apply(plan []planned, ledger *Ledger, rep *Report) error {
 			continue
 		}
 		rec := FileRecord{Path: p.dst, SHA256: digestOf(p.data)}
-		if p.action == "replaced" {
+		if p.backup {
 			var err error
 			if rec.Backup, rec.BackupMode, err = o.backup(p.dst, ledger); err != nil {
 				return err

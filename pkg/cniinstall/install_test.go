@@ -315,3 +315,101 @@ func TestBadInputIsRefusedBeforeWriting(t *testing.T) {
 		})
 	}
 }
+
+// A node that runs overlay gets a foreign config sorting first later (a
+// package upgrade drops one): the next install (a pod restart) warns
+// instead of refusing, or overlayd would not start again.
+func TestReinstallWarnsAboutAConfigThatAppearedLater(t *testing.T) {
+	h := newHost(t)
+	h.mustInstall()
+	later := filepath.Join(h.o.NetDir, "05-containerd-net.conflist")
+	h.write(later, `{"cniVersion":"1.0.0","name":"containerd-net","plugins":[{"type":"bridge"}]}`, 0o644)
+	rep := h.mustInstall()
+	if len(rep.Warnings) != 1 || !strings.Contains(rep.Warnings[0], later) {
+		t.Errorf("warnings %q, want one naming %s", rep.Warnings, later)
+	}
+}
+
+// Installing another of our conflists (CONFLIST=10-overlay-bandwidth...)
+// removes the one installed before: one overlay conflist at a time.
+func TestOtherConflistOfOursReplacesTheFirst(t *testing.T) {
+	h := newHost(t)
+	before := h.snapshot()
+	h.mustInstall()
+	first := filepath.Join(h.o.NetDir, "10-overlay.conflist")
+	h.o.Conflist = filepath.Join(h.root, "src", "10-overlay-bandwidth.conflist")
+	h.write(h.o.Conflist, strings.Replace(testConflist, `"snat":true`, `"snat":false`, 1), 0o644)
+	rep := h.mustInstall()
+	if _, err := os.Stat(first); !os.IsNotExist(err) {
+		t.Fatalf("%s is still there next to the new conflist (%v); steps %+v", first, err, rep.Steps)
+	}
+	h.mustUninstall()
+	sameTree(t, "after uninstall", h.snapshot(), before)
+}
+
+// --force over an earlier overlay install's conflist (copied by hand)
+// adopts it: uninstall removes it instead of putting an overlay config
+// without overlayd back.
+func TestForceAdoptsAnEarlierOverlayConflist(t *testing.T) {
+	h := newHost(t)
+	before := h.snapshot()
+	old := filepath.Join(h.o.NetDir, "10-overlay.conflist")
+	h.write(old, strings.Replace(testConflist, `"snat":true`, `"snat":false`, 1), 0o644)
+	if _, err := Install(h.o); err == nil {
+		t.Fatal("install over a changed overlay conflist without --force succeeded")
+	}
+	h.o.Force = true
+	h.mustInstall()
+	h.mustUninstall()
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Errorf("uninstall put the earlier overlay conflist back (%v)", err)
+	}
+	after := h.snapshot()
+	for _, d := range []string{"/etc/cni/net.d", "/etc/cni", "/etc", ""} {
+		delete(after, d)
+		delete(before, d)
+	}
+	sameTree(t, "after uninstall", after, before)
+}
+
+// A host plugin too old for the conflist's cniVersion is not kept
+// silently: every pod's ADD would fail.
+func TestOldHostPluginIsRefused(t *testing.T) {
+	h := newHost(t)
+	hostPortmap := filepath.Join(h.o.BinDir, "portmap")
+	const old = "#!/bin/sh\necho '{\"cniVersion\":\"0.4.0\",\"supportedVersions\":[\"0.3.0\",\"0.3.1\",\"0.4.0\"]}'\n"
+	h.write(hostPortmap, old, 0o755)
+	before := h.snapshot()
+	_, err := Install(h.o)
+	if err == nil || !strings.Contains(err.Error(), hostPortmap) || !strings.Contains(err.Error(), "1.0.0") {
+		t.Fatalf("install beside a CNI 0.4.0 portmap: %v", err)
+	}
+	sameTree(t, "after the refusal", h.snapshot(), before)
+	h.o.Force = true
+	h.mustInstall()
+	h.mustUninstall()
+	if got := h.read(hostPortmap); got != old {
+		t.Errorf("uninstall did not put the host's portmap back: %q", got)
+	}
+}
+
+// The ledger read where its paths do not exist (a container install's
+// ledger on the host) keeps its records instead of calling them gone.
+func TestUninstallElsewhereKeepsTheLedger(t *testing.T) {
+	h := newHost(t)
+	h.mustInstall()
+	moved := filepath.Join(h.root, "moved")
+	if err := os.Rename(filepath.Join(h.root, "host", "opt"), moved); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Uninstall(h.o.Ledger); err == nil || !strings.Contains(err.Error(), "directory is missing") {
+		t.Fatalf("uninstall with the bin dir missing: %v", err)
+	}
+	if err := os.Rename(moved, filepath.Join(h.root, "host", "opt")); err != nil {
+		t.Fatal(err)
+	}
+	h.mustUninstall()
+	if _, err := os.Stat(filepath.Join(h.o.BinDir, "overlay")); !os.IsNotExist(err) {
+		t.Errorf("the second uninstall left overlay (%v)", err)
+	}
+}

@@ -101,6 +101,11 @@ func (l *Ledger) put(r FileRecord) {
 	l.Files = append(l.Files, r)
 }
 
+// drop forgets path.
+func (l *Ledger) drop(path string) {
+	l.Files = slices.DeleteFunc(l.Files, func(r FileRecord) bool { return r.Path == path })
+}
+
 func (l *Ledger) addDir(dir string) {
 	if !slices.Contains(l.Dirs, dir) {
 		l.Dirs = append(l.Dirs, dir)

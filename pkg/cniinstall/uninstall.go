@@ -57,17 +57,24 @@ func Uninstall(path string) (Report, error) {
 // undoFile removes one recorded file if it is still as written, putting
 // back the file it replaced.
 func undoFile(r FileRecord, rep *Report) error {
+	if _, err := os.Stat(filepath.Dir(r.Path)); err != nil {
+		// Not the filesystem the install saw (the ledger of a container
+		// install read on the host, a staged DESTDIR): calling the file
+		// gone would drop the record and leave it behind for good.
+		return fmt.Errorf("%s: its directory is missing (%v); run the uninstall where the install ran (same mounts or root), the ledger keeps this record", r.Path, err)
+	}
 	cur, err := fileDigest(r.Path)
 	if err != nil {
 		return err
 	}
 	switch {
-	case cur == "":
-		note := "already removed"
-		if r.Backup != "" {
-			note += "; the file it replaced is at " + r.Backup
+	case cur == "" && r.Backup != "":
+		if err := restoreBackup(r); err != nil {
+			return err
 		}
-		rep.step(r.Path, "gone", note)
+		rep.step(r.Path, "restored", "ours was already removed; put back the file --force had replaced")
+	case cur == "":
+		rep.step(r.Path, "gone", "already removed")
 		return nil
 	case cur != r.SHA256:
 		note := "changed since it was installed: kept; remove it by hand if it is not wanted"
@@ -77,12 +84,8 @@ func undoFile(r FileRecord, rep *Report) error {
 		rep.step(r.Path, "kept", note)
 		return nil
 	case r.Backup != "":
-		data, err := os.ReadFile(r.Backup)
-		if err != nil {
-			return fmt.Errorf("restore %s from %s: %w", r.Path, r.Backup, err)
-		}
-		if err := writeFile(r.Path, data, r.BackupMode); err != nil {
-			return fmt.Errorf("restore %s: %w", r.Path, err)
+		if err := restoreBackup(r); err != nil {
+			return err
 		}
 		rep.step(r.Path, "restored", "the file --force had replaced")
 	default:
@@ -91,10 +94,21 @@ func undoFile(r FileRecord, rep *Report) error {
 		}
 		rep.step(r.Path, "removed", "")
 	}
-	if r.Backup != "" {
-		if err := os.Remove(r.Backup); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("remove backup %s: %w", r.Backup, err)
-		}
+	return nil
+}
+
+// restoreBackup puts the file r replaced back in its place and removes
+// the backup.
+func restoreBackup(r FileRecord) error {
+	data, err := os.ReadFile(r.Backup)
+	if err != nil {
+		return fmt.Errorf("restore %s from %s: %w", r.Path, r.Backup, err)
+	}
+	if err := writeFile(r.Path, data, r.BackupMode); err != nil {
+		return fmt.Errorf("restore %s: %w", r.Path, err)
+	}
+	if err := os.Remove(r.Backup); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove backup %s: %w", r.Backup, err)
 	}
 	return nil
 }
