@@ -101,14 +101,7 @@ func TestInstall(t *testing.T) {
 		writeFile(t, conflist, []byte(`{"cniVersion":"1.0.0","name":"theirs","plugins":[{"type":"bridge","bridge":"cni0"}]}`), 0o600)
 		before := snapshotTree(t, root)
 
-		out, err := in.make(t, "install", "DESTDIR="+root)
-		if err == nil {
-			t.Fatalf("install over a foreign conflist succeeded:\n%s", out)
-		}
-		if !strings.Contains(out, conflist) || !strings.Contains(out, "FORCE=1") {
-			t.Errorf("the refusal does not name %s and FORCE=1:\n%s", conflist, out)
-		}
-		sameTree(t, "after the refusal", snapshotTree(t, root), before)
+		in.mustRefuse(t, root, conflist, before)
 
 		in.mustMake(t, "install", "DESTDIR="+root, "FORCE=1")
 		if got, want := readFile(t, conflist), readFile(t, filepath.Join(in.repo, "conf/10-overlay.conflist")); string(got) != string(want) {
@@ -152,14 +145,7 @@ func TestInstall(t *testing.T) {
 		writeFile(t, unit, append(slices.Clip(installed), "# a local change\n"...), 0o644)
 		changed := snapshotTree(t, root)
 
-		out, err := in.make(t, "install", "DESTDIR="+root)
-		if err == nil {
-			t.Fatalf("install over a changed unit succeeded:\n%s", out)
-		}
-		if !strings.Contains(out, unit) || !strings.Contains(out, "FORCE=1") {
-			t.Errorf("the refusal does not name %s and FORCE=1:\n%s", unit, out)
-		}
-		sameTree(t, "after the refusal", snapshotTree(t, root), changed)
+		in.mustRefuse(t, root, unit, changed)
 
 		in.mustMake(t, "install", "DESTDIR="+root, "FORCE=1")
 		if got := readFile(t, unit); string(got) != string(installed) {
@@ -178,14 +164,7 @@ func TestInstall(t *testing.T) {
 		writeFile(t, filepath.Join(root, "usr/local/bin/overlayd"), []byte("overlayd 0.0.9, installed by hand\n"), 0o700)
 		writeFile(t, filepath.Join(root, "opt/cni/bin/overlay"), []byte("overlay 0.0.9, installed by hand\n"), 0o755)
 		before := snapshotTree(t, root)
-		out, err := in.make(t, "install", "DESTDIR="+root)
-		if err == nil {
-			t.Fatalf("install over a hand-installed overlayd succeeded:\n%s", out)
-		}
-		if overlayd := filepath.Join(root, "usr/local/bin/overlayd"); !strings.Contains(out, overlayd) || !strings.Contains(out, "FORCE=1") {
-			t.Errorf("the refusal does not name %s and FORCE=1:\n%s", overlayd, out)
-		}
-		sameTree(t, "after the refusal", snapshotTree(t, root), before)
+		in.mustRefuse(t, root, filepath.Join(root, "usr/local/bin/overlayd"), before)
 
 		in.mustMake(t, "install", "DESTDIR="+root, "FORCE=1")
 		in.sameFile(t, filepath.Join(root, "usr/local/bin/overlayd"), filepath.Join(in.bin, "overlayd"))
@@ -275,6 +254,20 @@ func makeEnv() []string {
 	return slices.DeleteFunc(os.Environ(), func(kv string) bool {
 		return strings.HasPrefix(kv, "MAKEFLAGS=") || strings.HasPrefix(kv, "MFLAGS=") || strings.HasPrefix(kv, "MAKELEVEL=")
 	})
+}
+
+// mustRefuse runs make install into root and wants it refused, naming
+// path and FORCE=1, with root left as it was.
+func (in *installer) mustRefuse(t *testing.T, root, path string, was map[string]treeEntry) {
+	t.Helper()
+	out, err := in.make(t, "install", "DESTDIR="+root)
+	if err == nil {
+		t.Fatalf("install over %s succeeded:\n%s", path, out)
+	}
+	if !strings.Contains(out, path) || !strings.Contains(out, "FORCE=1") {
+		t.Errorf("the refusal does not name %s and FORCE=1:\n%s", path, out)
+	}
+	sameTree(t, "after the refusal", snapshotTree(t, root), was)
 }
 
 func (in *installer) mustMake(t *testing.T, args ...string) string {
