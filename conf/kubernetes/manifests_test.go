@@ -32,6 +32,9 @@ const (
 	cniNetDir = "/etc/cni/net.d"
 	// metricsPort is the port the manifests give overlayd's --metrics-addr.
 	metricsPort = 9472
+	// plainHTTP is the plain-http kustomization: beside this directory,
+	// since kustomize refuses a base whose directory holds its overlay.
+	plainHTTP = "../kubernetes-plain-http"
 )
 
 // kustomization is the part of kustomize's Kustomization the manifests
@@ -121,36 +124,61 @@ func load(t *testing.T) *objects {
 	objs := &objects{daemonSets: map[string]*appsv1.DaemonSet{}, configMaps: map[string]*corev1.ConfigMap{},
 		secrets: map[string]*corev1.Secret{}, namespaces: map[string]*corev1.Namespace{}, quotas: map[string]*corev1.ResourceQuota{}}
 	listed := map[string]bool{"etcd-secret.example.yaml": true}
-	for _, dir := range []string{".", "cleanup", "examples/plain-http"} {
+	for _, dir := range []string{".", "cleanup", plainHTTP} {
 		k := readKustomization(t, dir)
 		listed[filepath.Join(dir, "kustomization.yaml")] = true
 		for _, r := range k.Resources {
 			p := filepath.Join(dir, r)
-			if _, err := os.Stat(p); err != nil {
+			fi, err := os.Stat(p)
+			if err != nil {
 				t.Errorf("%s/kustomization.yaml lists %s: %v", dir, r, err)
+				continue
+			}
+			if fi.IsDir() && contains(t, p, dir) {
+				t.Errorf("%s/kustomization.yaml uses %s, a directory that holds it: kustomize refuses that (cycle detected); move the kustomization out of %s", dir, r, p)
 			}
 			listed[p] = true
 		}
 		for _, p := range k.Patches {
+			if _, err := os.Stat(filepath.Join(dir, p.Path)); err != nil {
+				t.Errorf("%s/kustomization.yaml patches with %s: %v", dir, p.Path, err)
+			}
 			listed[filepath.Join(dir, p.Path)] = true
 		}
 	}
-	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || filepath.Ext(path) != ".yaml" {
-			return err
+	for _, root := range []string{".", plainHTTP} {
+		err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() || filepath.Ext(path) != ".yaml" {
+				return err
+			}
+			if !listed[path] {
+				t.Errorf("%s is in no kustomization: list it, or remove it", path)
+			}
+			if filepath.Base(path) != "kustomization.yaml" {
+				decodeFile(t, path, objs)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-		if !listed[path] {
-			t.Errorf("%s is in no kustomization: list it, or remove it", path)
-		}
-		if filepath.Base(path) != "kustomization.yaml" {
-			decodeFile(t, path, objs)
-		}
-		return nil
-	})
+	}
+	return objs
+}
+
+// contains reports whether directory dir is sub or holds it.
+func contains(t *testing.T, dir, sub string) bool {
+	t.Helper()
+	a, err := filepath.Abs(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return objs
+	b, err := filepath.Abs(sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel(a, b)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
 func TestManifestsDecodeStrictly(t *testing.T) {
@@ -235,8 +263,9 @@ func checkSecurity(t *testing.T, c corev1.Container, caps ...corev1.Capability) 
 	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
 		t.Errorf("container %s: root filesystem not read-only", c.Name)
 	}
-	if sc.AllowPrivilegeEscalation != nil && *sc.AllowPrivilegeEscalation {
-		t.Errorf("container %s allows privilege escalation", c.Name)
+	// Unset means allowed: a root process with added capabilities.
+	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Errorf("container %s: allowPrivilegeEscalation is not false", c.Name)
 	}
 }
 
@@ -268,6 +297,9 @@ func TestOverlaydDaemonSet(t *testing.T) {
 	}
 	spec := ds.Spec.Template.Spec
 	checkPod(t, "daemonset.yaml", spec)
+	if spec.PriorityClassName != "system-node-critical" {
+		t.Errorf("priorityClassName %q: the node's network must not be evicted before its pods (system-node-critical)", spec.PriorityClassName)
+	}
 	if spec.DNSPolicy != corev1.DNSDefault {
 		t.Errorf("dnsPolicy %q: etcd names must resolve without cluster DNS (Default)", spec.DNSPolicy)
 	}
@@ -425,7 +457,7 @@ func TestCleanupDaemonSet(t *testing.T) {
 // The plain-http patch blanks exactly the TLS variables the DaemonSet has.
 func TestPlainHTTPExample(t *testing.T) {
 	objs := load(t)
-	patch := objs.daemonSets["examples/plain-http/no-tls.yaml"]
+	patch := objs.daemonSets[filepath.Join(plainHTTP, "no-tls.yaml")]
 	base := objs.daemonSets["daemonset.yaml"]
 	if patch == nil || patch.Name != base.Name || patch.Namespace != base.Namespace {
 		t.Fatalf("the plain-http patch does not name the DaemonSet %s/%s", base.Namespace, base.Name)
@@ -444,6 +476,67 @@ func TestPlainHTTPExample(t *testing.T) {
 		if m := varRef.FindStringSubmatch(v); m == nil || !slices.Contains(blanked, m[1]) {
 			t.Errorf("%s %s is not blanked by the plain-http patch", flag, v)
 		}
+	}
+}
+
+// The namespace admits what overlayd needs, which is outside the baseline
+// Pod Security profile.
+func TestNamespace(t *testing.T) {
+	ns := load(t).namespaces["namespace.yaml"]
+	if ns == nil {
+		t.Fatal("namespace.yaml holds no Namespace")
+	}
+	if got := ns.Labels["pod-security.kubernetes.io/enforce"]; got != "privileged" {
+		t.Errorf("namespace.yaml: pod-security.kubernetes.io/enforce is %q; host network, host paths and NET_ADMIN need privileged", got)
+	}
+}
+
+// What overlayd takes from the Secret is what the example Secret (and the
+// create secret command in its header) provides.
+func TestEtcdSecret(t *testing.T) {
+	objs := load(t)
+	secret := objs.secrets["etcd-secret.example.yaml"]
+	if secret == nil {
+		t.Fatal("etcd-secret.example.yaml holds no Secret")
+	}
+	header, err := os.ReadFile("etcd-secret.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	has := func(key string) bool {
+		_, inString := secret.StringData[key]
+		_, inData := secret.Data[key]
+		return (inString || inData) && (bytes.Contains(header, []byte("--from-literal="+key+"=")) || bytes.Contains(header, []byte("--from-file="+key+"=")))
+	}
+	spec := objs.daemonSets["daemonset.yaml"].Spec.Template.Spec
+	overlayd := container(t, spec, "overlayd")
+	refs := 0
+	for _, e := range overlayd.Env {
+		if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
+			continue
+		}
+		refs++
+		ref := e.ValueFrom.SecretKeyRef
+		if ref.Name != secret.Name || !has(ref.Key) {
+			t.Errorf("daemonset.yaml: %s comes from Secret %s key %s, which etcd-secret.example.yaml (Secret %s, and its create secret command) does not provide", e.Name, ref.Name, ref.Key, secret.Name)
+		}
+	}
+	for _, v := range spec.Volumes {
+		if v.Secret == nil {
+			continue
+		}
+		refs++
+		if v.Secret.SecretName != secret.Name {
+			t.Errorf("daemonset.yaml: volume %s is Secret %s, the example creates %s", v.Name, v.Secret.SecretName, secret.Name)
+		}
+		for _, it := range v.Secret.Items {
+			if !has(it.Key) {
+				t.Errorf("daemonset.yaml: volume %s takes key %s, which etcd-secret.example.yaml (and its create secret command) does not provide", v.Name, it.Key)
+			}
+		}
+	}
+	if refs < 2 {
+		t.Errorf("daemonset.yaml takes %d things from the Secret, want the endpoints and the TLS volume", refs)
 	}
 }
 
