@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -129,7 +128,7 @@ func TestImage(t *testing.T) {
 	if links := h1.linkNames(t, "type", "vxlan"); len(links) > 0 {
 		t.Errorf("after the cleanup, h1 still has VXLAN devices %v", links)
 	}
-	node.sameAs(t, before)
+	sameTree(t, "after the cleanup", node.snapshot(t), before)
 }
 
 // kubeNode plays the kubelet of one simulated host: host paths live under
@@ -413,41 +412,16 @@ func (n *kubeNode) write(t *testing.T, rel string, data []byte, mode os.FileMode
 	}
 }
 
-// snapshot lists the node's CNI dirs: path, mode and content.
-func (n *kubeNode) snapshot(t *testing.T) map[string]string {
+// snapshot records the node's CNI dirs (snapshotTree of each).
+func (n *kubeNode) snapshot(t *testing.T) map[string]treeEntry {
 	t.Helper()
-	snap := map[string]string{}
+	snap := map[string]treeEntry{}
 	for _, d := range []string{"opt/cni/bin", "etc/cni/net.d"} {
-		base := filepath.Join(n.root, d)
-		_ = filepath.Walk(base, func(path string, info os.FileInfo, err error) error {
-			if err != nil {
-				return nil
-			}
-			v := info.Mode().String()
-			if info.Mode().IsRegular() {
-				data, _ := os.ReadFile(path)
-				v += fmt.Sprintf(" %x", sha256.Sum256(data))
-			}
-			snap[strings.TrimPrefix(path, n.root)] = v
-			return nil
-		})
+		for p, e := range snapshotTree(t, filepath.Join(n.root, d)) {
+			snap[filepath.Join(d, p)] = e
+		}
 	}
 	return snap
-}
-
-func (n *kubeNode) sameAs(t *testing.T, before map[string]string) {
-	t.Helper()
-	after := n.snapshot(t)
-	for k, v := range after {
-		if before[k] != v {
-			t.Errorf("after the cleanup, %s is %q, before the install %q", k, v, before[k])
-		}
-	}
-	for k, v := range before {
-		if _, ok := after[k]; !ok {
-			t.Errorf("after the cleanup, %s (%s) is gone", k, v)
-		}
-	}
 }
 
 // loadDaemonSet reads a DaemonSet manifest of the repo.

@@ -74,9 +74,9 @@ func (r *Report) step(path, action, note string) {
 
 // file is one file to install.
 type file struct {
-	src, dst string
-	data     []byte
-	mode     fs.FileMode
+	dst  string
+	data []byte
+	mode fs.FileMode
 	// own: a foreign file in its place is refused (not kept) without Force.
 	own bool
 }
@@ -153,7 +153,7 @@ func (o Options) load() ([]file, []string, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("plugin %s: %w; --from must hold every plugin in --plugins", name, err)
 		}
-		files = append(files, file{src: src, dst: filepath.Join(o.BinDir, name), data: data, mode: 0o755, own: slices.Contains(ownPlugins, name)})
+		files = append(files, file{dst: filepath.Join(o.BinDir, name), data: data, mode: 0o755, own: slices.Contains(ownPlugins, name)})
 	}
 	data, err := os.ReadFile(o.Conflist)
 	if err != nil {
@@ -173,7 +173,7 @@ func (o Options) load() ([]file, []string, error) {
 	if !slices.Contains(types, "overlay") {
 		return nil, nil, fmt.Errorf("--conflist %s runs no plugin of type \"overlay\"; give an overlay conflist (conf/*.conflist)", o.Conflist)
 	}
-	files = append(files, file{src: o.Conflist, dst: filepath.Join(o.NetDir, filepath.Base(o.Conflist)), data: data, mode: 0o644, own: true})
+	files = append(files, file{dst: filepath.Join(o.NetDir, filepath.Base(o.Conflist)), data: data, mode: 0o644, own: true})
 	return files, types, nil
 }
 
